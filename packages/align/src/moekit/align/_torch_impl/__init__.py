@@ -1,0 +1,1 @@
+"""Plain-PyTorch implementations: correct on any device, and the fallback without Triton."""

@@ -1,0 +1,22 @@
+"""Plain-NumPy reference of the moekit ops (the conformance oracle; no torch import)."""
+
+from moekit.reference.align import (
+    batched_moe_align_block_size,
+    count_expert_num_tokens,
+    moe_align_block_size,
+    moe_permute,
+    moe_sum,
+    moe_unpermute,
+    sorted_ids_length,
+)
+
+__all__ = [
+    "batched_moe_align_block_size",
+    "count_expert_num_tokens",
+    "moe_align_block_size",
+    "moe_permute",
+    "moe_sum",
+    "moe_unpermute",
+    "sorted_ids_length",
+]
+__version__ = "0.1.0"
