@@ -34,8 +34,8 @@ def layout_config(numel: int, num_layout_bins: int) -> LayoutConfig:
 
 
 def num_histogram_bins(num_layout_bins: int) -> int:
-    """Histogram width: every layout bin plus one for slots that are not placed."""
-    return triton.next_power_of_2(num_layout_bins + 1)
+    """Histogram width: every layout bin, one for unplaced slots, one for lanes past the end."""
+    return triton.next_power_of_2(num_layout_bins + 2)
 
 
 def pad_tile(block_size: int) -> int:

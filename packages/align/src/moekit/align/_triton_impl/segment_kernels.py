@@ -30,7 +30,8 @@ def slot_bins(
     num_bins_valid,
     MAP_TO_LOCAL: tl.constexpr,
 ):
-    """Segment of each slot in ``offs``: its (local) expert, or ``num_bins_valid`` if not placed."""
+    """Segment of each slot in ``offs``: its (local) expert, ``num_bins_valid`` for a slot that is
+    not placed, ``num_bins_valid + 1`` for a lane past ``numel`` (so it is never counted as one)."""
     in_range = offs < numel
     ids = tl.load(topk_ids_ptr + offs, mask=in_range, other=-1)
     valid = in_range & (ids >= 0) & (ids < num_ids)
@@ -39,7 +40,8 @@ def slot_bins(
         local = tl.load(expert_map_ptr + bins, mask=valid, other=-1)
         valid = valid & (local >= 0) & (local < num_bins_valid)
         bins = local
-    return tl.where(valid, bins, num_bins_valid)
+    bins = tl.where(valid, bins, num_bins_valid)
+    return tl.where(in_range, bins, num_bins_valid + 1)
 
 
 @triton.jit
