@@ -28,6 +28,17 @@ def layout_bins(
     return torch.where(valid, bins, num_experts)
 
 
+def bin_counts(bins: torch.Tensor, num_bins: int) -> torch.Tensor:
+    """Occurrences of each value ``0..num_bins-1`` in ``bins`` (int64); larger values are dropped.
+
+    ``scatter_add_`` rather than ``bincount``: bincount reads its input's maximum on the host,
+    which synchronises the stream and breaks CUDA-graph capture.
+    """
+    counts = torch.zeros(num_bins + 1, dtype=torch.int64, device=bins.device)
+    counts.scatter_add_(0, bins.clamp(max=num_bins), torch.ones_like(bins))
+    return counts[:num_bins]
+
+
 def place_by_bin(
     bins: torch.Tensor, num_bins: int, block_size: int, length: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -38,7 +49,7 @@ def place_by_bin(
     """
     numel = bins.numel()
     device = bins.device
-    counts = torch.bincount(bins, minlength=num_bins + 1)[:num_bins]
+    counts = bin_counts(bins, num_bins)
     padded_ends = torch.cumsum(round_up_tensor(counts, block_size), 0)
     padded_starts = padded_ends - round_up_tensor(counts, block_size)
     unpadded_starts = torch.cumsum(counts, 0) - counts

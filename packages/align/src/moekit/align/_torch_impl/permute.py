@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from moekit.align._torch_impl.block_align import layout_bins
+from moekit.align._torch_impl.block_align import bin_counts, layout_bins
 
 
 def moe_permute(
@@ -20,7 +20,7 @@ def moe_permute(
     permuted_idx = torch.argsort(bins, stable=True)
     inv_permuted_idx = torch.empty_like(permuted_idx)
     inv_permuted_idx[permuted_idx] = torch.arange(permuted_idx.numel(), device=bins.device)
-    counts = torch.bincount(bins, minlength=num_local_experts + 1)[:num_local_experts]
+    counts = bin_counts(bins, num_local_experts)
     offsets = torch.zeros(num_local_experts + 1, dtype=torch.int64, device=bins.device)
     offsets[1:] = torch.cumsum(counts, 0)
     permuted = hidden_states[permuted_idx // top_k]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from moekit.align._torch_impl.block_align import bin_counts
+
 
 def local_slot_mask(topk_ids: torch.Tensor, expert_map: torch.Tensor | None) -> torch.Tensor:
     """True where a slot's id is ``>= 0`` and, with a map, maps to a local expert."""
@@ -38,4 +40,4 @@ def count_expert_num_tokens(
         ids = torch.where(in_map, expert_map.long()[torch.where(in_map, ids, 0)], -1)
     valid = (ids >= 0) & (ids < num_local_experts)
     bins = torch.where(valid, ids, num_local_experts)
-    return torch.bincount(bins, minlength=num_local_experts + 1)[:num_local_experts].to(torch.int32)
+    return bin_counts(bins, num_local_experts).to(torch.int32)

@@ -1,0 +1,109 @@
+"""Time ``moe_align_block_size`` on a GPU: Triton vs torch backends, eager and CUDA graph.
+
+Every case is first checked: the Triton outputs must equal the torch path's exactly.
+
+    python benchmarks/align/bench_align.py --out benchmarks/results/align_h100.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import copy_bandwidth_gbps, environment, time_us, write_json  # noqa: E402
+
+from moekit.align import moe_align_block_size  # noqa: E402
+from moekit.align._sizes import cdiv, sorted_ids_length  # noqa: E402
+
+TOKENS = (1, 16, 256, 4096, 16384)
+TOP_K = (2, 8)
+EXPERTS = (8, 128, 256)
+BLOCKS = (16, 64)
+GRAPH_MAX_TOKENS = 256
+NUM_INPUT_SETS = 4
+
+
+def skewed_topk_ids(num_tokens: int, top_k: int, num_experts: int, seed: int) -> torch.Tensor:
+    """Distinct experts per token, drawn with Zipf-like popularity (Gumbel top-k)."""
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    popularity = 1.0 / torch.arange(1, num_experts + 1, device="cuda").float() ** 1.2
+    popularity = popularity[torch.randperm(num_experts, device="cuda", generator=gen)]
+    uniform = torch.rand(num_tokens, num_experts, device="cuda", generator=gen)
+    gumbel = -torch.log(-torch.log(uniform.clamp_min(1e-20)))
+    return (popularity.log() + gumbel).topk(top_k, dim=1).indices.to(torch.int32)
+
+
+def check_case(ids: torch.Tensor, block: int, experts: int) -> None:
+    got = moe_align_block_size(ids, block, experts, backend="triton")
+    ref = moe_align_block_size(ids, block, experts, backend="torch")
+    for name, g, r in zip(("sorted_token_ids", "expert_ids", "num_tokens_post_pad"), got, ref):
+        if not torch.equal(g, r):
+            raise AssertionError(f"{name} differs: tokens={ids.shape} block={block} E={experts}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--quick", action="store_true", help="one shape per token count")
+    args = parser.parse_args()
+
+    bandwidth = copy_bandwidth_gbps()
+    rows = []
+    cases = list(itertools.product(TOKENS, TOP_K, EXPERTS, BLOCKS))
+    if args.quick:
+        cases = [c for c in cases if c[1:] == (8, 256, 16)]
+    for tokens, top_k, experts, block in cases:
+        inputs = [skewed_topk_ids(tokens, top_k, experts, s) for s in range(NUM_INPUT_SETS)]
+        for ids in inputs:
+            check_case(ids, block, experts)
+        numel = tokens * top_k
+        length = sorted_ids_length(numel, experts, block, False)
+        min_bytes = 4 * (numel + length + cdiv(length, block) + 1)
+        row = {
+            "tokens": tokens,
+            "top_k": top_k,
+            "experts": experts,
+            "block_size": block,
+            "floor_us": min_bytes / (bandwidth * 1e3),
+        }
+        for backend in ("triton", "torch"):
+            state = {"i": 0}
+
+            def call(backend: str = backend) -> None:
+                state["i"] = (state["i"] + 1) % NUM_INPUT_SETS
+                moe_align_block_size(inputs[state["i"]], block, experts, backend=backend)
+
+            row[f"{backend}_us"] = time_us(call, graph=False)[0]
+            if tokens <= GRAPH_MAX_TOKENS:
+                ids = inputs[0]
+                try:
+                    row[f"{backend}_graph_us"] = time_us(
+                        lambda b=backend, x=ids: moe_align_block_size(x, block, experts, backend=b),
+                        graph=True,
+                    )[0]
+                except RuntimeError as error:  # a path that cannot be captured is reported
+                    print(f"{backend}: no CUDA graph: {error}", flush=True)
+        best_triton = row.get("triton_graph_us", row["triton_us"])
+        best_torch = row.get("torch_graph_us", row["torch_us"])
+        row["speedup_vs_torch"] = best_torch / best_triton
+        rows.append(row)
+        print(
+            f"T={tokens:6d} k={top_k} E={experts:3d} B={block:2d} "
+            f"triton {row['triton_us']:7.1f} us (graph {row.get('triton_graph_us', float('nan')):6.1f})"
+            f"  torch {row['torch_us']:7.1f} us (graph {row.get('torch_graph_us', float('nan')):6.1f})"
+            f"  x{row['speedup_vs_torch']:.1f}",
+            flush=True,
+        )
+    write_json(
+        args.out,
+        {"environment": environment(), "copy_bandwidth_gbps": bandwidth, "rows": rows},
+    )
+
+
+if __name__ == "__main__":
+    main()

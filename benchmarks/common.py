@@ -1,0 +1,56 @@
+"""Helpers shared by the GPU benchmark scripts: environment record, ceilings, timing."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import triton
+import triton.testing
+
+
+def git_commit() -> str:
+    env = os.environ.get("MOEKIT_COMMIT")
+    if env:
+        return env
+    try:
+        return subprocess.check_output(["git", "rev-parse", "HEAD"], text=True).strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def environment() -> dict[str, str]:
+    return {
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "python": platform.python_version(),
+        "commit": git_commit(),
+    }
+
+
+def copy_bandwidth_gbps(num_bytes: int = 1 << 30) -> float:
+    """Device-to-device copy rate, counting bytes read plus bytes written (GB/s)."""
+    src = torch.empty(num_bytes // 4, dtype=torch.float32, device="cuda").uniform_()
+    dst = torch.empty_like(src)
+    ms = triton.testing.do_bench(lambda: dst.copy_(src), warmup=50, rep=200, return_mode="median")
+    return 2 * num_bytes / (ms * 1e-3) / 1e9
+
+
+def time_us(fn: Callable[[], object], graph: bool) -> tuple[float, float, float]:
+    """(median, p20, p80) in microseconds; with ``graph`` the calls replay from a CUDA graph."""
+    if graph:
+        ms = triton.testing.do_bench_cudagraph(fn, rep=100, quantiles=[0.5, 0.2, 0.8])
+    else:
+        ms = triton.testing.do_bench(fn, warmup=25, rep=100, quantiles=[0.5, 0.2, 0.8])
+    return tuple(1e3 * m for m in ms)  # type: ignore[return-value]
+
+
+def write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=1) + "\n")
