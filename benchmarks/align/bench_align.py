@@ -46,10 +46,38 @@ def check_case(ids: torch.Tensor, block: int, experts: int) -> None:
             raise AssertionError(f"{name} differs: tokens={ids.shape} block={block} E={experts}")
 
 
+def sweep_layout_configs(bandwidth: float) -> list[dict]:
+    """Time the Triton path under several launch configurations (for tuning launch_config)."""
+    import moekit.align._triton_impl.block_align as launcher
+    from moekit.align._triton_impl.launch_config import LayoutConfig
+
+    default = launcher.layout_config
+    results = []
+    for tokens in (16, 256, 1024, 4096, 16384):
+        inputs = [skewed_topk_ids(tokens, 8, 256, s) for s in range(NUM_INPUT_SETS)]
+        numel = tokens * 8
+        for chunk, epp, warps in itertools.product((1024, 2048, 4096, 8192), (2, 4, 8, 16), (4, 8)):
+            if numel <= 4096:
+                chunk = max(16, 1 << (numel - 1).bit_length())
+            config = LayoutConfig(chunk, min(chunk, 4096 // epp), epp, warps)
+            launcher.layout_config = lambda n, b, c=config: c
+            try:
+                check_case(inputs[0], 16, 256)
+                us = time_us(lambda: moe_align_block_size(inputs[0], 16, 256, backend="triton"),
+                             graph=True)[0]
+            finally:
+                launcher.layout_config = default
+            results.append({"tokens": tokens, "chunk": chunk, "experts_per_program": epp,
+                            "num_warps": warps, "graph_us": us})
+            print(f"sweep T={tokens} chunk={chunk} epp={epp} warps={warps}: {us:.1f} us", flush=True)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--quick", action="store_true", help="one shape per token count")
+    parser.add_argument("--sweep", action="store_true", help="also sweep launch configurations")
     args = parser.parse_args()
 
     bandwidth = copy_bandwidth_gbps()
@@ -99,10 +127,10 @@ def main() -> None:
             f"  x{row['speedup_vs_torch']:.1f}",
             flush=True,
         )
-    write_json(
-        args.out,
-        {"environment": environment(), "copy_bandwidth_gbps": bandwidth, "rows": rows},
-    )
+    payload = {"environment": environment(), "copy_bandwidth_gbps": bandwidth, "rows": rows}
+    if args.sweep:
+        payload["sweep"] = sweep_layout_configs(bandwidth)
+    write_json(args.out, payload)
 
 
 if __name__ == "__main__":
