@@ -43,33 +43,31 @@ def lay_out_segments(
     num_layout = num_experts + 1 if place_unmapped_last else num_experts
     num_blocks = cdiv(length, block_size)
 
-    out = {
-        "sorted_token_ids": torch.empty(length, dtype=torch.int32, device=device),
-        "num_tokens_post_pad": torch.empty(1, dtype=torch.int32, device=device),
+    # One int32 allocation, sliced into the outputs, keeps the host-side cost per call low.
+    config = layout_config(numel, num_layout)
+    num_chunks = config.num_chunks(numel)
+    num_bins = num_histogram_bins(num_layout)
+    sizes = {
+        "sorted_token_ids": length,
+        "expert_ids": num_blocks if write_expert_ids else 0,
+        "num_tokens_post_pad": 1,
+        "scatter_idx": numel if write_scatter else 0,
+        "chunk_hist": num_chunks * num_bins if num_chunks > 1 else 0,
     }
-    out["expert_ids"] = torch.empty(
-        num_blocks if write_expert_ids else 0, dtype=torch.int32, device=device
-    )
-    out["scatter_idx"] = torch.empty(
-        numel if write_scatter else 0, dtype=torch.int32, device=device
-    )
+    buffer = torch.empty(sum(sizes.values()), dtype=torch.int32, device=device)
+    out = dict(zip(sizes, torch.split(buffer, list(sizes.values()))))
     out["offsets"] = torch.empty(
         num_layout if write_offsets else 0, dtype=torch.int64, device=device
     )
     if numel == 0:
-        out["sorted_token_ids"].fill_(0)
-        out["expert_ids"].fill_(-1)
+        out.pop("chunk_hist")
         out["num_tokens_post_pad"].zero_()
         out["offsets"].zero_()
         return out
 
-    config = layout_config(numel, num_layout)
-    num_chunks = config.num_chunks(numel)
-    num_bins = num_histogram_bins(num_layout)
     map_arg = expert_map if expert_map is not None else ids
-    chunk_hist = ids  # unused by the kernel when there is a single chunk
+    chunk_hist = out.pop("chunk_hist")
     if num_chunks > 1:
-        chunk_hist = torch.empty(num_chunks * num_bins, dtype=torch.int32, device=device)
         chunk_histogram_kernel[(num_chunks,)](
             ids,
             map_arg,

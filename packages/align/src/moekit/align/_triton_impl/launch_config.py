@@ -7,8 +7,10 @@ from dataclasses import dataclass
 import triton
 
 # Up to this many flat slots the layout runs as one launch (each program counts every slot).
-SINGLE_CHUNK_MAX_SLOTS = 4096
-MULTI_CHUNK_SLOTS = 4096
+# The thresholds and splits below come from a sweep on an H100 (top-8 of 256 experts,
+# benchmarks/results/align_sweep_h100.json): fewer experts per program pays while the slots
+# are few, longer chunks once they are many.
+SINGLE_CHUNK_MAX_SLOTS = 2048
 
 
 @dataclass(frozen=True)
@@ -25,10 +27,14 @@ class LayoutConfig:
 def layout_config(numel: int, num_layout_bins: int) -> LayoutConfig:
     """Chunking and work split for ``numel`` slots over ``num_layout_bins`` segments."""
     if numel <= SINGLE_CHUNK_MAX_SLOTS:
-        chunk = max(16, triton.next_power_of_2(numel))
+        chunk, experts_per_program = max(16, triton.next_power_of_2(numel)), 2
+    elif numel <= 8192:
+        chunk, experts_per_program = 1024, 4
+    elif numel <= 32768:
+        chunk, experts_per_program = 2048, 4
     else:
-        chunk = MULTI_CHUNK_SLOTS
-    experts_per_program = min(8, triton.next_power_of_2(num_layout_bins))
+        chunk, experts_per_program = 4096, 8
+    experts_per_program = min(experts_per_program, triton.next_power_of_2(num_layout_bins))
     sub = min(chunk, 4096 // experts_per_program)
     return LayoutConfig(chunk, sub, experts_per_program, num_warps=4)
 

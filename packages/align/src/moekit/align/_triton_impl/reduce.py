@@ -6,7 +6,9 @@ import torch
 import triton
 import triton.language as tl
 
-from moekit.align._triton_impl.launch_config import SINGLE_CHUNK_MAX_SLOTS, num_histogram_bins
+from moekit.align._triton_impl.launch_config import num_histogram_bins
+
+_COUNT_CHUNK = 4096
 from moekit.align._triton_impl.segment_kernels import slot_bins
 
 
@@ -108,8 +110,8 @@ def count_expert_num_tokens(
         ids = ids.to(torch.int32)
     ids = ids.contiguous()
     numel = ids.numel()
-    single = numel <= SINGLE_CHUNK_MAX_SLOTS
-    chunk = max(16, triton.next_power_of_2(numel)) if single else SINGLE_CHUNK_MAX_SLOTS
+    single = numel <= _COUNT_CHUNK
+    chunk = max(16, triton.next_power_of_2(numel)) if single else _COUNT_CHUNK
     num_chunks = max(1, triton.cdiv(numel, chunk))
     alloc = torch.empty if single else torch.zeros
     counts = alloc(num_local_experts, dtype=torch.int32, device=ids.device)
