@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import triton
 
+from moekit.align._backend import interpreter_enabled
+
 # Up to this many flat slots the layout runs as one launch (each program counts every slot).
 # The thresholds and splits below come from a sweep on an H100 (top-8 of 256 experts,
 # benchmarks/results/align_sweep_h100.json): fewer experts per program pays while the slots
@@ -34,6 +36,9 @@ def layout_config(numel: int, num_layout_bins: int) -> LayoutConfig:
         chunk, experts_per_program = 2048, 4
     else:
         chunk, experts_per_program = 4096, 8
+    if interpreter_enabled():
+        # The CPU interpreter runs programs one after another: few wide programs are far faster.
+        experts_per_program = 32
     experts_per_program = min(experts_per_program, triton.next_power_of_2(num_layout_bins))
     sub = min(chunk, 4096 // experts_per_program)
     return LayoutConfig(chunk, sub, experts_per_program, num_warps=4)

@@ -1,0 +1,1 @@
+"""The conformance cases (run with ``pytest --pyargs moekit.conformance.cases``)."""
