@@ -1,0 +1,168 @@
+"""Every moekit workflow: ``nox -l`` lists them; ``nox -s ci`` is what CI runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = False
+nox.options.sessions = ["ci"]
+
+# torch versions of the conformance matrix. 2.13.0 (CPU build) and 2.14.1 lie on this project's
+# machines' disk; any other version is skipped with a message if it cannot be installed.
+TORCH_VERSIONS = ["2.13.0", "2.14.1"]
+DEFAULT_TORCH = "2.13.0"
+# The CPU build of torch brings no Triton; this one runs the kernels under the interpreter.
+INTERPRETER_TRITON = "triton==3.8.0"
+
+PACKAGES = {  # name -> (path, local moekit dependencies, needs torch)
+    "reference": ("reference", [], False),
+    "conformance": ("conformance", ["reference"], False),
+    "align": ("packages/align", [], True),
+    "routing": ("packages/routing", [], True),
+    "experts": ("packages/experts", ["align", "routing"], True),
+    "eplb": ("packages/eplb", [], True),
+}
+CONFORMANCE_IMPLS = ["reference", "moekit[torch,cpu]", "moekit[triton,cpu]"]
+INTERPRETER_ENV = {"TRITON_INTERPRET": "1"}
+
+
+def _install_torch(session: nox.Session, version: str) -> None:
+    try:
+        session.install(f"torch=={version}", silent=True)
+    except nox.command.CommandFailed:
+        session.skip(
+            f"torch=={version} could not be installed here (not on local disk and not "
+            "downloadable): skipped, not failed"
+        )
+
+
+def _paths(*names: str) -> list[str]:
+    return [str(ROOT / PACKAGES[name][0]) for name in names]
+
+
+def _pytest(session: nox.Session, *args: str, env: dict[str, str] | None = None) -> None:
+    """pytest, where 'no tests collected' (exit 5) is a failure of the session's setup."""
+    session.run("python", "-m", "pytest", *args, *session.posargs, env=env)
+
+
+@nox.session
+@nox.parametrize("package", list(PACKAGES))
+def tests(session: nox.Session, package: str) -> None:
+    """Unit tests of one package, in a venv holding only it and its dependencies."""
+    path, local_deps, needs_torch = PACKAGES[package]
+    if needs_torch or package == "conformance":
+        _install_torch(session, DEFAULT_TORCH)
+    extras = [INTERPRETER_TRITON] if package in ("align", "conformance") else []
+    to_install = _paths(*local_deps, package)
+    if package == "conformance":
+        to_install += _paths("align")  # its own tests load the moekit adapter too
+    session.install(*to_install, *extras, "pytest", "hypothesis")
+    _pytest(session, "-q", str(ROOT / path / "tests"), env=INTERPRETER_ENV)
+
+
+@nox.session
+@nox.parametrize("torch", TORCH_VERSIONS)
+def conformance(session: nox.Session, torch: str) -> None:
+    """The conformance suite against reference, moekit[torch] and moekit[triton] (interpreter)."""
+    _install_torch(session, torch)
+    session.install(*_paths("reference", "align", "conformance"))
+    session.run(
+        "python",
+        "-c",
+        "import importlib.util, subprocess, sys; "
+        "sys.exit(0) if importlib.util.find_spec('triton') else "
+        f"subprocess.check_call([sys.executable, '-m', 'pip', 'install', '-q', "
+        f"'{INTERPRETER_TRITON}'])",
+    )
+    for impl in CONFORMANCE_IMPLS:
+        session.log(f"conformance: torch {torch}, implementation {impl}")
+        _pytest(
+            session, "-q", "-p", "no:cacheprovider", "--pyargs", "moekit.conformance.cases",
+            "--moekit-impl", impl, env=INTERPRETER_ENV,
+        )  # fmt: skip
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy on the public API of the packages."""
+    _install_torch(session, DEFAULT_TORCH)
+    session.install(*_paths("reference", "align", "conformance"), "mypy", INTERPRETER_TRITON)
+    session.run(
+        "mypy", "--ignore-missing-imports", "--follow-imports=silent",
+        "-p", "moekit.align", "-p", "moekit.reference",
+    )  # fmt: skip
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site strictly (warnings are errors)."""
+    _install_torch(session, DEFAULT_TORCH)
+    session.install(*_paths("reference", "align", "conformance", "routing", "experts", "eplb"))
+    session.install("mkdocs-material", "mkdocstrings-python")
+    session.run("mkdocs", "build", "--strict", "--site-dir", str(ROOT / "site"))
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Align a realistic routed batch and print a readable summary."""
+    _install_torch(session, DEFAULT_TORCH)
+    session.install(*_paths("reference", "align"), INTERPRETER_TRITON)
+    session.run("python", str(ROOT / "examples" / "align_demo.py"), *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """GPU benchmarks (on a machine with CUDA, using its installed torch and triton)."""
+    probe = "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"
+    try:
+        session.run("python", "-c", probe, silent=True)
+    except nox.command.CommandFailed:
+        session.skip("no CUDA GPU here: the benchmarks run on a GPU machine")
+    session.install("--no-deps", *_paths("align"))
+    out = session.posargs[0] if session.posargs else str(ROOT / "bench-out" / "align.json")
+    session.run("python", str(ROOT / "benchmarks" / "align" / "bench_align.py"), "--out", out)
+
+
+@nox.session
+def build(session: nox.Session) -> None:
+    """Wheel + sdist of every package; each wheel then installed alone in a fresh venv."""
+    session.install("build")
+    dist = ROOT / "dist"
+    shutil.rmtree(dist, ignore_errors=True)
+    for name, (path, _, _) in PACKAGES.items():
+        session.run("python", "-m", "build", "--outdir", str(dist / name), str(ROOT / path))
+    for name, (_, local_deps, needs_torch) in PACKAGES.items():
+        venv = Path(session.create_tmp()) / f"alone-{name}"
+        session.run("python", "-m", "venv", "--clear", str(venv))
+        pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
+        wheels = [str(next((dist / dep).glob("*.whl"))) for dep in [*local_deps, name]]
+        if needs_torch:
+            session.run(*pip, f"torch=={DEFAULT_TORCH}", external=True)
+        session.run(*pip, *wheels, external=True)
+        session.run(str(venv / "bin" / "python"), "-c", f"import moekit.{name}", external=True)
+
+
+@nox.session
+def ci(session: nox.Session) -> None:
+    """What .ci/run runs: lint, every package's tests, conformance on every torch, docs."""
+    for target in ["lint", *(f"tests(package='{p}')" for p in PACKAGES)]:
+        session.notify(target)
+    for version in TORCH_VERSIONS:
+        session.notify(f"conformance(torch='{version}')")
+    session.notify("docs")
+    if os.environ.get("CI"):
+        session.log("CI=true: hypothesis runs its derandomised 'ci' profile")
