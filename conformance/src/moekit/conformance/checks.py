@@ -11,6 +11,16 @@ TOLERANCES = {  # (atol, rtol) against a float64 reference
 }
 
 
+def round_to_dtype(values: np.ndarray, dtype: str) -> np.ndarray:
+    """``values`` rounded to ``dtype`` (float32, float16 or bfloat16, round-to-nearest-even),
+    returned as float64: the inputs an implementation in that dtype actually sees."""
+    if dtype != "bfloat16":
+        return np.asarray(values).astype(dtype).astype(np.float64)
+    bits = np.asarray(values, dtype=np.float32).view(np.uint32)
+    rounded = (bits + np.uint32(0x7FFF) + ((bits >> 16) & np.uint32(1))) & np.uint32(0xFFFF0000)
+    return rounded.view(np.float32).astype(np.float64)
+
+
 def array_repr(array: np.ndarray | None) -> str:
     """A Python expression rebuilding ``array`` (used in reproduction lines)."""
     if array is None:
