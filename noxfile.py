@@ -121,7 +121,9 @@ def demo(session: nox.Session) -> None:
     """Align a realistic routed batch and print a readable summary."""
     _install_torch(session, DEFAULT_TORCH)
     session.install(*_paths("reference", "align"), INTERPRETER_TRITON)
-    session.run("python", str(ROOT / "examples" / "align_demo.py"), *session.posargs)
+    session.run(
+        "python", str(ROOT / "examples" / "align_demo.py"), *session.posargs, env=INTERPRETER_ENV
+    )
 
 
 @nox.session

@@ -63,13 +63,23 @@ def sweep_layout_configs(bandwidth: float) -> list[dict]:
             launcher.layout_config = lambda n, b, c=config: c
             try:
                 check_case(inputs[0], 16, 256)
-                us = time_us(lambda: moe_align_block_size(inputs[0], 16, 256, backend="triton"),
-                             graph=True)[0]
+                us = time_us(
+                    lambda: moe_align_block_size(inputs[0], 16, 256, backend="triton"), graph=True
+                )[0]
             finally:
                 launcher.layout_config = default
-            results.append({"tokens": tokens, "chunk": chunk, "experts_per_program": epp,
-                            "num_warps": warps, "graph_us": us})
-            print(f"sweep T={tokens} chunk={chunk} epp={epp} warps={warps}: {us:.1f} us", flush=True)
+            results.append(
+                {
+                    "tokens": tokens,
+                    "chunk": chunk,
+                    "experts_per_program": epp,
+                    "num_warps": warps,
+                    "graph_us": us,
+                }
+            )
+            print(
+                f"sweep T={tokens} chunk={chunk} epp={epp} warps={warps}: {us:.1f} us", flush=True
+            )
     return results
 
 

@@ -16,7 +16,9 @@ CONFIGS = [
 ]
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"chunk{c.chunk}-epp{c.experts_per_program}")
+@pytest.mark.parametrize(
+    "config", CONFIGS, ids=lambda c: f"chunk{c.chunk}-epp{c.experts_per_program}"
+)
 @pytest.mark.parametrize("seed", range(4))
 def test_layout_matches_torch_path(monkeypatch, config, seed):
     rng = np.random.default_rng(seed)

@@ -142,7 +142,9 @@ class ReferenceAdapter:
     def moe_unpermute(self, permuted, topk_weights, inv_permuted_idx, expert_first_token_offset,
                       dtype="float32"):  # fmt: skip
         return self._ref.moe_unpermute(
-            round_to_dtype(permuted, dtype), topk_weights, inv_permuted_idx,
+            round_to_dtype(permuted, dtype),
+            topk_weights,
+            inv_permuted_idx,
             expert_first_token_offset,
         )
 
@@ -212,7 +214,9 @@ class MoekitAdapter:
     def count_expert_num_tokens(self, topk_ids, num_local_experts, expert_map=None):
         return self._numpy(
             self._align.count_expert_num_tokens(
-                self._tensor(topk_ids), num_local_experts, self._tensor(expert_map),
+                self._tensor(topk_ids),
+                num_local_experts,
+                self._tensor(expert_map),
                 backend=self.backend,
             )  # fmt: skip
         )

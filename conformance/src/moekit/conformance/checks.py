@@ -63,8 +63,12 @@ def compare_align(
     block_size: int,
     ordered: bool,
     reproduce: str,
-    names: tuple[str, ...] = ("sorted_token_ids", "expert_ids", "num_tokens_post_pad",
-                              "scatter_idx"),
+    names: tuple[str, ...] = (
+        "sorted_token_ids",
+        "expert_ids",
+        "num_tokens_post_pad",
+        "scatter_idx",
+    ),
 ) -> None:
     """Exact comparison of integer outputs; with ``ordered=False`` the slots of each block of
     ``sorted_token_ids`` are compared as a set (and ``scatter_idx`` must invert it)."""
@@ -187,7 +191,9 @@ def assert_close(
     atol, rtol = TOLERANCES[dtype]
     actual = np.asarray(actual, dtype=np.float64)
     if expected.shape != actual.shape:
-        raise ConformanceError(f"{what}: shape {actual.shape}, expected {expected.shape}", reproduce)
+        raise ConformanceError(
+            f"{what}: shape {actual.shape}, expected {expected.shape}", reproduce
+        )
     if not np.all(np.isfinite(actual)):
         raise ConformanceError(f"{what}: non-finite values (unwritten or overflow)", reproduce)
     if not np.allclose(actual, expected, atol=atol, rtol=rtol):

@@ -18,8 +18,10 @@ class XfailEntry:
     line: int
 
     def matches(self, nodeid: str) -> bool:
-        return nodeid == self.pattern or nodeid.endswith("::" + self.pattern) or (
-            self.pattern.endswith("*") and self.pattern[:-1] in nodeid
+        return (
+            nodeid == self.pattern
+            or nodeid.endswith("::" + self.pattern)
+            or (self.pattern.endswith("*") and self.pattern[:-1] in nodeid)
         )
 
 

@@ -102,7 +102,9 @@ def batched_moe_align_block_size(
     num_batches = len(counts)
     for count in counts:
         if not 0 <= count <= max_tokens_per_batch:
-            raise ValueError(f"expert_num_tokens holds {count}, outside [0, {max_tokens_per_batch}]")
+            raise ValueError(
+                f"expert_num_tokens holds {count}, outside [0, {max_tokens_per_batch}]"
+            )
     length = num_batches * _round_up(max_tokens_per_batch, block_size)
     sentinel = num_batches * max_tokens_per_batch
     sorted_token_ids = np.full(length, sentinel, dtype=np.int32)

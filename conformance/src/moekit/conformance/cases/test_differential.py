@@ -135,8 +135,14 @@ def test_permute_unpermute_match_reference(adapter, dtype, map_mode, size):
     reproduce = call_repr("moe_permute", args)
     want = REFERENCE.moe_permute(**args)
     got = adapter.moe_permute(**args)
-    compare_align(want[1:], got[1:], 1, ordered=True, reproduce=reproduce,
-                  names=("expert_first_token_offset", "inv_permuted_idx", "permuted_idx"))
+    compare_align(
+        want[1:],
+        got[1:],
+        1,
+        ordered=True,
+        reproduce=reproduce,
+        names=("expert_first_token_offset", "inv_permuted_idx", "permuted_idx"),
+    )
     assert_close(want[0].astype(np.float64), got[0], "float32", reproduce, "permuted")
 
     weights = gen.floats(seed + 1, (num_tokens, top_k), scale=1.0).astype(np.float32)

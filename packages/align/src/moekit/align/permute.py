@@ -65,9 +65,11 @@ def moe_permute(
         num_local_experts = num_experts
     else:
         expert_map = check_expert_map(expert_map, num_experts)
-        highest_local = int(expert_map.max()) if num_local_experts is None or (
-            expert_map.device.type == "cpu"
-        ) else -1
+        highest_local = (
+            int(expert_map.max())
+            if num_local_experts is None or (expert_map.device.type == "cpu")
+            else -1
+        )
         if num_local_experts is None:
             num_local_experts = max(highest_local + 1, 1)
         check_positive_int(num_local_experts, "num_local_experts")
@@ -131,8 +133,12 @@ def moe_unpermute(
             f"got {offsets.dtype} {tuple(offsets.shape)}"
         )
     device = check_same_device(
-        {"permuted": permuted, "topk_weights": topk_weights, "inv_permuted_idx": inv,
-         "expert_first_token_offset": offsets}
+        {
+            "permuted": permuted,
+            "topk_weights": topk_weights,
+            "inv_permuted_idx": inv,
+            "expert_first_token_offset": offsets,
+        }
     )
     args = (permuted, topk_weights, inv.reshape(-1), offsets)
     if resolve_backend(backend, device) == "triton":

@@ -97,9 +97,7 @@ def moe_align_block_size(
     numel = topk_ids.numel()
     length = sorted_ids_length(numel, num_experts, block_size, pad_sorted_ids)
     bins = layout_bins(topk_ids, num_experts, expert_map, ignore_invalid_experts)
-    sorted_token_ids, destination, padded_ends = place_by_bin(
-        bins, num_experts, block_size, length
-    )
+    sorted_token_ids, destination, padded_ends = place_by_bin(bins, num_experts, block_size, length)
     expert_ids, post_pad = block_experts(padded_ends, block_size, cdiv(length, block_size))
     if expert_map is not None and not ignore_invalid_experts:
         expert_ids = torch.where(expert_ids >= 0, expert_map.long()[expert_ids.clamp(min=0)], -1)
