@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import copy_bandwidth_gbps, environment, time_us, write_json  # noqa: E402
+from common import copy_bandwidth_gbps, environment, time_us, write_json
 
-from moekit.align import moe_align_block_size  # noqa: E402
-from moekit.align._sizes import cdiv, sorted_ids_length  # noqa: E402
+from moekit.align import moe_align_block_size
+from moekit.align._sizes import cdiv, sorted_ids_length
 
 TOKENS = (1, 16, 256, 4096, 16384)
 TOP_K = (2, 8)

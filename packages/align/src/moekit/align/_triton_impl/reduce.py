@@ -7,9 +7,9 @@ import triton
 import triton.language as tl
 
 from moekit.align._triton_impl.launch_config import num_histogram_bins
-
-_COUNT_CHUNK = 4096
 from moekit.align._triton_impl.segment_kernels import slot_bins
+
+_COUNT_CHUNK = 4096  # slots per program of the counting kernel
 
 
 @triton.jit
