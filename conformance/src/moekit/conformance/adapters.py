@@ -19,6 +19,12 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from moekit.conformance.checks import round_to_dtype
+from moekit.conformance.routing_adapters import (
+    ROUTING_CAPABILITIES,
+    MoekitRoutingMixin,
+    ReferenceRoutingMixin,
+    moekit_routing_available,
+)
 
 # Capabilities a test may require; a missing one skips the test with its reason.
 DETERMINISTIC_ORDER = "deterministic_order"  # ascending slot order inside segments
@@ -49,7 +55,7 @@ ALL_CAPABILITIES = frozenset(
         FLOAT16,
         BFLOAT16,
     }
-)
+) | ROUTING_CAPABILITIES
 
 
 @runtime_checkable
@@ -103,7 +109,7 @@ class AlignAdapter(Protocol):
     ) -> np.ndarray: ...
 
 
-class ReferenceAdapter:
+class ReferenceAdapter(ReferenceRoutingMixin):
     """The NumPy oracle itself (checks the suite's own cases and checkers)."""
 
     name = "reference"
@@ -149,8 +155,8 @@ class ReferenceAdapter:
         )
 
 
-class MoekitAdapter:
-    """The ``moekit.align`` ops on a chosen backend and device."""
+class MoekitAdapter(MoekitRoutingMixin):
+    """The ``moekit.align`` and ``moekit.routing`` ops on a chosen backend and device."""
 
     def __init__(self, backend: str = "auto", device: str | None = None) -> None:
         import torch
@@ -163,6 +169,8 @@ class MoekitAdapter:
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.name = f"moekit[{backend},{self.device}]"
         capabilities = set(ALL_CAPABILITIES)
+        if not moekit_routing_available():
+            capabilities -= ROUTING_CAPABILITIES
         if not self.device.startswith("cuda"):
             # The Triton 3.x interpreter computes bf16 dots wrongly; bf16 is for GPUs only.
             capabilities.discard(BFLOAT16)

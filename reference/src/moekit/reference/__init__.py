@@ -1,4 +1,9 @@
-"""Plain-NumPy reference of the moekit ops (the conformance oracle; no torch import)."""
+"""Plain-NumPy reference of the moekit ops (the conformance oracle; no torch import).
+
+The align ops live at the top level; the routing ones in :mod:`moekit.reference.routing`.
+"""
+
+from moekit.reference import routing
 
 from moekit.reference.align import (
     batched_moe_align_block_size,
@@ -17,6 +22,7 @@ __all__ = [
     "moe_permute",
     "moe_sum",
     "moe_unpermute",
+    "routing",
     "sorted_ids_length",
 ]
 __version__ = "0.1.0"

@@ -1,0 +1,54 @@
+"""Launch of the routing kernel: tile shape and warps per problem size."""
+
+from __future__ import annotations
+
+import torch
+import triton
+
+from moekit.routing._backend import interpreter_enabled
+from moekit.routing._checks import RoutingProblem
+from moekit.routing._triton_impl.topk_kernel import routing_kernel
+
+# Above this many groups the per-group loops of the kernel unroll too far; the torch path
+# (same results) takes such rare configurations.
+MAX_TRITON_GROUPS = 64
+# Elements of the [BLOCK_T, BLOCK_E] tile a program holds in registers.
+_TILE_ELEMENTS = 2048
+_INTERPRETER_TILE_ELEMENTS = 1 << 14  # the interpreter pays per program, not per element
+
+
+def triton_supports(problem: RoutingProblem) -> bool:
+    return problem.num_expert_group <= MAX_TRITON_GROUPS
+
+
+def launch_config(num_tokens: int, num_experts: int) -> tuple[int, int, int]:
+    """``(BLOCK_T, BLOCK_E, num_warps)`` for a ``[num_tokens, num_experts]`` problem."""
+    block_e = triton.next_power_of_2(num_experts)
+    budget = _INTERPRETER_TILE_ELEMENTS if interpreter_enabled() else _TILE_ELEMENTS
+    block_t = max(1, min(triton.next_power_of_2(max(num_tokens, 1)), budget // block_e))
+    num_warps = 4 if block_t * block_e >= 1024 else (2 if block_t * block_e >= 256 else 1)
+    return block_t, block_e, num_warps
+
+
+def route_triton(problem: RoutingProblem) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(topk_weights float32 [T, k], topk_ids [T, k])`` from one kernel launch."""
+    num_tokens, num_experts = problem.logits.shape
+    device = problem.logits.device
+    topk_weights = torch.empty((num_tokens, problem.top_k), dtype=torch.float32, device=device)
+    topk_ids = torch.empty((num_tokens, problem.top_k), dtype=problem.indices_type, device=device)
+    if num_tokens == 0:
+        return topk_weights, topk_ids
+    block_t, block_e, num_warps = launch_config(num_tokens, num_experts)
+    bias = problem.bias if problem.bias is not None else topk_weights  # never read
+    routing_kernel[(triton.cdiv(num_tokens, block_t),)](
+        problem.logits, bias, topk_weights, topk_ids,
+        num_tokens, num_experts, problem.logits.stride(0), problem.routed_scaling_factor,
+        TOP_K=problem.top_k, SIGMOID=problem.scoring_func == "sigmoid",
+        HAS_BIAS=problem.bias is not None, RENORMALIZE=problem.renormalize,
+        GROUPED=problem.grouped, NUM_GROUPS=problem.num_expert_group,
+        GROUP_SIZE=num_experts // problem.num_expert_group, TOPK_GROUP=problem.topk_group,
+        BLOCK_G=triton.next_power_of_2(problem.num_expert_group),
+        BLOCK_T=block_t, BLOCK_E=block_e, BLOCK_K=triton.next_power_of_2(problem.top_k),
+        num_warps=num_warps,
+    )  # fmt: skip
+    return topk_weights, topk_ids
