@@ -40,22 +40,25 @@ VALIDATES_MAP_VALUES = "validates_map_values"  # reads expert_map values to refu
 FLOAT16 = "float16"
 BFLOAT16 = "bfloat16"
 
-ALL_CAPABILITIES = frozenset(
-    {
-        DETERMINISTIC_ORDER,
-        INT64_IDS,
-        EXPERT_MAP,
-        SCATTER_IDX,
-        BATCHED_ALIGN,
-        MOE_SUM,
-        COUNT_TOKENS,
-        PERMUTE,
-        VALIDATES_INPUT,
-        VALIDATES_MAP_VALUES,
-        FLOAT16,
-        BFLOAT16,
-    }
-) | ROUTING_CAPABILITIES
+ALL_CAPABILITIES = (
+    frozenset(
+        {
+            DETERMINISTIC_ORDER,
+            INT64_IDS,
+            EXPERT_MAP,
+            SCATTER_IDX,
+            BATCHED_ALIGN,
+            MOE_SUM,
+            COUNT_TOKENS,
+            PERMUTE,
+            VALIDATES_INPUT,
+            VALIDATES_MAP_VALUES,
+            FLOAT16,
+            BFLOAT16,
+        }
+    )
+    | ROUTING_CAPABILITIES
+)
 
 
 @runtime_checkable

@@ -48,3 +48,10 @@ def expert_map(seed: int, num_experts: int, num_local: int, *, contiguous: bool 
 def floats(seed: int, shape: tuple[int, ...], scale: float = 0.1) -> np.ndarray:
     """``randn * scale`` as float64 (cast by the adapter to the dtype under test)."""
     return np.random.default_rng(seed).standard_normal(shape) * scale
+
+
+def stable_seed(*parts: object) -> int:
+    """A seed derived from a case's parameters, the same in every process (unlike ``hash``)."""
+    import zlib
+
+    return zlib.crc32(repr(parts).encode())

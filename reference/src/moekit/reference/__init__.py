@@ -4,7 +4,6 @@ The align ops live at the top level; the routing ones in :mod:`moekit.reference.
 """
 
 from moekit.reference import routing
-
 from moekit.reference.align import (
     batched_moe_align_block_size,
     count_expert_num_tokens,

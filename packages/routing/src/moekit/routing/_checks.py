@@ -104,7 +104,9 @@ def check_bias(bias: object, num_experts: int, device: torch.device) -> torch.Te
 
 
 def check_scale(routed_scaling_factor: object) -> float:
-    if isinstance(routed_scaling_factor, bool) or not isinstance(routed_scaling_factor, int | float):
+    if isinstance(routed_scaling_factor, bool) or not isinstance(
+        routed_scaling_factor, int | float
+    ):
         raise TypeError(
             f"routed_scaling_factor must be a float, got {type(routed_scaling_factor).__name__}"
         )

@@ -79,12 +79,15 @@ class Router(abc.ABC):
         self.indices_type = check_indices_type(indices_type)
 
     def _check_logits(self, router_logits: torch.Tensor) -> None:
-        if isinstance(router_logits, torch.Tensor) and router_logits.dim() == 2:
-            if router_logits.shape[1] != self.num_experts:
-                raise ValueError(
-                    f"router_logits must have num_experts={self.num_experts} columns, "
-                    f"got shape {tuple(router_logits.shape)}"
-                )
+        if (
+            isinstance(router_logits, torch.Tensor)
+            and router_logits.dim() == 2
+            and router_logits.shape[1] != self.num_experts
+        ):
+            raise ValueError(
+                f"router_logits must have num_experts={self.num_experts} columns, "
+                f"got shape {tuple(router_logits.shape)}"
+            )
 
     @abc.abstractmethod
     def select_experts(self, hidden_states: torch.Tensor | None,
@@ -201,8 +204,7 @@ class CustomRoutingRouter(Router):
             if not isinstance(value, torch.Tensor) or tuple(value.shape) != expected:
                 shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value)
                 raise ValueError(
-                    f"custom_routing_function returned {name} of shape {shape}, "
-                    f"expected {expected}"
+                    f"custom_routing_function returned {name} of shape {shape}, expected {expected}"
                 )
         return weights.to(torch.float32), ids.to(self.indices_type)
 

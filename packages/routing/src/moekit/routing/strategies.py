@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -65,7 +65,9 @@ class RoutingStrategy(abc.ABC):
         return weights.to(device=device, dtype=torch.float32), ids.to(device, index_dtype)
 
     @abc.abstractmethod
-    def _route(self, num_tokens: int, num_experts: int, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _route(
+        self, num_tokens: int, num_experts: int, top_k: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """CPU ``(weights [T, k], int64 ids [T, k])``."""
 
     def get_distribution_info(self) -> dict[str, Any]:
@@ -88,7 +90,10 @@ class DistributionBasedRouting(RoutingStrategy):
     normalised to sum 1. Duplicate normal ids are redrawn (then, after 64 rounds, moved to the
     nearest free expert), so every token's ids are distinct."""
 
-    _PARAMETERS = {"uniform": {}, "normal": {"mean": 0.0, "std": 1.0}}
+    _PARAMETERS: ClassVar[dict[str, dict[str, float]]] = {
+        "uniform": {},
+        "normal": {"mean": 0.0, "std": 1.0},
+    }
     _REDRAW_ROUNDS = 64
 
     def __init__(self, distribution: str = "uniform", *, seed: int | None = None,

@@ -30,15 +30,27 @@ def launch_config(num_tokens: int, num_experts: int) -> tuple[int, int, int]:
     return block_t, block_e, num_warps
 
 
-def route_triton(problem: RoutingProblem) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(topk_weights float32 [T, k], topk_ids [T, k])`` from one kernel launch."""
+def route_triton(
+    problem: RoutingProblem,
+    topk_weights: torch.Tensor | None = None,
+    topk_ids: torch.Tensor | None = None,
+    config: tuple[int, int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(topk_weights float32 [T, k], topk_ids [T, k])`` from one kernel launch, written into
+    the given contiguous outputs if any (the tests poison them first). ``config`` overrides
+    ``(BLOCK_T, num_warps)`` for the launch-config sweep of the benchmark."""
     num_tokens, num_experts = problem.logits.shape
     device = problem.logits.device
-    topk_weights = torch.empty((num_tokens, problem.top_k), dtype=torch.float32, device=device)
-    topk_ids = torch.empty((num_tokens, problem.top_k), dtype=problem.indices_type, device=device)
+    shape = (num_tokens, problem.top_k)
+    if topk_weights is None:
+        topk_weights = torch.empty(shape, dtype=torch.float32, device=device)
+    if topk_ids is None:
+        topk_ids = torch.empty(shape, dtype=problem.indices_type, device=device)
     if num_tokens == 0:
         return topk_weights, topk_ids
     block_t, block_e, num_warps = launch_config(num_tokens, num_experts)
+    if config is not None:
+        block_t, num_warps = config
     bias = problem.bias if problem.bias is not None else topk_weights  # never read
     routing_kernel[(triton.cdiv(num_tokens, block_t),)](
         problem.logits, bias, topk_weights, topk_ids,
