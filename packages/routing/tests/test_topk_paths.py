@@ -13,7 +13,7 @@ from moekit.reference import routing as ref
 from moekit.routing import fused_topk, fused_topk_bias, grouped_topk
 from moekit.routing._checks import routing_problem
 from moekit.routing._torch_topk import route_torch
-from moekit.routing._triton_impl.launch import launch_config, route_triton
+from moekit.routing._triton_impl.launch import launch_config, route_triton, triton_supports
 
 BACKENDS = ["torch", "triton"]
 
@@ -115,11 +115,21 @@ def test_strided_logits_are_read_correctly(backend):
     np.testing.assert_allclose(weights.numpy(), want_w, rtol=1e-5, atol=1e-6)
 
 
-def test_many_groups_take_the_torch_path_with_the_same_result():
-    logits = spaced_logits(2, 3, 256)
-    triton_out = grouped_topk(None, logits, 2, True, 128, 2, backend="triton")
-    torch_out = grouped_topk(None, logits, 2, True, 128, 2, backend="torch")
-    assert torch.equal(triton_out[1], torch_out[1])
+def test_many_small_groups_and_odd_group_sizes_match_torch():
+    for experts, groups, kept, top_k in [(256, 128, 2, 2), (160, 8, 3, 6), (45, 5, 2, 3)]:
+        logits = spaced_logits(experts, 11, experts)
+        bias = torch.linspace(-0.05, 0.05, experts)
+        triton_out = grouped_topk(None, logits, top_k, True, groups, kept, "sigmoid", 1.0, bias,
+                                  backend="triton")  # fmt: skip
+        torch_out = grouped_topk(None, logits, top_k, True, groups, kept, "sigmoid", 1.0, bias,
+                                 backend="torch")  # fmt: skip
+        assert torch.equal(triton_out[1], torch_out[1]), (experts, groups)
+        torch.testing.assert_close(triton_out[0], torch_out[0])
+
+
+def test_rows_too_wide_for_registers_take_the_torch_path():
+    wide = routing_problem(None, torch.zeros(1, 9000), 2, True, "softmax", None)
+    assert not triton_supports(wide)
 
 
 def test_launch_config_covers_every_row():

@@ -9,21 +9,28 @@ from moekit.routing._backend import interpreter_enabled
 from moekit.routing._checks import RoutingProblem
 from moekit.routing._triton_impl.topk_kernel import routing_kernel
 
-# Above this many groups the per-group loops of the kernel unroll too far; the torch path
-# (same results) takes such rare configurations.
-MAX_TRITON_GROUPS = 64
+# A row's padded tile (groups and group sizes rounded up to powers of two) above this many
+# elements would spill registers; the torch path (same results) takes such configurations.
+MAX_ROW_TILE = 8192
 # Elements of the [BLOCK_T, BLOCK_E] tile a program holds in registers.
 _TILE_ELEMENTS = 2048
 _INTERPRETER_TILE_ELEMENTS = 1 << 14  # the interpreter pays per program, not per element
 
 
+def tile_shape(problem: RoutingProblem) -> tuple[int, int]:
+    """``(BLOCK_G, BLOCK_GS)``: one row's tile, groups x experts per group (one group of all
+    experts when not grouped)."""
+    group_size = problem.num_experts // problem.num_expert_group
+    return triton.next_power_of_2(problem.num_expert_group), triton.next_power_of_2(group_size)
+
+
 def triton_supports(problem: RoutingProblem) -> bool:
-    return problem.num_expert_group <= MAX_TRITON_GROUPS
+    block_g, block_gs = tile_shape(problem)
+    return block_g * block_gs <= MAX_ROW_TILE
 
 
-def launch_config(num_tokens: int, num_experts: int) -> tuple[int, int, int]:
-    """``(BLOCK_T, BLOCK_E, num_warps)`` for a ``[num_tokens, num_experts]`` problem."""
-    block_e = triton.next_power_of_2(num_experts)
+def launch_config(num_tokens: int, block_e: int) -> tuple[int, int, int]:
+    """``(BLOCK_T, BLOCK_E, num_warps)`` for ``num_tokens`` rows of a ``block_e``-wide tile."""
     budget = _INTERPRETER_TILE_ELEMENTS if interpreter_enabled() else _TILE_ELEMENTS
     block_t = max(1, min(triton.next_power_of_2(max(num_tokens, 1)), budget // block_e))
     num_warps = 4 if block_t * block_e >= 1024 else (2 if block_t * block_e >= 256 else 1)
@@ -40,6 +47,7 @@ def route_triton(
     the given contiguous outputs if any (the tests poison them first). ``config`` overrides
     ``(BLOCK_T, num_warps)`` for the launch-config sweep of the benchmark."""
     num_tokens, num_experts = problem.logits.shape
+    block_g, block_gs = tile_shape(problem)
     device = problem.logits.device
     shape = (num_tokens, problem.top_k)
     if topk_weights is None:
@@ -48,19 +56,19 @@ def route_triton(
         topk_ids = torch.empty(shape, dtype=problem.indices_type, device=device)
     if num_tokens == 0:
         return topk_weights, topk_ids
-    block_t, block_e, num_warps = launch_config(num_tokens, num_experts)
+    block_t, _, num_warps = launch_config(num_tokens, block_g * block_gs)
     if config is not None:
         block_t, num_warps = config
     bias = problem.bias if problem.bias is not None else topk_weights  # never read
     routing_kernel[(triton.cdiv(num_tokens, block_t),)](
         problem.logits, bias, topk_weights, topk_ids,
-        num_tokens, num_experts, problem.logits.stride(0), problem.routed_scaling_factor,
+        num_tokens, problem.logits.stride(0), problem.routed_scaling_factor,
         TOP_K=problem.top_k, SIGMOID=problem.scoring_func == "sigmoid",
         HAS_BIAS=problem.bias is not None, RENORMALIZE=problem.renormalize,
         GROUPED=problem.grouped, NUM_GROUPS=problem.num_expert_group,
         GROUP_SIZE=num_experts // problem.num_expert_group, TOPK_GROUP=problem.topk_group,
-        BLOCK_G=triton.next_power_of_2(problem.num_expert_group),
-        BLOCK_T=block_t, BLOCK_E=block_e, BLOCK_K=triton.next_power_of_2(problem.top_k),
+        BLOCK_T=block_t, BLOCK_G=block_g, BLOCK_GS=block_gs,
+        BLOCK_K=triton.next_power_of_2(problem.top_k),
         num_warps=num_warps,
     )  # fmt: skip
     return topk_weights, topk_ids

@@ -1,9 +1,13 @@
 """One fused Triton kernel for every routing function.
 
-A program owns ``BLOCK_T`` rows; their scores stay in registers as a ``[BLOCK_T, BLOCK_E]`` tile
-from the load of the logits to the store of the ``k`` weights and ids. Top-k is ``k`` rounds of
-max-and-mask: the largest key among the experts not yet taken, and among equal keys the lowest
-expert index, so the slots come out in descending order with ties to the lower index.
+A program owns ``BLOCK_T`` rows, held in registers as a ``[BLOCK_T, BLOCK_G, BLOCK_GS]`` tile
+(expert ``g * GROUP_SIZE + j`` at ``[:, g, j]``; plain top-k is one group of all experts) from the
+load of the logits to the store of the ``k`` ids and weights.
+
+Each key is packed with its expert index into one int64 whose order is "larger key first, then
+lower index first": the float32 key's bits made order-preserving in the high word, ``2**31 - 1 -
+index`` in the low word. One max-reduction then yields both the best key and the tie-break, so
+a top-k round is a single reduction plus a compare; a taken expert becomes ``INT64_MIN``.
 """
 
 from __future__ import annotations
@@ -11,103 +15,124 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+_TAKEN = tl.constexpr(-9223372036854775808)  # INT64_MIN: below every packed key, -inf too
+_LOW_WORD = tl.constexpr(2147483647)  # 2**31 - 1
+
 
 @triton.jit
-def _expert_scores(x, row_ok, col_ok, SIGMOID: tl.constexpr):
-    """float32 scores of a logits tile (padding columns hold -inf); NaN where the spec says so."""
+def _pack(key, index):
+    """int64 ordering ``(key desc, index asc)``; ``key`` float32 without NaN, never -0.0."""
+    bits = (key + 0.0).to(tl.int32, bitcast=True)  # + 0.0 turns -0.0 into +0.0
+    ordered = tl.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)
+    return (ordered.to(tl.int64) << 32) | (index.to(tl.int64) * -1 + _LOW_WORD)
+
+
+@triton.jit
+def _unpack_key(packed):
+    ordered = (packed >> 32).to(tl.int32)
+    return tl.where(ordered >= 0, ordered, ordered ^ 0x7FFFFFFF).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _unpack_index(packed):
+    return ((packed & 0xFFFFFFFF) * -1 + _LOW_WORD).to(tl.int32)
+
+
+@triton.jit
+def _row_max(x):
+    return tl.max(tl.max(x, axis=2), axis=1)
+
+
+@triton.jit
+def _row_sum(x):
+    return tl.sum(tl.sum(x, axis=2), axis=1)
+
+
+@triton.jit
+def _scores(x, row_max, row_total, has_nan, SIGMOID: tl.constexpr):
+    """float32 scores of logits ``x`` given their row's statistics (any shape of ``x``)."""
     if SIGMOID:
-        scores = 1.0 / (1.0 + tl.exp(-x))
-    else:
-        has_nan = tl.max(tl.where(x != x, 1, 0), axis=1) > 0
-        row_max = tl.max(tl.where(x != x, float("-inf"), x), axis=1)
-        exp = tl.exp(x - row_max[:, None])
-        total = tl.sum(tl.where(col_ok[None, :], exp, 0.0), axis=1)
-        scores = exp / total[:, None]
-        scores = tl.where(has_nan[:, None], float("nan"), scores)
-    return scores
+        return 1.0 / (1.0 + tl.exp(-x))
+    return tl.where(has_nan, float("nan"), tl.exp(x - row_max) / row_total)
 
 
 @triton.jit
-def _kept_group_columns(key, cols, col_ok, BLOCK_T: tl.constexpr, HAS_BIAS: tl.constexpr,
-                        NUM_GROUPS: tl.constexpr, GROUP_SIZE: tl.constexpr,
-                        TOPK_GROUP: tl.constexpr, BLOCK_G: tl.constexpr):  # fmt: skip
-    """``[BLOCK_T, BLOCK_E]`` 0/1: the columns of each row's ``TOPK_GROUP`` best groups."""
-    group_of_col = cols // GROUP_SIZE
-    group_idx = tl.arange(0, BLOCK_G)
-    group_score = tl.full([BLOCK_T, BLOCK_G], float("-inf"), tl.float32)
-    for g in tl.static_range(NUM_GROUPS):
-        member = col_ok[None, :] & (group_of_col == g)[None, :]
-        first = tl.max(tl.where(member, key, float("-inf")), axis=1)
-        if HAS_BIAS:  # the sum of the group's top two keys (the top may be shared by two)
-            ties = tl.sum(tl.where(member & (key == first[:, None]), 1, 0), axis=1)
-            below = tl.max(tl.where(member & (key < first[:, None]), key, float("-inf")), axis=1)
-            score = first + tl.where(ties >= 2, first, below)
-        else:
-            score = first
-        group_score = tl.where(group_idx[None, :] == g, score[:, None], group_score)
-    kept = tl.zeros([BLOCK_T, BLOCK_G], tl.int32)
+def _keep_best_groups(packed, group_ok, HAS_BIAS: tl.constexpr, TOPK_GROUP: tl.constexpr,
+                      BLOCK_G: tl.constexpr):  # fmt: skip
+    """``packed`` with the experts outside each row's ``TOPK_GROUP`` best groups set to -inf.
+
+    A group scores its best key, or with a bias the sum of its two best keys."""
+    first = tl.max(packed, axis=2)
+    group_score = _unpack_key(first)
+    if HAS_BIAS:
+        rest = tl.where(packed == first[:, :, None], _TAKEN, packed)
+        group_score = group_score + _unpack_key(tl.max(rest, axis=2))
+    group_idx = tl.arange(0, BLOCK_G)[None, :]
+    group_packed = tl.where(group_ok[None, :], _pack(group_score, group_idx), _TAKEN)
+    kept = group_packed != group_packed  # all False, in the tile's shape
     for _ in tl.static_range(TOPK_GROUP):
-        open_group = (group_idx[None, :] < NUM_GROUPS) & (kept == 0)
-        best = tl.max(tl.where(open_group, group_score, float("-inf")), axis=1)
-        pick = tl.min(
-            tl.where(open_group & (group_score == best[:, None]), group_idx[None, :], BLOCK_G),
-            axis=1,
-        )
-        kept = tl.where(group_idx[None, :] == pick[:, None], 1, kept)
-    kept_cols = tl.zeros_like(key).to(tl.int32)
-    for g in tl.static_range(NUM_GROUPS):
-        group_kept = tl.sum(tl.where(group_idx[None, :] == g, kept, 0), axis=1)
-        kept_cols = tl.where((group_of_col == g)[None, :] & (group_kept > 0)[:, None], 1, kept_cols)
-    return kept_cols
+        best = tl.max(group_packed, axis=1)
+        hit = group_packed == best[:, None]
+        kept = kept | hit
+        group_packed = tl.where(hit, _TAKEN, group_packed)
+    index = packed & 0xFFFFFFFF
+    no_index = tl.zeros([1, 1, 1], tl.int32) + _LOW_WORD  # packs to a zero low word
+    minus_inf = _pack(tl.full([1, 1, 1], float("-inf"), tl.float32), no_index)
+    masked = tl.where(packed == _TAKEN, _TAKEN, minus_inf | index)
+    return tl.where(kept[:, :, None], packed, masked)
 
 
 @triton.jit
 def routing_kernel(
     logits_ptr, bias_ptr, weights_ptr, ids_ptr,
-    num_tokens, num_experts, logits_row_stride, routed_scaling_factor,
+    num_tokens, logits_row_stride, routed_scaling_factor,
     TOP_K: tl.constexpr, SIGMOID: tl.constexpr, HAS_BIAS: tl.constexpr,
     RENORMALIZE: tl.constexpr, GROUPED: tl.constexpr, NUM_GROUPS: tl.constexpr,
-    GROUP_SIZE: tl.constexpr, TOPK_GROUP: tl.constexpr, BLOCK_G: tl.constexpr,
-    BLOCK_T: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_K: tl.constexpr,
+    GROUP_SIZE: tl.constexpr, TOPK_GROUP: tl.constexpr,
+    BLOCK_T: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_GS: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     rows = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
-    cols = tl.arange(0, BLOCK_E)
     row_ok = rows < num_tokens
-    col_ok = cols < num_experts
-    tile_ok = row_ok[:, None] & col_ok[None, :]
-    x = tl.load(
-        logits_ptr + rows.to(tl.int64)[:, None] * logits_row_stride + cols[None, :],
-        mask=tile_ok,
-        other=float("-inf"),
-    ).to(tl.float32)
-    scores = _expert_scores(x, row_ok, col_ok, SIGMOID)
+    group_ok = tl.arange(0, BLOCK_G) < NUM_GROUPS
+    member_ok = tl.arange(0, BLOCK_GS) < GROUP_SIZE
+    expert = tl.arange(0, BLOCK_G)[:, None] * GROUP_SIZE + tl.arange(0, BLOCK_GS)[None, :]
+    expert_ok = group_ok[:, None] & member_ok[None, :]
+    tile_ok = row_ok[:, None, None] & expert_ok[None, :, :]
+    row_offset = rows.to(tl.int64) * logits_row_stride
+    x = tl.load(logits_ptr + row_offset[:, None, None] + expert[None, :, :], mask=tile_ok,
+                other=float("-inf")).to(tl.float32)  # fmt: skip
+
+    # Softmax statistics: a row holding NaN scores NaN everywhere (so 0), like torch.
+    has_nan = _row_max(tl.where(x != x, 1, 0)) > 0
+    row_max = _row_max(tl.where(x != x, float("-inf"), x))
+    row_total = _row_sum(tl.where(expert_ok[None, :, :], tl.exp(x - row_max[:, None, None]), 0.0))
+    scores = _scores(x, row_max[:, None, None], row_total[:, None, None], has_nan[:, None, None],
+                     SIGMOID)  # fmt: skip
     finite = (scores == scores) & (tl.abs(scores) < float("inf"))
-    clean = tl.where(finite, scores, 0.0)
-    key = scores if GROUPED else clean
+    key = scores if GROUPED else tl.where(finite, scores, 0.0)
     if HAS_BIAS:
-        key = key + tl.load(bias_ptr + cols, mask=col_ok, other=0.0)[None, :]
-    if GROUPED:
-        key = tl.where(finite, key, float("-inf"))
+        key = key + tl.load(bias_ptr + expert, mask=expert_ok, other=0.0)[None, :, :]
     key = tl.where(key == key, key, float("-inf"))
     if GROUPED:
-        kept_cols = _kept_group_columns(key, cols, col_ok, BLOCK_T, HAS_BIAS, NUM_GROUPS,
-                                        GROUP_SIZE, TOPK_GROUP, BLOCK_G)  # fmt: skip
-        key = tl.where(kept_cols > 0, key, float("-inf"))
+        key = tl.where(finite, key, float("-inf"))
+    packed = tl.where(expert_ok[None, :, :], _pack(key, expert[None, :, :]), _TAKEN)
+    if GROUPED:
+        packed = _keep_best_groups(packed, group_ok, HAS_BIAS, TOPK_GROUP, BLOCK_G)
 
-    slots = tl.arange(0, BLOCK_K)
-    taken = tl.zeros([BLOCK_T, BLOCK_E], tl.int32)
-    topk_weights = tl.zeros([BLOCK_T, BLOCK_K], tl.float32)
+    slots = tl.arange(0, BLOCK_K)[None, :]
     topk_ids = tl.zeros([BLOCK_T, BLOCK_K], tl.int32)
     for slot in tl.static_range(TOP_K):
-        open_col = col_ok[None, :] & (taken == 0)
-        best = tl.max(tl.where(open_col, key, float("-inf")), axis=1)
-        pick = tl.min(tl.where(open_col & (key == best[:, None]), cols[None, :], BLOCK_E), axis=1)
-        hit = cols[None, :] == pick[:, None]
-        taken = tl.where(hit, 1, taken)
-        weight = tl.sum(tl.where(hit, clean, 0.0), axis=1)
-        topk_weights = tl.where(slots[None, :] == slot, weight[:, None], topk_weights)
-        topk_ids = tl.where(slots[None, :] == slot, pick[:, None], topk_ids)
+        best = _row_max(packed)
+        packed = tl.where(packed == best[:, None, None], _TAKEN, packed)
+        topk_ids = tl.where(slots == slot, _unpack_index(best)[:, None], topk_ids)
 
+    # Weights: the chosen experts' scores, recomputed from their logits (k loads a row, cached).
+    out_ok = row_ok[:, None] & (slots < TOP_K)
+    chosen = tl.load(logits_ptr + row_offset[:, None] + topk_ids, mask=out_ok, other=0.0)
+    chosen_scores = _scores(chosen.to(tl.float32), row_max[:, None], row_total[:, None],
+                            has_nan[:, None], SIGMOID)  # fmt: skip
+    finite_chosen = (chosen_scores == chosen_scores) & (tl.abs(chosen_scores) < float("inf"))
+    topk_weights = tl.where(finite_chosen & out_ok, chosen_scores, 0.0)
     if RENORMALIZE:
         total = tl.sum(topk_weights, axis=1)
         if GROUPED:
@@ -116,7 +141,6 @@ def routing_kernel(
             topk_weights = topk_weights / tl.where(total == 0.0, 1.0, total)[:, None]
     topk_weights = topk_weights * routed_scaling_factor
 
-    out_offsets = rows.to(tl.int64)[:, None] * TOP_K + slots[None, :]
-    out_ok = row_ok[:, None] & (slots < TOP_K)[None, :]
+    out_offsets = rows.to(tl.int64)[:, None] * TOP_K + slots
     tl.store(weights_ptr + out_offsets, topk_weights, mask=out_ok)
     tl.store(ids_ptr + out_offsets, topk_ids.to(ids_ptr.dtype.element_ty), mask=out_ok)
