@@ -12,8 +12,6 @@ from moekit.routing._triton_impl.topk_kernel import routing_kernel
 # A row's padded tile (groups and group sizes rounded up to powers of two) above this many
 # elements would spill registers; the torch path (same results) takes such configurations.
 MAX_ROW_TILE = 8192
-# Elements of the [BLOCK_T, BLOCK_E] tile a program holds in registers.
-_TILE_ELEMENTS = 2048
 _INTERPRETER_TILE_ELEMENTS = 1 << 14  # the interpreter pays per program, not per element
 
 
@@ -30,10 +28,17 @@ def triton_supports(problem: RoutingProblem) -> bool:
 
 
 def launch_config(num_tokens: int, block_e: int) -> tuple[int, int, int]:
-    """``(BLOCK_T, BLOCK_E, num_warps)`` for ``num_tokens`` rows of a ``block_e``-wide tile."""
-    budget = _INTERPRETER_TILE_ELEMENTS if interpreter_enabled() else _TILE_ELEMENTS
-    block_t = max(1, min(triton.next_power_of_2(max(num_tokens, 1)), budget // block_e))
-    num_warps = 4 if block_t * block_e >= 1024 else (2 if block_t * block_e >= 256 else 1)
+    """``(BLOCK_T, BLOCK_E, num_warps)`` for ``num_tokens`` rows of a ``block_e``-wide tile.
+
+    On the H100 (benchmarks/results/routing_sweep_h100.json) small batches are latency-bound
+    and want many small programs (~512 elements, 2 warps for E=256); from a few thousand rows
+    on, the tile shape hardly matters and ~1024 elements with 4 warps is as good as any."""
+    if interpreter_enabled():
+        block_t = max(1, _INTERPRETER_TILE_ELEMENTS // block_e)
+    else:
+        block_t = max(1, (512 if num_tokens <= 2048 else 1024) // block_e)
+    block_t = min(block_t, triton.next_power_of_2(max(num_tokens, 1)))
+    num_warps = max(1, min(8, block_t * block_e // 256))
     return block_t, block_e, num_warps
 
 

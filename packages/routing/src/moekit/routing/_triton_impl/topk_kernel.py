@@ -49,11 +49,11 @@ def _row_sum(x):
 
 
 @triton.jit
-def _scores(x, row_max, row_total, has_nan, SIGMOID: tl.constexpr):
+def _scores(x, row_max, row_total, SIGMOID: tl.constexpr):
     """float32 scores of logits ``x`` given their row's statistics (any shape of ``x``)."""
     if SIGMOID:
         return 1.0 / (1.0 + tl.exp(-x))
-    return tl.where(has_nan, float("nan"), tl.exp(x - row_max) / row_total)
+    return tl.exp(x - row_max) / row_total
 
 
 @triton.jit
@@ -102,12 +102,11 @@ def routing_kernel(
     x = tl.load(logits_ptr + row_offset[:, None, None] + expert[None, :, :], mask=tile_ok,
                 other=float("-inf")).to(tl.float32)  # fmt: skip
 
-    # Softmax statistics: a row holding NaN scores NaN everywhere (so 0), like torch.
-    has_nan = _row_max(tl.where(x != x, 1, 0)) > 0
-    row_max = _row_max(tl.where(x != x, float("-inf"), x))
+    # Softmax statistics. A NaN counts as +inf for the max, so its row's exps are NaN or 0 and
+    # the total NaN: every score of a row holding a NaN or +inf is NaN (so 0), like torch.
+    row_max = _row_max(tl.where(x != x, float("inf"), x))
     row_total = _row_sum(tl.where(expert_ok[None, :, :], tl.exp(x - row_max[:, None, None]), 0.0))
-    scores = _scores(x, row_max[:, None, None], row_total[:, None, None], has_nan[:, None, None],
-                     SIGMOID)  # fmt: skip
+    scores = _scores(x, row_max[:, None, None], row_total[:, None, None], SIGMOID)
     finite = (scores == scores) & (tl.abs(scores) < float("inf"))
     key = scores if GROUPED else tl.where(finite, scores, 0.0)
     if HAS_BIAS:
@@ -129,8 +128,7 @@ def routing_kernel(
     # Weights: the chosen experts' scores, recomputed from their logits (k loads a row, cached).
     out_ok = row_ok[:, None] & (slots < TOP_K)
     chosen = tl.load(logits_ptr + row_offset[:, None] + topk_ids, mask=out_ok, other=0.0)
-    chosen_scores = _scores(chosen.to(tl.float32), row_max[:, None], row_total[:, None],
-                            has_nan[:, None], SIGMOID)  # fmt: skip
+    chosen_scores = _scores(chosen.to(tl.float32), row_max[:, None], row_total[:, None], SIGMOID)
     finite_chosen = (chosen_scores == chosen_scores) & (tl.abs(chosen_scores) < float("inf"))
     topk_weights = tl.where(finite_chosen & out_ok, chosen_scores, 0.0)
     if RENORMALIZE:
