@@ -28,6 +28,8 @@ PACKAGES = {  # name -> (path, local moekit dependencies, needs torch)
     "experts": ("packages/experts", ["align", "routing"], True),
     "eplb": ("packages/eplb", [], True),
 }
+# Packages a package's unit tests import besides its own dependencies (the NumPy oracle).
+TEST_DEPS = {"routing": ["reference"]}
 CONFORMANCE_IMPLS = ["reference", "moekit[torch,cpu]", "moekit[triton,cpu]"]
 INTERPRETER_ENV = {"TRITON_INTERPRET": "1"}
 
@@ -58,10 +60,10 @@ def tests(session: nox.Session, package: str) -> None:
     path, local_deps, needs_torch = PACKAGES[package]
     if needs_torch or package == "conformance":
         _install_torch(session, DEFAULT_TORCH)
-    extras = [INTERPRETER_TRITON] if package in ("align", "conformance") else []
-    to_install = _paths(*local_deps, package)
+    extras = [INTERPRETER_TRITON] if package in ("align", "routing", "conformance") else []
+    to_install = _paths(*local_deps, *TEST_DEPS.get(package, []), package)
     if package == "conformance":
-        to_install += _paths("align")  # its own tests load the moekit adapter too
+        to_install += _paths("align", "routing")  # its own tests load the moekit adapter too
     session.install(*to_install, *extras, "pytest", "hypothesis")
     _pytest(session, "-q", str(ROOT / path / "tests"), env=INTERPRETER_ENV)
 
@@ -71,7 +73,7 @@ def tests(session: nox.Session, package: str) -> None:
 def conformance(session: nox.Session, torch: str) -> None:
     """The conformance suite against reference, moekit[torch] and moekit[triton] (interpreter)."""
     _install_torch(session, torch)
-    session.install(*_paths("reference", "align", "conformance"))
+    session.install(*_paths("reference", "align", "routing", "conformance"))
     session.run(
         "python",
         "-c",
@@ -100,10 +102,12 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """mypy on the public API of the packages."""
     _install_torch(session, DEFAULT_TORCH)
-    session.install(*_paths("reference", "align", "conformance"), "mypy", INTERPRETER_TRITON)
+    session.install(
+        *_paths("reference", "align", "routing", "conformance"), "mypy", INTERPRETER_TRITON
+    )
     session.run(
         "mypy", "--ignore-missing-imports", "--follow-imports=silent",
-        "-p", "moekit.align", "-p", "moekit.reference",
+        "-p", "moekit.align", "-p", "moekit.routing", "-p", "moekit.reference",
     )  # fmt: skip
 
 
@@ -134,9 +138,11 @@ def bench(session: nox.Session) -> None:
         session.run("python", "-c", probe, silent=True)
     except nox.command.CommandFailed:
         session.skip("no CUDA GPU here: the benchmarks run on a GPU machine")
-    session.install("--no-deps", *_paths("align"))
-    out = session.posargs[0] if session.posargs else str(ROOT / "bench-out" / "align.json")
-    session.run("python", str(ROOT / "benchmarks" / "align" / "bench_align.py"), "--out", out)
+    session.install("--no-deps", *_paths("align", "routing"))
+    out_dir = Path(session.posargs[0]) if session.posargs else ROOT / "bench-out"
+    for name in ("align", "routing"):
+        script = ROOT / "benchmarks" / name / f"bench_{name}.py"
+        session.run("python", str(script), "--out", str(out_dir / f"{name}.json"))
 
 
 @nox.session

@@ -60,7 +60,7 @@ def selection_keys(
         if e_score_correction_bias is not None:
             key = key + np.asarray(e_score_correction_bias, dtype=np.float64)
         key[np.isnan(key) | (grouped & ~finite)] = -np.inf
-        if grouped:
+        if num_expert_group is not None:
             assert topk_group is not None
             kept = _kept_groups(key, num_expert_group, topk_group,
                                 e_score_correction_bias is not None)  # fmt: skip
