@@ -30,15 +30,16 @@ def triton_supports(problem: RoutingProblem) -> bool:
 def launch_config(num_tokens: int, block_e: int) -> tuple[int, int, int]:
     """``(BLOCK_T, BLOCK_E, num_warps)`` for ``num_tokens`` rows of a ``block_e``-wide tile.
 
-    On the H100 (benchmarks/results/routing_sweep_h100.json) small batches are latency-bound
-    and want many small programs (~512 elements, 2 warps for E=256); from a few thousand rows
-    on, the tile shape hardly matters and ~1024 elements with 4 warps is as good as any."""
+    From the H100 sweep (benchmarks/results/routing_sweep_h100.json): ~512 elements a program
+    everywhere; small batches are latency-bound and want 2 warps (256 elements each), large
+    ones are bound by the reductions and want 1 warp (fewer cross-warp exchanges)."""
     if interpreter_enabled():
         block_t = max(1, _INTERPRETER_TILE_ELEMENTS // block_e)
     else:
-        block_t = max(1, (512 if num_tokens <= 2048 else 1024) // block_e)
+        block_t = max(1, 512 // block_e)
     block_t = min(block_t, triton.next_power_of_2(max(num_tokens, 1)))
-    num_warps = max(1, min(8, block_t * block_e // 256))
+    elements_per_warp = 256 if num_tokens <= 2048 else 512
+    num_warps = max(1, min(8, block_t * block_e // elements_per_warp))
     return block_t, block_e, num_warps
 
 
