@@ -29,7 +29,7 @@ PACKAGES = {  # name -> (path, local moekit dependencies, needs torch)
     "eplb": ("packages/eplb", [], True),
 }
 # Packages a package's unit tests import besides its own dependencies (the NumPy oracle).
-TEST_DEPS = {"routing": ["reference"]}
+TEST_DEPS = {"routing": ["reference"], "experts": ["reference"]}
 CONFORMANCE_IMPLS = ["reference", "moekit[torch,cpu]", "moekit[triton,cpu]"]
 INTERPRETER_ENV = {"TRITON_INTERPRET": "1"}
 
@@ -60,7 +60,9 @@ def tests(session: nox.Session, package: str) -> None:
     path, local_deps, needs_torch = PACKAGES[package]
     if needs_torch or package == "conformance":
         _install_torch(session, DEFAULT_TORCH)
-    extras = [INTERPRETER_TRITON] if package in ("align", "routing", "conformance") else []
+    extras = (
+        [INTERPRETER_TRITON] if package in ("align", "routing", "experts", "conformance") else []
+    )
     to_install = _paths(*local_deps, *TEST_DEPS.get(package, []), package)
     if package == "conformance":
         to_install += _paths("align", "routing")  # its own tests load the moekit adapter too
@@ -103,11 +105,14 @@ def typecheck(session: nox.Session) -> None:
     """mypy on the public API of the packages."""
     _install_torch(session, DEFAULT_TORCH)
     session.install(
-        *_paths("reference", "align", "routing", "conformance"), "mypy", INTERPRETER_TRITON
+        *_paths("reference", "align", "routing", "experts", "conformance"),
+        "mypy",
+        INTERPRETER_TRITON,
     )
     session.run(
         "mypy", "--ignore-missing-imports", "--follow-imports=silent",
-        "-p", "moekit.align", "-p", "moekit.routing", "-p", "moekit.reference",
+        "-p", "moekit.align", "-p", "moekit.routing", "-p", "moekit.experts",
+        "-p", "moekit.reference",
     )  # fmt: skip
 
 

@@ -1,9 +1,10 @@
 """Plain-NumPy reference of the moekit ops (the conformance oracle; no torch import).
 
-The align ops live at the top level; the routing ones in :mod:`moekit.reference.routing`.
+The align ops live at the top level; the routing ones in :mod:`moekit.reference.routing`,
+the fused-experts computation in :mod:`moekit.reference.experts`.
 """
 
-from moekit.reference import routing
+from moekit.reference import experts, routing
 from moekit.reference.align import (
     batched_moe_align_block_size,
     count_expert_num_tokens,
@@ -17,6 +18,7 @@ from moekit.reference.align import (
 __all__ = [
     "batched_moe_align_block_size",
     "count_expert_num_tokens",
+    "experts",
     "moe_align_block_size",
     "moe_permute",
     "moe_sum",

@@ -4,7 +4,7 @@ Every op has a Triton kernel and a plain-torch path behind ``backend=`` (``"auto
 Triton for GPU tensors; ``MOEKIT_BACKEND`` overrides ``"auto"``).
 """
 
-from moekit.align._backend import Backend
+from moekit.align._backend import Backend, interpreter_enabled, resolve_backend
 from moekit.align.block_align import batched_moe_align_block_size, moe_align_block_size
 from moekit.align.expert_map import validate_expert_map
 from moekit.align.permute import moe_permute, moe_unpermute
@@ -14,10 +14,12 @@ __all__ = [
     "Backend",
     "batched_moe_align_block_size",
     "count_expert_num_tokens",
+    "interpreter_enabled",
     "moe_align_block_size",
     "moe_permute",
     "moe_sum",
     "moe_unpermute",
+    "resolve_backend",
     "validate_expert_map",
 ]
 __version__ = "0.1.0"

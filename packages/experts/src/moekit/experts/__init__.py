@@ -1,8 +1,62 @@
 """moekit.experts: the modular fused-MoE kernel and its implementations.
 
-Not implemented yet: this package holds only its skeleton (see issue 4). It exports nothing,
-so no function pretends to work.
+``fused_experts`` is the one-call entry point; ``FusedMoEKernel`` composes a prepare/finalize
+(``MoEPrepareAndFinalizeNoEP``, ``BatchedPrepareAndFinalize``) with experts (``TritonExperts``,
+``BatchedTritonExperts``, ``TorchExperts``, ``NaiveBatchedExperts``).
 """
 
-__all__: list[str] = []
+from moekit.experts.activation import MoEActivation, adjust_N_for_activation, apply_activation
+from moekit.experts.config import FusedMoEConfig, FusedMoEParallelConfig, FusedMoEQuantConfig
+from moekit.experts.functional import fused_experts
+from moekit.experts.kernel import FusedMoEKernel
+from moekit.experts.modular_kernel import (
+    ExpertTokensMetadata,
+    FusedMoEActivationFormat,
+    FusedMoEExperts,
+    FusedMoEExpertsModular,
+    FusedMoEExpertsMonolithic,
+    FusedMoEPrepareAndFinalize,
+    FusedMoEPrepareAndFinalizeModular,
+    FusedMoEPrepareAndFinalizeMonolithic,
+)
+from moekit.experts.prepare_finalize import BatchedPrepareAndFinalize, MoEPrepareAndFinalizeNoEP
+from moekit.experts.topk_weight_and_reduce import (
+    TopKWeightAndReduce,
+    TopKWeightAndReduceContiguous,
+    TopKWeightAndReduceDelegate,
+    TopKWeightAndReduceNaiveBatched,
+    TopKWeightAndReduceNoOP,
+)
+from moekit.experts.torch_experts import NaiveBatchedExperts, TorchExperts
+from moekit.experts.triton_experts import BatchedTritonExperts, TritonExperts
+
+__all__ = [
+    "BatchedPrepareAndFinalize",
+    "BatchedTritonExperts",
+    "ExpertTokensMetadata",
+    "FusedMoEActivationFormat",
+    "FusedMoEConfig",
+    "FusedMoEExperts",
+    "FusedMoEExpertsModular",
+    "FusedMoEExpertsMonolithic",
+    "FusedMoEKernel",
+    "FusedMoEParallelConfig",
+    "FusedMoEPrepareAndFinalize",
+    "FusedMoEPrepareAndFinalizeModular",
+    "FusedMoEPrepareAndFinalizeMonolithic",
+    "FusedMoEQuantConfig",
+    "MoEActivation",
+    "MoEPrepareAndFinalizeNoEP",
+    "NaiveBatchedExperts",
+    "TopKWeightAndReduce",
+    "TopKWeightAndReduceContiguous",
+    "TopKWeightAndReduceDelegate",
+    "TopKWeightAndReduceNaiveBatched",
+    "TopKWeightAndReduceNoOP",
+    "TorchExperts",
+    "TritonExperts",
+    "adjust_N_for_activation",
+    "apply_activation",
+    "fused_experts",
+]
 __version__ = "0.1.0"

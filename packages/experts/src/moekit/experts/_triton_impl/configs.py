@@ -1,0 +1,71 @@
+"""Tile configurations of the grouped GEMM: a tuned table when one matches, else a heuristic.
+
+Tables are JSON files in ``moekit/experts/configs/`` named
+``E={E},N={N},dtype={dtype},device={device}.json`` (device name with spaces as ``_``), mapping
+a token count ``M`` to a config; the entry of the nearest ``M`` is used.
+``benchmarks/experts/tune.py`` writes them.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+@dataclass(frozen=True)
+class GemmConfig:
+    BLOCK_M: int
+    BLOCK_N: int
+    BLOCK_K: int
+    GROUP_M: int = 1
+    num_warps: int = 4
+    num_stages: int = 3
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def table_name(num_experts: int, n: int, dtype: torch.dtype, device_name: str) -> str:
+    dtype_name = str(dtype).removeprefix("torch.")
+    return f"E={num_experts},N={n},dtype={dtype_name},device={device_name.replace(' ', '_')}.json"
+
+
+@functools.cache
+def load_table(name: str) -> dict[int, GemmConfig] | None:
+    path = CONFIG_DIR / name
+    if not path.is_file():
+        return None
+    raw = json.loads(path.read_text())
+    return {int(m): GemmConfig(**cfg) for m, cfg in raw.items()}
+
+
+def default_config(num_tokens: int, top_k: int, num_experts: int, interpreter: bool) -> GemmConfig:
+    """A config for shapes without a tuned entry: small tiles when few rows reach each expert."""
+    if interpreter:
+        return GemmConfig(BLOCK_M=16, BLOCK_N=32, BLOCK_K=32, num_warps=4, num_stages=1)
+    rows_per_expert = num_tokens * top_k / max(num_experts, 1)
+    if rows_per_expert <= 16:
+        return GemmConfig(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, GROUP_M=1, num_warps=4,
+                          num_stages=4)  # fmt: skip
+    if rows_per_expert <= 64:
+        return GemmConfig(BLOCK_M=64, BLOCK_N=64, BLOCK_K=64, GROUP_M=8, num_warps=4,
+                          num_stages=4)  # fmt: skip
+    return GemmConfig(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3)
+
+
+def get_config(num_tokens: int, top_k: int, num_experts: int, n: int, dtype: torch.dtype,
+               device: torch.device, interpreter: bool) -> GemmConfig:  # fmt: skip
+    """The tuned entry of the nearest ``num_tokens`` for ``(E, N, dtype, device)``, else the
+    default heuristic."""
+    if device.type == "cuda" and not interpreter:
+        table = load_table(table_name(num_experts, n, dtype, torch.cuda.get_device_name(device)))
+        if table:
+            nearest = min(table, key=lambda m: abs(m - num_tokens))
+            return table[nearest]
+    return default_config(num_tokens, top_k, num_experts, interpreter)

@@ -1,0 +1,46 @@
+"""Launch of the grouped GEMM (see ``grouped_gemm_kernel``)."""
+
+from __future__ import annotations
+
+import torch
+import triton
+
+from moekit.experts._triton_impl.configs import GemmConfig
+from moekit.experts._triton_impl.grouped_gemm_kernel import grouped_gemm_kernel
+
+
+def invoke_grouped_gemm(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    c: torch.Tensor,
+    bias: torch.Tensor | None,
+    topk_weights: torch.Tensor | None,
+    sorted_token_ids: torch.Tensor,
+    expert_ids: torch.Tensor,
+    num_tokens_post_padded: torch.Tensor,
+    top_k: int,
+    config: GemmConfig,
+) -> None:
+    """``c[slot] = (a[slot // top_k] @ b[e].T + bias[e]) * topk_weights[slot]`` for every placed
+    slot of every expert ``e`` (zeros for blocks of expert ``-1``).
+
+    ``a [rows, K]``, ``b [E, N, K]``, ``c [num_slots, N]``, ``bias [E, N]`` or None,
+    ``topk_weights`` flat ``[num_slots]`` or None (no weighting).
+    """
+    num_slots, n = c.shape
+    k = a.shape[1]
+    num_sorted = sorted_token_ids.shape[0]
+    grid = (triton.cdiv(num_sorted, config.BLOCK_M) * triton.cdiv(n, config.BLOCK_N),)
+    dummy = c  # never read when the matching flag is off
+    grouped_gemm_kernel[grid](
+        a, b, c, bias if bias is not None else dummy,
+        topk_weights if topk_weights is not None else dummy,
+        sorted_token_ids, expert_ids, num_tokens_post_padded,
+        n, k, num_slots, num_sorted,
+        a.stride(0), a.stride(1), b.stride(0), b.stride(1), b.stride(2),
+        c.stride(0), c.stride(1), bias.stride(0) if bias is not None else 0,
+        TOP_K=top_k, MUL_ROUTED_WEIGHT=topk_weights is not None, HAS_BIAS=bias is not None,
+        IEEE_FP32=a.dtype == torch.float32,
+        BLOCK_M=config.BLOCK_M, BLOCK_N=config.BLOCK_N, BLOCK_K=config.BLOCK_K,
+        GROUP_M=config.GROUP_M, num_warps=config.num_warps, num_stages=config.num_stages,
+    )  # fmt: skip

@@ -1,0 +1,79 @@
+"""The grouped GEMM of the standard format: each M-tile of sorted slots belongs to one expert.
+
+``sorted_token_ids`` (from ``moe_align_block_size``) lists flat slots ``t * top_k + j`` expert by
+expert, each expert's segment padded to ``BLOCK_M`` with the sentinel ``num_valid_slots``. A tile
+reads A rows ``slot // TOP_K`` (GEMM1 reads each token once per slot; GEMM2 runs with
+``TOP_K = 1`` on per-slot rows), multiplies by its expert's ``B [N, K]``, accumulates in float32,
+adds the bias, multiplies by the routed weight and stores C rows ``slot``. Sentinel rows are
+skipped; a tile whose expert is ``-1`` (not on this rank) writes zeros.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _tile_coordinates(num_m_tiles, num_n_tiles, GROUP_M: tl.constexpr):
+    """(m tile, n tile) of this program, walking ``GROUP_M`` m-tiles per column of n-tiles so
+    neighbouring programs share B tiles in L2."""
+    pid = tl.program_id(0)
+    tiles_per_group = GROUP_M * num_n_tiles
+    first_m = (pid // tiles_per_group) * GROUP_M
+    group_rows = tl.minimum(num_m_tiles - first_m, GROUP_M)
+    pid_m = first_m + (pid % tiles_per_group) % group_rows
+    pid_n = (pid % tiles_per_group) // group_rows
+    return pid_m, pid_n
+
+
+@triton.jit
+def grouped_gemm_kernel(
+    a_ptr, b_ptr, c_ptr, bias_ptr, topk_weights_ptr,
+    sorted_token_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr,
+    N, K, num_valid_slots, num_sorted,
+    stride_am, stride_ak, stride_be, stride_bn, stride_bk, stride_cm, stride_cn, stride_bias_e,
+    TOP_K: tl.constexpr, MUL_ROUTED_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
+    IEEE_FP32: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+):  # fmt: skip
+    num_m_tiles = tl.cdiv(num_sorted, BLOCK_M)
+    pid_m, pid_n = _tile_coordinates(num_m_tiles, tl.cdiv(N, BLOCK_N), GROUP_M)
+    if pid_m * BLOCK_M >= tl.load(num_tokens_post_padded_ptr):
+        return
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    slots = tl.load(sorted_token_ids_ptr + offs_m, mask=offs_m < num_sorted,
+                    other=num_valid_slots).to(tl.int64)  # fmt: skip
+    slot_ok = slots < num_valid_slots
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_ok = offs_n < N
+    c_ptrs = c_ptr + slots[:, None] * stride_cm + offs_n[None, :] * stride_cn
+    c_ok = slot_ok[:, None] & n_ok[None, :]
+    expert = tl.load(expert_ids_ptr + pid_m).to(tl.int64)
+    if expert == -1:
+        tl.store(c_ptrs, tl.zeros([BLOCK_M, BLOCK_N], c_ptr.dtype.element_ty), mask=c_ok)
+        return
+
+    offs_k = tl.arange(0, BLOCK_K)
+    a_ptrs = a_ptr + (slots // TOP_K)[:, None] * stride_am + offs_k[None, :] * stride_ak
+    b_ptrs = (b_ptr + expert * stride_be + offs_n[None, :] * stride_bn
+              + offs_k[:, None] * stride_bk)  # fmt: skip
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for k_start in range(0, K, BLOCK_K):
+        k_ok = offs_k < K - k_start
+        a = tl.load(a_ptrs, mask=slot_ok[:, None] & k_ok[None, :], other=0.0)
+        b = tl.load(b_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+        if IEEE_FP32:
+            acc = tl.dot(a, b, acc, input_precision="ieee")
+        else:
+            acc = tl.dot(a, b, acc)
+        a_ptrs += BLOCK_K * stride_ak
+        b_ptrs += BLOCK_K * stride_bk
+
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + expert * stride_bias_e + offs_n, mask=n_ok, other=0.0)
+        acc += bias.to(tl.float32)[None, :]
+    if MUL_ROUTED_WEIGHT:
+        weight = tl.load(topk_weights_ptr + slots, mask=slot_ok, other=0.0)
+        acc *= weight.to(tl.float32)[:, None]
+    tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=c_ok)

@@ -1,0 +1,84 @@
+"""``fused_experts``: the one-call entry point engines and tests use."""
+
+from __future__ import annotations
+
+import torch
+
+from moekit.align import Backend, resolve_backend
+from moekit.experts.activation import MoEActivation
+from moekit.experts.config import FusedMoEConfig, FusedMoEQuantConfig
+from moekit.experts.kernel import FusedMoEKernel
+from moekit.experts.prepare_finalize import MoEPrepareAndFinalizeNoEP
+from moekit.experts.torch_experts import TorchExperts
+from moekit.experts.triton_experts import TritonExperts
+
+
+def fused_experts(
+    hidden_states: torch.Tensor,
+    w1: torch.Tensor,
+    w2: torch.Tensor,
+    topk_weights: torch.Tensor,
+    topk_ids: torch.Tensor,
+    *,
+    activation: str | MoEActivation = "silu",
+    expert_map: torch.Tensor | None = None,
+    global_num_experts: int | None = None,
+    apply_router_weight_on_input: bool = False,
+    w1_bias: torch.Tensor | None = None,
+    w2_bias: torch.Tensor | None = None,
+    backend: Backend = "auto",
+    check_ids: bool = True,
+) -> torch.Tensor:
+    """``out[t] = sum_j w[t, j] * (W2[e] @ act(W13[e] @ x[t] + b13[e]) + b2[e])``, ``e = ids[t, j]``.
+
+    Args:
+        hidden_states: ``[M, K]`` float16 / bfloat16 / float32.
+        w1: ``[E_local, N, K]``, same dtype; for gated activations rows ``[0, N/2)`` are the
+            gate and ``[N/2, N)`` up (``swigluoai``: interleaved). Last-dimension stride 1.
+        w2: ``[E_local, K, N']`` with ``N' = N/2`` (gated) or ``N``.
+        topk_weights: ``[M, k]`` float. topk_ids: ``[M, k]`` int32/int64 **global** ids;
+            ``-1`` skips a slot.
+        activation: a :class:`MoEActivation` or its name.
+        expert_map: int32 ``[global_num_experts]``, global -> local id or -1 (expert
+            parallelism: slots of non-local experts contribute nothing).
+        global_num_experts: defaults to ``len(expert_map)`` or ``E_local``.
+        apply_router_weight_on_input: scale the input by the weight (``k == 1`` only).
+        w1_bias / w2_bias: ``[E_local, N]`` / ``[E_local, K]``, added after each GEMM.
+        backend: ``"triton"`` (:class:`TritonExperts`), ``"torch"`` (:class:`TorchExperts`) or
+            ``"auto"`` (Triton on GPUs).
+        check_ids: refuse ids ``>= global_num_experts`` (one host sync; off in graph capture).
+
+    Returns:
+        ``[M, K]`` in the input dtype.
+
+    Raises:
+        ValueError / TypeError: mismatched shapes or dtypes, non-unit last stride, ids out of
+        range, an unknown activation, ``apply_router_weight_on_input`` with ``k > 1``.
+    """
+    if not isinstance(hidden_states, torch.Tensor) or not isinstance(w1, torch.Tensor):
+        raise TypeError("hidden_states and w1 must be torch.Tensors")
+    if w1.dim() != 3 or hidden_states.dim() != 2:
+        raise ValueError(
+            f"hidden_states must be [M, K] and w1 [E_local, N, K], got "
+            f"{tuple(hidden_states.shape)} and {tuple(w1.shape)}"
+        )
+    act = MoEActivation.parse(activation)
+    num_local, n, k = w1.shape
+    config = FusedMoEConfig(
+        num_experts=global_num_experts
+        or (len(expert_map) if expert_map is not None else num_local),
+        experts_per_token=max(1, topk_ids.shape[-1]),
+        hidden_dim=k,
+        intermediate_size=max(1, n // 2 if act.is_gated else n),
+        in_dtype=hidden_states.dtype,
+        activation=act,
+        num_local_experts=num_local,
+        has_bias=w1_bias is not None or w2_bias is not None,
+    )
+    quant = FusedMoEQuantConfig(w1_bias=w1_bias, w2_bias=w2_bias)
+    chosen = resolve_backend(backend, hidden_states.device)
+    experts = (TritonExperts if chosen == "triton" else TorchExperts)(config, quant)
+    kernel = FusedMoEKernel(MoEPrepareAndFinalizeNoEP(), experts)
+    return kernel(hidden_states, w1, w2, topk_weights, topk_ids, act,
+                  -1 if global_num_experts is None else global_num_experts, expert_map,
+                  apply_router_weight_on_input, check_ids=check_ids)  # fmt: skip

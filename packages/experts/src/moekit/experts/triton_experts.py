@@ -1,0 +1,114 @@
+"""The Triton experts: align, grouped GEMM1, activation, grouped GEMM2, top-k sum."""
+
+from __future__ import annotations
+
+import torch
+
+from moekit.align import (
+    batched_moe_align_block_size,
+    interpreter_enabled,
+    moe_align_block_size,
+    moe_sum,
+)
+from moekit.experts._triton_impl.configs import get_config
+from moekit.experts._triton_impl.grouped_gemm import invoke_grouped_gemm
+from moekit.experts.activation import adjust_N_for_activation, apply_activation
+from moekit.experts.modular_kernel import FusedMoEActivationFormat, FusedMoEExpertsModular
+from moekit.experts.topk_weight_and_reduce import (
+    TopKWeightAndReduceDelegate,
+    TopKWeightAndReduceNoOP,
+)
+
+
+class TritonExperts(FusedMoEExpertsModular):
+    """Standard format. ``moe_align_block_size`` sorts the slots by local expert (non-local and
+    ``-1`` slots dropped), GEMM1 (no weight) -> activation -> GEMM2 (routed weight unless applied
+    on the input) -> ``moe_sum`` skipping the dropped slots. Output already reduced (``NoOP``)."""
+
+    @classmethod
+    def activation_format(cls) -> FusedMoEActivationFormat:
+        return FusedMoEActivationFormat.Standard
+
+    @classmethod
+    def _supports_current_device(cls, device: torch.device) -> bool:
+        return device.type == "cuda" or interpreter_enabled()
+
+    def workspace_shapes(self, M, N, K, topk, global_num_experts, local_num_experts,
+                         expert_tokens_meta, activation):  # fmt: skip
+        return (M, topk, max(N, K)), (M, topk, adjust_N_for_activation(N, activation)), (M, K)
+
+    def finalize_weight_and_reduce_impl(self):
+        return TopKWeightAndReduceNoOP()
+
+    def apply(self, output, hidden_states, w1, w2, topk_weights, topk_ids, activation,
+              global_num_experts, expert_map, a1q_scale, a2_scale, workspace13, workspace2,
+              expert_tokens_meta, apply_router_weight_on_input):  # fmt: skip
+        num_local, n, k = w1.shape
+        num_tokens, top_k = topk_ids.shape
+        num_slots = num_tokens * top_k
+        n_act = adjust_N_for_activation(n, activation)
+        config = get_config(num_tokens, top_k, num_local, n, hidden_states.dtype,
+                            hidden_states.device, interpreter_enabled())  # fmt: skip
+        sorted_ids, expert_ids, post_pad = moe_align_block_size(
+            topk_ids, config.BLOCK_M, global_num_experts, expert_map,
+            ignore_invalid_experts=True, backend="triton",
+        )  # fmt: skip
+        gemm1_out = workspace13.view(-1)[: num_slots * n].view(num_slots, n)
+        invoke_grouped_gemm(hidden_states, w1, gemm1_out, self.quant_config.w1_bias, None,
+                            sorted_ids, expert_ids, post_pad, top_k, config)  # fmt: skip
+        activated = workspace2.view(-1)[: num_slots * n_act].view(num_slots, n_act)
+        activated.copy_(apply_activation(gemm1_out, activation))
+        gemm2_out = workspace13.view(-1)[: num_slots * k].view(num_slots, k)
+        weights = None if apply_router_weight_on_input else topk_weights.reshape(-1).float()
+        invoke_grouped_gemm(activated, w2, gemm2_out, self.quant_config.w2_bias, weights,
+                            sorted_ids, expert_ids, post_pad, 1, config)  # fmt: skip
+        moe_sum(gemm2_out.view(num_tokens, top_k, k), output, topk_ids, expert_map,
+                backend="triton")  # fmt: skip
+
+
+class BatchedTritonExperts(FusedMoEExpertsModular):
+    """Batched format ``[E_local, max_tokens, K]``: ``batched_moe_align_block_size`` gives each
+    expert's valid rows; the same grouped GEMMs run on the flattened rows. Weighting and
+    reduction are the prepare/finalize's (``Delegate``)."""
+
+    @classmethod
+    def activation_format(cls) -> FusedMoEActivationFormat:
+        return FusedMoEActivationFormat.BatchedExperts
+
+    @classmethod
+    def _supports_current_device(cls, device: torch.device) -> bool:
+        return device.type == "cuda" or interpreter_enabled()
+
+    def supports_expert_map(self) -> bool:
+        return False  # the batched layout is already local
+
+    def workspace_shapes(self, M, N, K, topk, global_num_experts, local_num_experts,
+                         expert_tokens_meta, activation):  # fmt: skip
+        rows = self.max_num_tokens * self.num_dispatchers
+        n_act = adjust_N_for_activation(N, activation)
+        return ((local_num_experts, rows, max(N, K)), (local_num_experts, rows, n_act),
+                (local_num_experts, rows, K))  # fmt: skip
+
+    def finalize_weight_and_reduce_impl(self):
+        return TopKWeightAndReduceDelegate()
+
+    def apply(self, output, hidden_states, w1, w2, topk_weights, topk_ids, activation,
+              global_num_experts, expert_map, a1q_scale, a2_scale, workspace13, workspace2,
+              expert_tokens_meta, apply_router_weight_on_input):  # fmt: skip
+        num_local, rows, k = hidden_states.shape
+        n = w1.shape[1]
+        n_act = adjust_N_for_activation(n, activation)
+        flat_rows = num_local * rows
+        config = get_config(rows, 1, 1, n, hidden_states.dtype, hidden_states.device,
+                            interpreter_enabled())  # fmt: skip
+        sorted_ids, expert_ids, post_pad = batched_moe_align_block_size(
+            rows, config.BLOCK_M, expert_tokens_meta.expert_num_tokens, backend="triton"
+        )
+        gemm1_out = workspace13.view(-1)[: flat_rows * n].view(flat_rows, n)
+        invoke_grouped_gemm(hidden_states.view(flat_rows, k), w1, gemm1_out,
+                            self.quant_config.w1_bias, None, sorted_ids, expert_ids, post_pad, 1,
+                            config)  # fmt: skip
+        activated = workspace2.view(-1)[: flat_rows * n_act].view(flat_rows, n_act)
+        activated.copy_(apply_activation(gemm1_out, activation))
+        invoke_grouped_gemm(activated, w2, output.view(flat_rows, k), self.quant_config.w2_bias,
+                            None, sorted_ids, expert_ids, post_pad, 1, config)  # fmt: skip

@@ -1,0 +1,69 @@
+"""Seeded problems and the reference comparison shared by the experts tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from moekit.reference import experts as ref
+
+TOLERANCE = {torch.float32: 1e-4, torch.float16: 2e-2}
+
+
+def make_problem(seed: int, num_tokens: int, num_experts: int, top_k: int, hidden: int,
+                 inter: int, activation: str = "silu", *, bias: bool = False,
+                 expert_map: np.ndarray | None = None) -> dict:  # fmt: skip
+    """Inputs scaled by 1/10 as in vLLM's tests; ids distinct per token, a few set to -1."""
+    rng = np.random.default_rng(seed)
+    n = 2 * inter if activation in ref.GATED else inter
+    num_global = num_experts if expert_map is None else len(expert_map)
+    ids = np.stack([rng.permutation(num_global)[:top_k] for _ in range(num_tokens)])
+    ids = ids.reshape(num_tokens, top_k).astype(np.int32)
+    if num_tokens > 2:
+        ids[1, 0] = -1
+    return dict(
+        hidden_states=rng.standard_normal((num_tokens, hidden)) / 10,
+        w1=rng.standard_normal((num_experts, n, hidden)) / 10,
+        w2=rng.standard_normal((num_experts, hidden, inter)) / 10,
+        topk_weights=rng.random((num_tokens, top_k)).astype(np.float32),
+        topk_ids=ids,
+        w1_bias=rng.standard_normal((num_experts, n)) / 10 if bias else None,
+        w2_bias=rng.standard_normal((num_experts, hidden)) / 10 if bias else None,
+        expert_map=expert_map,
+        activation=activation,
+    )
+
+
+def reference(problem: dict, dtype: torch.dtype, on_input: bool = False) -> np.ndarray:
+    """The NumPy result on the inputs rounded to ``dtype``."""
+    rounded = {
+        k: (torch.tensor(v).to(dtype).double().numpy() if k in ("hidden_states", "w1", "w2",
+            "w1_bias", "w2_bias") and v is not None else v)
+        for k, v in problem.items()
+    }  # fmt: skip
+    return ref.fused_experts(
+        rounded["hidden_states"], rounded["w1"], rounded["w2"], problem["topk_weights"],
+        problem["topk_ids"], problem["activation"], problem["expert_map"], None, on_input,
+        rounded["w1_bias"], rounded["w2_bias"],
+    )  # fmt: skip
+
+
+def as_tensors(problem: dict, dtype: torch.dtype) -> dict:
+    out = {}
+    for key, value in problem.items():
+        if value is None or key == "activation":
+            out[key] = value
+        elif key in ("topk_ids", "expert_map"):
+            out[key] = torch.tensor(value, dtype=torch.int32)
+        elif key == "topk_weights":
+            out[key] = torch.tensor(value)
+        else:
+            out[key] = torch.tensor(value).to(dtype)
+    return out
+
+
+def assert_matches(got: torch.Tensor, want: np.ndarray, dtype: torch.dtype, seed: int) -> None:
+    got_np = got.float().numpy()
+    assert np.isfinite(got_np).all(), f"non-finite output (unwritten rows?) seed={seed}"
+    tol = TOLERANCE[dtype]
+    np.testing.assert_allclose(got_np, want, atol=tol, rtol=tol, err_msg=f"seed={seed}")

@@ -1,0 +1,91 @@
+"""fused_experts on both backends against the NumPy reference, over every activation, biases,
+expert maps, router weight on the input, odd sizes and M = 0."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from helpers import as_tensors, assert_matches, make_problem, reference
+
+from moekit.experts import MoEActivation, fused_experts
+
+BACKENDS = ["torch", "triton"]
+MAP = np.array([-1, 0, 1, -1, 2, 3, -1, -1], dtype=np.int32)  # 8 global, 4 local
+
+
+def run(problem: dict, dtype: torch.dtype, backend: str, on_input: bool = False) -> torch.Tensor:
+    t = as_tensors(problem, dtype)
+    return fused_experts(
+        t["hidden_states"], t["w1"], t["w2"], t["topk_weights"], t["topk_ids"],
+        activation=t["activation"], expert_map=t["expert_map"], w1_bias=t["w1_bias"],
+        w2_bias=t["w2_bias"], apply_router_weight_on_input=on_input, backend=backend,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("activation", [a.value for a in MoEActivation])
+def test_every_activation_with_biases(backend, activation):
+    seed = zlib.crc32(activation.encode())
+    problem = make_problem(seed, 7, 6, 3, 40, 24, activation, bias=True)
+    assert_matches(run(problem, torch.float32, backend), reference(problem, torch.float32),
+                   torch.float32, seed)  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize(
+    "size",
+    [(1, 4, 1, 32, 16), (3, 8, 2, 33, 20), (17, 16, 4, 64, 48), (40, 5, 5, 24, 8)],
+    ids=lambda s: "x".join(map(str, s)),
+)
+def test_sizes_and_dtypes(backend, dtype, size):
+    seed = zlib.crc32(repr((size, str(dtype))).encode())
+    problem = make_problem(seed, *size)
+    assert_matches(run(problem, dtype, backend), reference(problem, dtype), dtype, seed)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_expert_map_skips_non_local_experts(backend):
+    problem = make_problem(11, 9, 4, 3, 32, 16, "gelu", expert_map=MAP)
+    assert_matches(run(problem, torch.float32, backend), reference(problem, torch.float32),
+                   torch.float32, 11)  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_all_local_map_equals_no_map(backend):
+    problem = make_problem(12, 6, 4, 2, 32, 16)
+    plain = run(problem, torch.float32, backend)
+    mapped = run({**problem, "expert_map": np.arange(4, dtype=np.int32)}, torch.float32, backend)
+    torch.testing.assert_close(mapped, plain)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_router_weight_on_input(backend):
+    problem = make_problem(13, 8, 4, 1, 32, 16, "silu_no_mul")
+    want = reference(problem, torch.float32, on_input=True)
+    assert_matches(run(problem, torch.float32, backend, on_input=True), want, torch.float32, 13)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_zero_tokens(backend):
+    problem = make_problem(14, 3, 4, 2, 32, 16)
+    t = as_tensors(problem, torch.float32)
+    out = fused_experts(t["hidden_states"][:0], t["w1"], t["w2"], t["topk_weights"][:0],
+                        t["topk_ids"][:0], backend=backend)  # fmt: skip
+    assert out.shape == (0, 32)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_linear_in_the_routed_weights_and_permutation_equivariant(backend):
+    problem = make_problem(15, 10, 6, 2, 32, 16)
+    base = run(problem, torch.float32, backend)
+    doubled = run({**problem, "topk_weights": problem["topk_weights"] * 2}, torch.float32, backend)
+    torch.testing.assert_close(doubled, 2 * base, atol=1e-6, rtol=1e-5)
+    order = np.random.default_rng(15).permutation(10)
+    permuted = {**problem, "hidden_states": problem["hidden_states"][order],
+                "topk_weights": problem["topk_weights"][order],
+                "topk_ids": problem["topk_ids"][order]}  # fmt: skip
+    torch.testing.assert_close(run(permuted, torch.float32, backend), base[order])
