@@ -113,7 +113,6 @@ def main() -> None:
                   f"{best:8.1f} us ({best / floor_us:4.2f}x floor)  torch "
                   f"{row['torch_eager_us']:8.1f} us  floor {floor_us:7.1f}", flush=True)  # fmt: skip
             rows.append(row)
-        del w1, w2
         torch.cuda.empty_cache()
     write_json(args.out, dict(environment=environment(), bandwidth_gbps=bandwidth,
                               matmul_tflops=tflops, rows=rows))  # fmt: skip
