@@ -65,7 +65,7 @@ def tests(session: nox.Session, package: str) -> None:
     )
     to_install = _paths(*local_deps, *TEST_DEPS.get(package, []), package)
     if package == "conformance":
-        to_install += _paths("align", "routing")  # its own tests load the moekit adapter too
+        to_install += _paths("align", "routing", "experts")  # its tests load the moekit adapter
     session.install(*to_install, *extras, "pytest", "hypothesis")
     _pytest(session, "-q", str(ROOT / path / "tests"), env=INTERPRETER_ENV)
 
@@ -75,7 +75,7 @@ def tests(session: nox.Session, package: str) -> None:
 def conformance(session: nox.Session, torch: str) -> None:
     """The conformance suite against reference, moekit[torch] and moekit[triton] (interpreter)."""
     _install_torch(session, torch)
-    session.install(*_paths("reference", "align", "routing", "conformance"))
+    session.install(*_paths("reference", "align", "routing", "experts", "conformance"))
     session.run(
         "python",
         "-c",
@@ -143,10 +143,11 @@ def bench(session: nox.Session) -> None:
         session.run("python", "-c", probe, silent=True)
     except nox.command.CommandFailed:
         session.skip("no CUDA GPU here: the benchmarks run on a GPU machine")
-    session.install("--no-deps", *_paths("align", "routing"))
+    session.install("--no-deps", *_paths("align", "routing", "experts"))
     out_dir = Path(session.posargs[0]) if session.posargs else ROOT / "bench-out"
-    for name in ("align", "routing"):
-        script = ROOT / "benchmarks" / name / f"bench_{name}.py"
+    for name, script_name in (("align", "bench_align"), ("routing", "bench_routing"),
+                              ("experts", "bench_fused_moe")):  # fmt: skip
+        script = ROOT / "benchmarks" / name / f"{script_name}.py"
         session.run("python", str(script), "--out", str(out_dir / f"{name}.json"))
 
 

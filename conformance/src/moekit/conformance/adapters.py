@@ -19,6 +19,12 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from moekit.conformance.checks import round_to_dtype
+from moekit.conformance.experts_adapters import (
+    EXPERTS_CAPABILITIES,
+    MoekitExpertsMixin,
+    ReferenceExpertsMixin,
+    moekit_experts_available,
+)
 from moekit.conformance.routing_adapters import (
     ROUTING_CAPABILITIES,
     MoekitRoutingMixin,
@@ -58,6 +64,7 @@ ALL_CAPABILITIES = (
         }
     )
     | ROUTING_CAPABILITIES
+    | EXPERTS_CAPABILITIES
 )
 
 
@@ -112,7 +119,7 @@ class AlignAdapter(Protocol):
     ) -> np.ndarray: ...
 
 
-class ReferenceAdapter(ReferenceRoutingMixin):
+class ReferenceAdapter(ReferenceRoutingMixin, ReferenceExpertsMixin):
     """The NumPy oracle itself (checks the suite's own cases and checkers)."""
 
     name = "reference"
@@ -158,7 +165,7 @@ class ReferenceAdapter(ReferenceRoutingMixin):
         )
 
 
-class MoekitAdapter(MoekitRoutingMixin):
+class MoekitAdapter(MoekitRoutingMixin, MoekitExpertsMixin):
     """The ``moekit.align`` and ``moekit.routing`` ops on a chosen backend and device."""
 
     def __init__(self, backend: str = "auto", device: str | None = None) -> None:
@@ -174,6 +181,8 @@ class MoekitAdapter(MoekitRoutingMixin):
         capabilities = set(ALL_CAPABILITIES)
         if not moekit_routing_available():
             capabilities -= ROUTING_CAPABILITIES
+        if not moekit_experts_available():
+            capabilities -= EXPERTS_CAPABILITIES
         if not self.device.startswith("cuda"):
             # The Triton 3.x interpreter computes bf16 dots wrongly; bf16 is for GPUs only.
             capabilities.discard(BFLOAT16)
