@@ -12,16 +12,23 @@ from moekit.experts.topk_weight_and_reduce import (
 )
 
 
-def grouped_mm_available(a: torch.Tensor) -> bool:
-    """Whether ``torch._grouped_mm`` can run these rows (bf16 on a GPU that has it)."""
-    return hasattr(torch, "_grouped_mm") and a.is_cuda and a.dtype == torch.bfloat16
+def grouped_mm_available(a: torch.Tensor, weights: torch.Tensor) -> bool:
+    """Whether ``torch._grouped_mm`` can run ``a [rows, K] @ weights[e].T`` (bf16 on a GPU that
+    has it, rows of both operands 16-byte aligned: K and N multiples of 8)."""
+    return (
+        hasattr(torch, "_grouped_mm")
+        and a.is_cuda
+        and a.dtype == torch.bfloat16
+        and a.shape[1] % 8 == 0
+        and weights.shape[1] % 8 == 0
+    )
 
 
 def grouped_linear(rows: torch.Tensor, weights: torch.Tensor, counts: torch.Tensor,
                    bias: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
     """``rows`` sorted by expert (``counts[e]`` rows for expert ``e``) times ``weights[e].T``,
     plus ``bias[e]``: ``torch._grouped_mm`` where available, else a loop over experts."""
-    if grouped_mm_available(rows):
+    if grouped_mm_available(rows, weights):
         offsets = counts.cumsum(0).to(torch.int32)
         out = torch._grouped_mm(rows, weights.transpose(1, 2), offs=offsets)
     else:
