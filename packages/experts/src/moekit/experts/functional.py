@@ -43,7 +43,8 @@ def fused_experts(
             parallelism: slots of non-local experts contribute nothing).
         global_num_experts: defaults to ``len(expert_map)`` or ``E_local``.
         apply_router_weight_on_input: scale the input by the weight (``k == 1`` only).
-        w1_bias / w2_bias: ``[E_local, N]`` / ``[E_local, K]``, added after each GEMM.
+        w1_bias: ``[E_local, N]``, added after GEMM1.
+        w2_bias: ``[E_local, K]``, added after GEMM2 (before the routed weight).
         backend: ``"triton"`` (:class:`TritonExperts`), ``"torch"`` (:class:`TorchExperts`) or
             ``"auto"`` (Triton on GPUs).
         check_ids: refuse ids ``>= global_num_experts`` (one host sync; off in graph capture).
@@ -52,8 +53,10 @@ def fused_experts(
         ``[M, K]`` in the input dtype.
 
     Raises:
-        ValueError / TypeError: mismatched shapes or dtypes, non-unit last stride, ids out of
-        range, an unknown activation, ``apply_router_weight_on_input`` with ``k > 1``.
+        TypeError: a non-tensor input, mismatched dtypes.
+        ValueError: mismatched shapes, a last-dimension stride other than 1, ids at or above
+            ``global_num_experts``, an unknown activation, ``apply_router_weight_on_input``
+            with ``k > 1``.
     """
     if not isinstance(hidden_states, torch.Tensor) or not isinstance(w1, torch.Tensor):
         raise TypeError("hidden_states and w1 must be torch.Tensors")
