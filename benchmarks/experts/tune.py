@@ -69,6 +69,8 @@ def main() -> None:
     n = 2 * args.inter
     w1 = torch.randn(args.experts, n, args.hidden, device="cuda", dtype=dtype) / 10
     w2 = torch.randn(args.experts, args.hidden, args.inter, device="cuda", dtype=dtype) / 10
+    name = table_name(args.experts, n, dtype, torch.cuda.get_device_name())
+    args.out_dir.mkdir(parents=True, exist_ok=True)
     table = {}
     for tokens in args.tokens:
         x = torch.randn(tokens, args.hidden, device="cuda", dtype=dtype)
@@ -79,9 +81,8 @@ def main() -> None:
         best_ms, best = min(timed, key=lambda item: item[0])
         table[str(tokens)] = best.as_dict()
         print(f"M={tokens}: {best_ms * 1e3:.1f} us with {best}", flush=True)
-    name = table_name(args.experts, n, dtype, torch.cuda.get_device_name())
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / name).write_text(json.dumps(table, indent=1) + "\n")
+        # Written after every M: compiling each candidate costs ~1.5 s, so runs are long.
+        (args.out_dir / name).write_text(json.dumps(table, indent=1) + "\n")
     print(f"wrote {args.out_dir / name}")
 
 
