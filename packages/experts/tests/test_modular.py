@@ -62,6 +62,23 @@ def test_every_pairing_matches_the_reference(make_kernel):
                    torch.float32, 21)  # fmt: skip
 
 
+@pytest.mark.parametrize("experts_cls", [NaiveBatchedExperts, BatchedTritonExperts])
+def test_batched_skips_slots_when_expert_zero_is_empty(experts_cls):
+    """A -1 slot must not read expert 0's (unwritten, poisoned) first row."""
+    problem = make_problem(25, 6, 6, 2, 32, 16)
+    ids = problem["topk_ids"]
+    ids[ids == 0] = 5 - (ids[ids == 0] == 5)  # nobody routes to expert 0 ...
+    ids[:] = np.where(ids == 0, 4, ids)
+    for row in ids:
+        if len(set(row)) < 2:
+            row[1] = 1 if row[0] != 1 else 2
+    ids[2, 1] = -1  # ... and one slot is skipped
+    kernel = FusedMoEKernel(BatchedPrepareAndFinalize(16, 6),
+                            experts_cls(CONFIG, max_num_tokens=16, num_dispatchers=1))  # fmt: skip
+    assert_matches(kernel_result(kernel, problem), reference(problem, torch.float32),
+                   torch.float32, 25)  # fmt: skip
+
+
 def test_batched_prepare_refuses_overflowing_experts():
     problem = make_problem(22, 12, 6, 3, 32, 16)
     problem["topk_ids"][:, 0] = 2  # expert 2 gets 12 slots

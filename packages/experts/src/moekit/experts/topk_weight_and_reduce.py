@@ -82,7 +82,7 @@ class TopKWeightAndReduceNaiveBatched(TopKWeightAndReduce):
         values = fused_expert_output[local.clamp(min=0), row.clamp(min=0)].float()
         if not apply_router_weight_on_input:
             values = values * topk_weights.float()[..., None]
-        values = values * placed[..., None]
+        values = torch.where(placed[..., None], values, 0.0)  # unplaced rows may hold NaN
         reduced = values.sum(dim=1)
         if output is None:
             return reduced.to(fused_expert_output.dtype)
