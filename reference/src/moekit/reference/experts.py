@@ -89,3 +89,72 @@ def fused_experts(
                 y = y + np.asarray(w2_bias, np.float64)[local]
             out[t] += y if apply_router_weight_on_input else weight * y
     return out
+
+
+# --- the steps of the modular kernel ------------------------------------------------------------
+
+
+def _local_expert(expert: int, expert_map: np.ndarray | None, num_local: int) -> int:
+    if expert < 0:
+        return -1
+    if expert_map is None:
+        return expert if expert < num_local else -1
+    return int(expert_map[expert]) if expert < len(expert_map) else -1
+
+
+def batched_prepare(
+    hidden_states: np.ndarray,
+    topk_ids: np.ndarray,
+    num_local_experts: int,
+    max_num_tokens: int,
+    expert_map: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(batched [E_local, max_num_tokens, K] float64, expert_num_tokens int32 [E_local])``:
+    each slot's token copied to the next free row of its local expert, in token order."""
+    x = np.asarray(hidden_states, dtype=np.float64)
+    batched = np.zeros((num_local_experts, max_num_tokens, x.shape[1]), dtype=np.float64)
+    counts = np.zeros(num_local_experts, dtype=np.int32)
+    for t, row in enumerate(np.asarray(topk_ids)):
+        for expert in row:
+            local = _local_expert(int(expert), expert_map, num_local_experts)
+            if local < 0:
+                continue
+            if counts[local] >= max_num_tokens:
+                raise ValueError(f"expert {local} receives more than {max_num_tokens} slots")
+            batched[local, counts[local]] = x[t]
+            counts[local] += 1
+    return batched, counts
+
+
+def weight_and_reduce_contiguous(per_slot: np.ndarray, topk_weights: np.ndarray,
+                                 apply_router_weight_on_input: bool = False) -> np.ndarray:  # fmt: skip
+    """``[M, K]``: ``per_slot [M, k, K]`` times the weights (unless applied on the input),
+    summed over ``k``."""
+    per_slot = np.asarray(per_slot, dtype=np.float64)
+    if apply_router_weight_on_input:
+        return per_slot.sum(axis=1)
+    return (per_slot * np.asarray(topk_weights, np.float64)[..., None]).sum(axis=1)
+
+
+def weight_and_reduce_batched(
+    batched_output: np.ndarray,
+    topk_weights: np.ndarray,
+    topk_ids: np.ndarray,
+    expert_map: np.ndarray | None = None,
+    apply_router_weight_on_input: bool = False,
+) -> np.ndarray:
+    """``[M, K]`` from ``batched_output [E_local, max_tokens, K]``: a slot reads its local
+    expert's row at its running rank (token order), weighted unless applied on the input."""
+    batched_output = np.asarray(batched_output, dtype=np.float64)
+    num_local = batched_output.shape[0]
+    out = np.zeros((np.shape(topk_ids)[0], batched_output.shape[2]), dtype=np.float64)
+    seen = np.zeros(num_local, dtype=np.int64)
+    for t, row in enumerate(np.asarray(topk_ids)):
+        for j, expert in enumerate(row):
+            local = _local_expert(int(expert), expert_map, num_local)
+            if local < 0:
+                continue
+            weight = 1.0 if apply_router_weight_on_input else float(topk_weights[t][j])
+            out[t] += weight * batched_output[local, seen[local]]
+            seen[local] += 1
+    return out
