@@ -21,6 +21,7 @@ import numpy as np
 from moekit.conformance.checks import round_to_dtype
 from moekit.conformance.experts_adapters import (
     EXPERTS_CAPABILITIES,
+    MODEL_SHAPES,
     MoekitExpertsMixin,
     ReferenceExpertsMixin,
     moekit_experts_available,
@@ -123,7 +124,7 @@ class ReferenceAdapter(ReferenceRoutingMixin, ReferenceExpertsMixin):
     """The NumPy oracle itself (checks the suite's own cases and checkers)."""
 
     name = "reference"
-    capabilities = ALL_CAPABILITIES - {VALIDATES_INPUT, VALIDATES_MAP_VALUES}
+    capabilities = ALL_CAPABILITIES - {VALIDATES_INPUT, VALIDATES_MAP_VALUES, MODEL_SHAPES}
 
     def __init__(self) -> None:
         import moekit.reference as ref
@@ -186,6 +187,7 @@ class MoekitAdapter(MoekitRoutingMixin, MoekitExpertsMixin):
         if not self.device.startswith("cuda"):
             # The Triton 3.x interpreter computes bf16 dots wrongly; bf16 is for GPUs only.
             capabilities.discard(BFLOAT16)
+            capabilities.discard(MODEL_SHAPES)
         if self.device != "cpu":
             # Reading a device map's values would stall the stream on every call; moekit leaves
             # that to validate_expert_map, called once at setup.

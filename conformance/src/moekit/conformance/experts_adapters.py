@@ -15,7 +15,8 @@ from moekit.conformance.checks import round_to_dtype
 
 EXPERTS = "experts"
 EXPERTS_BATCHED = "experts_batched"
-EXPERTS_CAPABILITIES = frozenset({EXPERTS, EXPERTS_BATCHED})
+MODEL_SHAPES = "model_shapes"  # fast enough for the real models' K and I (a GPU)
+EXPERTS_CAPABILITIES = frozenset({EXPERTS, EXPERTS_BATCHED, MODEL_SHAPES})
 _FLOAT_ARGS = ("hidden_states", "w1", "w2", "w1_bias", "w2_bias")
 
 

@@ -157,6 +157,34 @@ def test_properties_linearity_permutation_and_trivial_map(adapter):
             raise ConformanceError("an all-local expert_map changes the output", "seed=34")
 
 
+# The spec's model shapes, E capped (8; Mixtral 4) to bound host memory; K, I, k, activation real.
+MODEL_SHAPES = {"mixtral": (4, 2, 4096, 14336, "silu"), "qwen3-30b-a3b": (8, 8, 2048, 768, "silu"),
+                "deepseek-v3": (8, 8, 7168, 2048, "silu"),
+                "gpt-oss-120b": (8, 4, 2880, 2880, "swigluoai")}  # fmt: skip
+
+
+@pytest.mark.requires(ecaps.MODEL_SHAPES, caps.BFLOAT16)
+@pytest.mark.parametrize("num_tokens", [3, 200])
+@pytest.mark.parametrize("model", sorted(MODEL_SHAPES))
+def test_model_shapes_bf16_match_reference(adapter, model, num_tokens):
+    """bf16 at the real hidden and intermediate sizes; rows are independent, so the reference
+    checks six sampled tokens."""
+    num_experts, top_k, hidden, inter, activation = MODEL_SHAPES[model]
+    seed = gen.stable_seed("model", model, num_tokens)
+    args = {**problem(seed, num_tokens, num_experts, top_k, hidden, inter, activation,
+                      bias=activation == "swigluoai"), "dtype": "bfloat16"}  # fmt: skip
+    got = np.asarray(adapter.fused_experts(**args), dtype=np.float64)
+    rows = np.random.default_rng(seed).choice(num_tokens, size=min(6, num_tokens), replace=False)
+    sample = {**args, "hidden_states": args["hidden_states"][rows],
+              "topk_weights": args["topk_weights"][rows], "topk_ids": args["topk_ids"][rows]}  # fmt: skip
+    want = REFERENCE.fused_experts(**sample)
+    scale = max(np.abs(want).max(), 1e-6)
+    error = np.abs(got[rows] - want).max() / scale
+    if not np.isfinite(got).all() or error > 2e-2:
+        raise ConformanceError(f"relative error {error:.3g} (or non-finite output)",
+                               f"{model} M={num_tokens} seed={seed}")  # fmt: skip
+
+
 BAD = {
     "hidden-k-mismatch": dict(hidden_states=np.zeros((2, 31))),
     "w2-wrong-shape": dict(w2=np.zeros((4, 32, 17))),
