@@ -35,13 +35,19 @@ INTERPRETER_ENV = {"TRITON_INTERPRET": "1"}
 
 
 def _install_torch(session: nox.Session, version: str) -> None:
+    """Install torch==version, or skip the session when no index or local source offers it.
+
+    Availability is probed with a dry run first, so that a real failure of the install itself
+    (a full disk, a broken wheel) fails the session instead of skipping it."""
     try:
-        session.install(f"torch=={version}", silent=True)
+        session.run("python", "-m", "pip", "install", "--dry-run", "--no-deps", "-q",
+                    f"torch=={version}", silent=True)  # fmt: skip
     except nox.command.CommandFailed:
         session.skip(
-            f"torch=={version} could not be installed here (not on local disk and not "
-            "downloadable): skipped, not failed"
+            f"torch=={version} is not available here (not on local disk and not downloadable): "
+            "skipped, not failed"
         )
+    session.install(f"torch=={version}", silent=True)
 
 
 def _paths(*names: str) -> list[str]:
