@@ -32,6 +32,7 @@ def call(**overrides):
         (dict(w1=torch.zeros(6, 32, 32).transpose(1, 2)), ValueError, "stride of 1"),
         (dict(topk_ids=torch.full((4, 2), 6, dtype=torch.int32)), ValueError, "global_num_experts=6"),
         (dict(topk_ids=torch.zeros(4, 2)), TypeError, "topk_ids must be int32"),
+        (dict(topk_ids=[[0, 1]] * 4), TypeError, "topk_ids must be a torch.Tensor"),
         (dict(topk_ids=torch.zeros(3, 2, dtype=torch.int32)), ValueError, "topk_ids must be"),
         (dict(topk_weights=torch.ones(4, 3)), ValueError, "topk_weights"),
         (dict(activation="swish"), ValueError, "activation must be one of"),

@@ -58,8 +58,9 @@ def fused_experts(
             ``global_num_experts``, an unknown activation, ``apply_router_weight_on_input``
             with ``k > 1``.
     """
-    if not isinstance(hidden_states, torch.Tensor) or not isinstance(w1, torch.Tensor):
-        raise TypeError("hidden_states and w1 must be torch.Tensors")
+    for name, value in (("hidden_states", hidden_states), ("w1", w1), ("topk_ids", topk_ids)):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
     if w1.dim() != 3 or hidden_states.dim() != 2:
         raise ValueError(
             f"hidden_states must be [M, K] and w1 [E_local, N, K], got "
