@@ -26,13 +26,19 @@ from moekit.experts._triton_impl.grouped_gemm import invoke_grouped_gemm
 TOKENS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 
 
-def candidates(quick: bool) -> list[GemmConfig]:
-    grid = itertools.product((16, 32, 64, 128), (32, 64, 128, 256), (64, 128), (1, 8), (4, 8),
-                             (2, 3, 4, 5))  # fmt: skip
-    configs = [GemmConfig(m, n, k, g, w, s) for m, n, k, g, w, s in grid]
+def candidates(quick: bool, rows_per_expert: float) -> list[GemmConfig]:
+    """The full grid, or with ``quick`` only tiles whose BLOCK_M suits the rows per expert
+    (compiling a candidate costs ~1.5 s; the compiled kernels are reused across M)."""
+    block_m = (16, 32, 64, 128)
     if quick:
-        configs = [c for c in configs if c.GROUP_M == 8 and c.num_stages in (3, 4)]
-    return configs
+        block_m = (
+            (16, 32) if rows_per_expert <= 16 else (32, 64) if rows_per_expert <= 64 else (64, 128)
+        )
+        grid = itertools.product(block_m, (64, 128, 256), (64, 128), (8,), (4, 8), (3, 4))
+    else:
+        grid = itertools.product(block_m, (32, 64, 128, 256), (64, 128), (1, 8), (4, 8),
+                                 (2, 3, 4, 5))  # fmt: skip
+    return [GemmConfig(m, n, k, g, w, s) for m, n, k, g, w, s in grid]
 
 
 def time_config(config, x, w1, w2, ids, weights, num_experts) -> float:
@@ -49,7 +55,7 @@ def time_config(config, x, w1, w2, ids, weights, num_experts) -> float:
                             config)  # fmt: skip
 
     try:
-        return triton.testing.do_bench(run, warmup=10, rep=40, return_mode="median")
+        return triton.testing.do_bench(run, warmup=5, rep=25, return_mode="median")
     except Exception as error:  # a config that does not fit (shared memory, registers)
         print(f"  skip {config}: {type(error).__name__}", file=sys.stderr)
         return float("inf")
@@ -71,19 +77,24 @@ def main() -> None:
     w2 = torch.randn(args.experts, args.hidden, args.inter, device="cuda", dtype=dtype) / 10
     name = table_name(args.experts, n, dtype, torch.cuda.get_device_name())
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    table = {}
+    path = args.out_dir / name
+    # Merged into an existing table, so a long tuning can be split over several runs.
+    table = json.loads(path.read_text()) if path.is_file() else {}
     for tokens in args.tokens:
         x = torch.randn(tokens, args.hidden, device="cuda", dtype=dtype)
         weights, ids = torch.rand(tokens, args.experts, device="cuda").topk(args.top_k, dim=-1)
         ids, weights = ids.int(), weights.reshape(-1)
+        rows_per_expert = tokens * args.top_k / args.experts
         timed = [(time_config(c, x, w1, w2, ids, weights, args.experts), c)
-                 for c in candidates(args.quick)]  # fmt: skip
+                 for c in candidates(args.quick, rows_per_expert)]  # fmt: skip
         best_ms, best = min(timed, key=lambda item: item[0])
         table[str(tokens)] = best.as_dict()
         print(f"M={tokens}: {best_ms * 1e3:.1f} us with {best}", flush=True)
         # Written after every M: compiling each candidate costs ~1.5 s, so runs are long.
-        (args.out_dir / name).write_text(json.dumps(table, indent=1) + "\n")
-    print(f"wrote {args.out_dir / name}")
+        path.write_text(
+            json.dumps(dict(sorted(table.items(), key=lambda kv: int(kv[0]))), indent=1) + "\n"
+        )
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
