@@ -1,11 +1,13 @@
 """Tune the grouped GEMM's tile configs for one MoE shape and write the table moekit loads.
 
-For each token count M, every candidate config runs the two grouped GEMMs of ``TritonExperts``
-(GEMM1 [E, 2I, K] and GEMM2 [E, K, I] on ``moe_align_block_size`` output, random routing); the
-fastest (median of do_bench) is kept. The table goes to
-``packages/experts/src/moekit/experts/configs/E=..,N=..,dtype=..,device=....json`` (``--out-dir``).
+For each token count M, every candidate config (the default heuristic's always among them) runs
+the whole ``fused_experts`` Triton path on random routing: align with that BLOCK_M, both grouped
+GEMMs, the activation and the top-k sum, since a tile that wins on the GEMMs alone can lose on
+the path. The fastest (median of do_bench) is kept. The table goes to
+``packages/experts/src/moekit/experts/configs/E=..,N=..,dtype=..,device=....json`` (``--out-dir``),
+merged into the file already there.
 
-    python benchmarks/experts/tune.py --experts 128 --top-k 8 --hidden 2048 --inter 768
+    python benchmarks/experts/tune.py --experts 128 --top-k 8 --hidden 2048 --inter 768 --quick
 """
 
 from __future__ import annotations
@@ -15,13 +17,13 @@ import itertools
 import json
 import sys
 from pathlib import Path
+from unittest import mock
 
 import torch
 import triton.testing
 
-from moekit.align import moe_align_block_size
-from moekit.experts._triton_impl.configs import CONFIG_DIR, GemmConfig, table_name
-from moekit.experts._triton_impl.grouped_gemm import invoke_grouped_gemm
+from moekit.experts import fused_experts
+from moekit.experts._triton_impl.configs import CONFIG_DIR, GemmConfig, default_config, table_name
 
 TOKENS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 
@@ -41,21 +43,10 @@ def candidates(quick: bool, rows_per_expert: float) -> list[GemmConfig]:
     return [GemmConfig(m, n, k, g, w, s) for m, n, k, g, w, s in grid]
 
 
-def time_config(config, x, w1, w2, ids, weights, num_experts) -> float:
-    sorted_ids, expert_ids, post_pad = moe_align_block_size(ids, config.BLOCK_M, num_experts)
-    slots = ids.numel()
-    c1 = torch.empty(slots, w1.shape[1], device="cuda", dtype=x.dtype)
-    a2 = torch.randn(slots, w2.shape[2], device="cuda", dtype=x.dtype)
-    c2 = torch.empty(slots, w2.shape[1], device="cuda", dtype=x.dtype)
-
-    def run():
-        invoke_grouped_gemm(x, w1, c1, None, None, sorted_ids, expert_ids, post_pad,
-                            ids.shape[1], config)  # fmt: skip
-        invoke_grouped_gemm(a2, w2, c2, None, weights, sorted_ids, expert_ids, post_pad, 1,
-                            config)  # fmt: skip
-
+def time_config(config: GemmConfig, run) -> float:
     try:
-        return triton.testing.do_bench(run, warmup=5, rep=25, return_mode="median")
+        with mock.patch("moekit.experts.triton_experts.get_config", lambda *_: config):
+            return triton.testing.do_bench(run, warmup=5, rep=25, return_mode="median")
     except Exception as error:  # a config that does not fit (shared memory, registers)
         print(f"  skip {config}: {type(error).__name__}", file=sys.stderr)
         return float("inf")
@@ -67,6 +58,7 @@ def main() -> None:
     parser.add_argument("--top-k", type=int, required=True)
     parser.add_argument("--hidden", type=int, required=True)
     parser.add_argument("--inter", type=int, required=True)
+    parser.add_argument("--activation", default="silu")
     parser.add_argument("--tokens", type=int, nargs="+", default=list(TOKENS))
     parser.add_argument("--quick", action="store_true", help="a smaller candidate grid")
     parser.add_argument("--out-dir", type=Path, default=CONFIG_DIR)
@@ -82,18 +74,24 @@ def main() -> None:
     table = json.loads(path.read_text()) if path.is_file() else {}
     for tokens in args.tokens:
         x = torch.randn(tokens, args.hidden, device="cuda", dtype=dtype)
-        weights, ids = torch.rand(tokens, args.experts, device="cuda").topk(args.top_k, dim=-1)
-        ids, weights = ids.int(), weights.reshape(-1)
+        weights, ids = torch.randn(tokens, args.experts, device="cuda").softmax(-1).topk(args.top_k)
+        ids = ids.int()
+
+        def run(x=x, weights=weights, ids=ids):
+            fused_experts(x, w1, w2, weights, ids, activation=args.activation,
+                          backend="triton", check_ids=False)  # fmt: skip
+
+        default = default_config(tokens, args.top_k, args.experts, interpreter=False)
         rows_per_expert = tokens * args.top_k / args.experts
-        timed = [(time_config(c, x, w1, w2, ids, weights, args.experts), c)
-                 for c in candidates(args.quick, rows_per_expert)]  # fmt: skip
+        grid = [default] + [c for c in candidates(args.quick, rows_per_expert) if c != default]
+        timed = [(time_config(c, run), c) for c in grid]
         best_ms, best = min(timed, key=lambda item: item[0])
         table[str(tokens)] = best.as_dict()
-        print(f"M={tokens}: {best_ms * 1e3:.1f} us with {best}", flush=True)
+        print(f"M={tokens}: {best_ms * 1e3:.1f} us with {best} (default "
+              f"{timed[0][0] * 1e3:.1f} us)", flush=True)  # fmt: skip
         # Written after every M: compiling each candidate costs ~1.5 s, so runs are long.
-        path.write_text(
-            json.dumps(dict(sorted(table.items(), key=lambda kv: int(kv[0]))), indent=1) + "\n"
-        )
+        ordered = dict(sorted(table.items(), key=lambda item: int(item[0])))
+        path.write_text(json.dumps(ordered, indent=1) + "\n")
     print(f"wrote {path}")
 
 
