@@ -3,7 +3,7 @@
 For each token count M, every candidate config (the default heuristic's always among them) runs
 the whole ``fused_experts`` Triton path on random routing: align with that BLOCK_M, both grouped
 GEMMs, the activation and the top-k sum, since a tile that wins on the GEMMs alone can lose on
-the path. The fastest (median of do_bench) is kept. The table goes to
+the path. The fastest (median of do_bench_cudagraph) is kept. The table goes to
 ``packages/experts/src/moekit/experts/configs/E=..,N=..,dtype=..,device=....json`` (``--out-dir``),
 merged into the file already there.
 
@@ -25,8 +25,6 @@ import triton.testing
 from moekit.experts import fused_experts
 from moekit.experts._triton_impl.configs import CONFIG_DIR, GemmConfig, default_config, table_name
 
-# Up to here host overhead would hide the kernels: timed inside a CUDA graph.
-GRAPH_MAX_TOKENS = 256
 TOKENS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 
 
@@ -45,13 +43,13 @@ def candidates(quick: bool, rows_per_expert: float) -> list[GemmConfig]:
     return [GemmConfig(m, n, k, g, w, s) for m, n, k, g, w, s in grid]
 
 
-def time_config(config: GemmConfig, run, graph: bool) -> float:
+def time_config(config: GemmConfig, run) -> float:
+    """Median in a CUDA graph: eager medians hide small kernels behind the host and drift by up
+    to 40% between runs at large M."""
     try:
         with mock.patch("moekit.experts.triton_experts.get_config", lambda *_: config):
-            if graph:
-                run()  # compiles outside the capture
-                return triton.testing.do_bench_cudagraph(run, rep=25, return_mode="median")
-            return triton.testing.do_bench(run, warmup=5, rep=25, return_mode="median")
+            run()  # compiles outside the capture
+            return triton.testing.do_bench_cudagraph(run, rep=25, return_mode="median")
     except Exception as error:  # a config that does not fit (shared memory, registers)
         print(f"  skip {config}: {type(error).__name__}", file=sys.stderr)
         return float("inf")
@@ -89,7 +87,7 @@ def main() -> None:
         default = default_config(tokens, args.top_k, args.experts, interpreter=False)
         rows_per_expert = tokens * args.top_k / args.experts
         grid = [default] + [c for c in candidates(args.quick, rows_per_expert) if c != default]
-        timed = [(time_config(c, run, graph=tokens <= GRAPH_MAX_TOKENS), c) for c in grid]
+        timed = [(time_config(c, run), c) for c in grid]
         best_ms, best = min(timed, key=lambda item: item[0])
         table[str(tokens)] = best.as_dict()
         print(f"M={tokens}: {best_ms * 1e3:.1f} us with {best} (default "
