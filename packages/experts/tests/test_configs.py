@@ -1,0 +1,58 @@
+"""The shipped tuned tables parse and the lookup takes the nearest M."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from moekit.experts._triton_impl import configs
+from moekit.experts._triton_impl.configs import CONFIG_DIR, GemmConfig, default_config, table_name
+
+SHIPPED = sorted(CONFIG_DIR.glob("*.json"))
+
+
+def test_tables_are_shipped():
+    assert SHIPPED, f"no tuned tables in {CONFIG_DIR}"
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_shipped_table_is_valid(path):
+    raw = json.loads(path.read_text())
+    assert raw, f"{path.name} is empty"
+    for tokens, entry in raw.items():
+        assert int(tokens) > 0, path.name
+        config = GemmConfig(**entry)
+        for block in (config.BLOCK_M, config.BLOCK_N, config.BLOCK_K):
+            assert block >= 16 and block & (block - 1) == 0, f"{path.name} M={tokens}: {config}"
+        assert config.num_warps in (1, 2, 4, 8, 16) and config.num_stages >= 1
+
+
+def test_table_name_spells_device_without_spaces():
+    name = table_name(8, 28672, torch.bfloat16, "NVIDIA H100 80GB HBM3")
+    assert name == "E=8,N=28672,dtype=bfloat16,device=NVIDIA_H100_80GB_HBM3.json"
+
+
+def test_lookup_takes_nearest_tokens(monkeypatch, tmp_path):
+    small = GemmConfig(16, 64, 128, 1, 4, 4)
+    large = GemmConfig(128, 256, 64, 8, 8, 3)
+    name = table_name(4, 64, torch.float16, "Fake GPU")
+    (tmp_path / name).write_text(json.dumps({"16": small.as_dict(), "4096": large.as_dict()}))
+    monkeypatch.setattr(configs, "CONFIG_DIR", tmp_path)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
+    configs.load_table.cache_clear()
+    try:
+        cuda = torch.device("cuda")
+        for tokens, want in ((1, small), (2000, small), (2100, large), (99999, large)):
+            got = configs.get_config(tokens, 2, 4, 64, torch.float16, cuda, interpreter=False)
+            assert got == want, f"M={tokens}: {got}"
+        # No table for this N: the heuristic.
+        got = configs.get_config(64, 2, 4, 128, torch.float16, cuda, interpreter=False)
+        assert got == default_config(64, 2, 4, interpreter=False)
+        # A CPU tensor or the interpreter never reads a table.
+        cpu = torch.device("cpu")
+        got = configs.get_config(16, 2, 4, 64, torch.float16, cpu, interpreter=False)
+        assert got == default_config(16, 2, 4, interpreter=False)
+    finally:
+        configs.load_table.cache_clear()
