@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-import numpy as np
 import torch
 
 from moekit.eplb._checks import ArrayLike, check_int, to_cpu_tensor
@@ -103,7 +102,3 @@ def logical_maps(p2l: torch.Tensor, num_logical: int) -> tuple[torch.Tensor, tor
     layer_index = torch.arange(num_layers)[:, None].expand(-1, num_replicas)
     l2p[layer_index[fits], (sorted_ids * width + rank)[fits]] = order[fits]
     return l2p.view(num_layers, num_logical, width), count
-
-
-def as_numpy_int(array: ArrayLike) -> np.ndarray:
-    return array.cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)

@@ -1,0 +1,58 @@
+"""Choice between the Triton kernels and the plain-torch path (``backend=`` of every op).
+
+moekit-eplb depends on torch, numpy and scipy (DESIGN.md), so it cannot import moekit.align's private
+resolver; this module keeps the same rules: ``auto`` -> Triton on GPU tensors, ``MOEKIT_BACKEND``
+overrides ``auto``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Literal
+
+import torch
+
+Backend = Literal["auto", "triton", "torch"]
+_BACKENDS = ("auto", "triton", "torch")
+BACKEND_ENV_VAR = "MOEKIT_BACKEND"
+
+
+@functools.cache
+def triton_available() -> bool:
+    """Whether ``import triton`` succeeds (checked once)."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def interpreter_enabled() -> bool:
+    """Whether Triton kernels run under the CPU interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def resolve_backend(backend: str, device: torch.device) -> Literal["triton", "torch"]:
+    """Turn ``backend`` (or ``MOEKIT_BACKEND`` when ``backend="auto"``) into a concrete path.
+
+    ``auto`` picks ``triton`` for GPU tensors when Triton imports, ``torch`` otherwise.
+    Asking for ``triton`` on CPU tensors is only valid under the Triton interpreter.
+    """
+    if backend not in _BACKENDS:
+        raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        backend = os.environ.get(BACKEND_ENV_VAR, "auto") or "auto"
+        if backend not in _BACKENDS:
+            raise ValueError(f"{BACKEND_ENV_VAR} must be one of {_BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        return "triton" if device.type == "cuda" and triton_available() else "torch"
+    if backend == "triton":
+        if not triton_available():
+            raise RuntimeError("backend='triton' was asked for but triton is not installed")
+        if device.type != "cuda" and not interpreter_enabled():
+            raise ValueError(
+                f"backend='triton' needs GPU tensors (got device {device}) "
+                "or the Triton interpreter (TRITON_INTERPRET=1 set before triton is imported)"
+            )
+    return backend  # type: ignore[return-value]

@@ -1,0 +1,1 @@
+"""Triton kernels of moekit.eplb (imported only when the Triton backend is used)."""
