@@ -53,9 +53,11 @@ def to_cpu_tensor(array: object, name: str) -> tuple[torch.Tensor, bool, torch.d
     raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray, got {type(array).__name__}")
 
 
-def check_weight(weight: object, name: str = "weight") -> tuple[torch.Tensor, bool, torch.device]:
+def check_weight(weight: object, name: str = "weight", dtype: torch.dtype = torch.float32
+                 ) -> tuple[torch.Tensor, bool, torch.device]:  # fmt: skip
     """``weight`` must be a 2-D real array ``[num_layers, num_logical]`` of finite loads >= 0;
-    returned as float32 on the CPU (the policies compute with float32 loads)."""
+    returned as ``dtype`` on the CPU (the policies compute with float32 loads, the metrics
+    with float64)."""
     tensor, as_numpy, device = to_cpu_tensor(weight, name)
     if tensor.dtype == torch.bool or tensor.is_complex():
         raise TypeError(f"{name} must hold real numbers, got {tensor.dtype}")
@@ -70,7 +72,7 @@ def check_weight(weight: object, name: str = "weight") -> tuple[torch.Tensor, bo
         raise ValueError(f"{name} must be finite, got NaN or inf loads")
     if (as_float < 0).any():
         raise ValueError(f"{name} must be >= 0, got a minimum of {as_float.min().item()}")
-    return tensor.to(torch.float32).contiguous(), as_numpy, device
+    return tensor.to(dtype).contiguous(), as_numpy, device
 
 
 def check_layout(num_logical: int, num_replicas: object, num_groups: object, num_nodes: object,

@@ -7,6 +7,7 @@ host-side measurements, not kernels.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from moekit.eplb._checks import ArrayLike, check_int, check_physical_map, check_weight
 
@@ -25,7 +26,7 @@ def rank_load(weight: ArrayLike, physical_to_logical_map: ArrayLike, num_ranks: 
     Returns:
         ``float64 [L, num_ranks]``.
     """
-    loads = check_weight(weight)[0].numpy().astype(np.float64)
+    loads = check_weight(weight, dtype=torch.float64)[0].numpy()
     num_layers, num_logical = loads.shape
     p2l = np.asarray(physical_to_logical_map if isinstance(physical_to_logical_map, np.ndarray)
                      else physical_to_logical_map.cpu().numpy())  # fmt: skip
@@ -49,8 +50,7 @@ def rank_load(weight: ArrayLike, physical_to_logical_map: ArrayLike, num_ranks: 
 
 
 def _as_load(load: ArrayLike) -> np.ndarray:
-    array = check_weight(load, "load")[0].numpy().astype(np.float64)
-    return array
+    return check_weight(load, "load", torch.float64)[0].numpy()
 
 
 def balancedness(load: ArrayLike) -> np.ndarray:
