@@ -29,7 +29,7 @@ PACKAGES = {  # name -> (path, local moekit dependencies, needs torch)
     "eplb": ("packages/eplb", [], True),
 }
 # Packages a package's unit tests import besides its own dependencies (the NumPy oracle).
-TEST_DEPS = {"routing": ["reference"], "experts": ["reference"], "eplb": ["reference"]}
+TEST_DEPS = {"routing": ["reference"], "experts": ["reference"], "eplb": ["reference", "routing"]}
 CONFORMANCE_IMPLS = ["reference", "moekit[torch,cpu]", "moekit[triton,cpu]"]
 INTERPRETER_ENV = {"TRITON_INTERPRET": "1"}
 
