@@ -19,6 +19,13 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from moekit.conformance.checks import round_to_dtype
+from moekit.conformance.eplb_adapters import (
+    EPLB_CAPABILITIES,
+    EPLB_ILP,
+    MoekitEplbMixin,
+    ReferenceEplbMixin,
+    moekit_eplb_available,
+)
 from moekit.conformance.experts_adapters import (
     EXPERTS_CAPABILITIES,
     MODEL_SHAPES,
@@ -66,6 +73,7 @@ ALL_CAPABILITIES = (
     )
     | ROUTING_CAPABILITIES
     | EXPERTS_CAPABILITIES
+    | EPLB_CAPABILITIES
 )
 
 
@@ -120,11 +128,13 @@ class AlignAdapter(Protocol):
     ) -> np.ndarray: ...
 
 
-class ReferenceAdapter(ReferenceRoutingMixin, ReferenceExpertsMixin):
+class ReferenceAdapter(ReferenceRoutingMixin, ReferenceExpertsMixin, ReferenceEplbMixin):
     """The NumPy oracle itself (checks the suite's own cases and checkers)."""
 
     name = "reference"
-    capabilities = ALL_CAPABILITIES - {VALIDATES_INPUT, VALIDATES_MAP_VALUES, MODEL_SHAPES}
+    # The reference has no optimising EPLB policy: the ILP cases compare with it.
+    capabilities = ALL_CAPABILITIES - {VALIDATES_INPUT, VALIDATES_MAP_VALUES, MODEL_SHAPES,
+                                       EPLB_ILP}  # fmt: skip
 
     def __init__(self) -> None:
         import moekit.reference as ref
@@ -166,7 +176,7 @@ class ReferenceAdapter(ReferenceRoutingMixin, ReferenceExpertsMixin):
         )
 
 
-class MoekitAdapter(MoekitRoutingMixin, MoekitExpertsMixin):
+class MoekitAdapter(MoekitRoutingMixin, MoekitExpertsMixin, MoekitEplbMixin):
     """The ``moekit.align`` and ``moekit.routing`` ops on a chosen backend and device."""
 
     def __init__(self, backend: str = "auto", device: str | None = None) -> None:
@@ -184,6 +194,8 @@ class MoekitAdapter(MoekitRoutingMixin, MoekitExpertsMixin):
             capabilities -= ROUTING_CAPABILITIES
         if not moekit_experts_available():
             capabilities -= EXPERTS_CAPABILITIES
+        if not moekit_eplb_available():
+            capabilities -= EPLB_CAPABILITIES
         if not self.device.startswith("cuda"):
             # The Triton 3.x interpreter computes bf16 dots wrongly; bf16 is for GPUs only.
             capabilities.discard(BFLOAT16)
