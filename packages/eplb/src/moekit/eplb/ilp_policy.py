@@ -27,6 +27,7 @@ placement is returned (the default on ties), so the ILP policy is never worse.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +39,7 @@ from moekit.eplb.default_policy import (
     balanced_packing,
     default_placement,
     preserve_slots,
+    rebalance_experts_hierarchical,
     replicate_experts,
 )
 from moekit.eplb.policy import AbstractEplbPolicy, logical_maps
@@ -185,7 +187,7 @@ class _Block:
     experts: np.ndarray
     counts: np.ndarray
     item_load: np.ndarray
-    ranks: range
+    ranks: Sequence[int]
     free_counts: bool
     old_counts: np.ndarray | None = None
     x: np.ndarray | None = None
@@ -213,10 +215,10 @@ class _LayerSolver:
         self.deadline = start + self.time_limit
         self.statuses: list[str] = []
         self.hierarchy_bound = 0.0
-        blocks = (
-            self._hierarchical(load32, load, old) if self.hierarchical else self._flat(load32, load)
-        )
-        row = self._place(blocks, old)
+        if self.hierarchical:
+            row = self._place(self._hierarchical(load32, load, old), old)
+        else:
+            row = self._flat(load32, load, old)
         if old is not None:
             row = preserve_slots(torch.from_numpy(row)[None], torch.from_numpy(old)[None],
                                  p.num_ranks)[0].numpy()  # fmt: skip
@@ -287,27 +289,43 @@ class _LayerSolver:
             blocks.append(_Block(experts, node_counts, load[experts], ranks, free_counts=True))
         return blocks
 
-    def _flat(self, load32: torch.Tensor, load: np.ndarray) -> list[_Block]:
+    def _flat(self, load32: torch.Tensor, load: np.ndarray, old: np.ndarray | None) -> np.ndarray:
+        """Start from the global greedy placement; with at most ``MAX_BLOCK_RANKS`` ranks, one
+        program over all of them (counts free). Otherwise improve it block by block: the
+        heaviest rank with the lightest ``MAX_BLOCK_RANKS - 1`` ranks, their replicas re-placed
+        by a program (counts fixed: other ranks hold replicas of the same experts), until the
+        time is spent or the heaviest rank cannot improve."""
         p = self.problem
-        _, _, counts32 = replicate_experts(load32[None], p.num_replicas)
-        counts = counts32[0].numpy()
-        block = max(d for d in range(1, MAX_BLOCK_RANKS + 1) if p.num_ranks % d == 0)
-        num_blocks = p.num_ranks // block
-        replicas = np.repeat(np.arange(p.num_logical), counts)
-        if num_blocks == 1:
-            block_of_replica = np.zeros(len(replicas), dtype=np.int64)
-        else:
-            per_replica = (load32 / counts32[0])[torch.from_numpy(replicas)]
-            block_of_replica = balanced_packing(per_replica[None], num_blocks)[0][0].numpy()
-        blocks = []
-        for b in range(num_blocks):
-            experts, block_counts = np.unique(replicas[block_of_replica == b], return_counts=True)
-            # Each replica carries its expert's global share, weight / r_e; with several
-            # blocks the counts stay fixed (the split over blocks depends on them).
-            share = load[experts] / counts[experts] * block_counts
-            ranks = range(b * block, (b + 1) * block)
-            blocks.append(_Block(experts, block_counts, share, ranks, free_counts=num_blocks == 1))
-        return blocks
+        size = self.slots_per_rank
+        row = rebalance_experts_hierarchical(load32[None], p.num_replicas, 1, 1, p.num_ranks)[0][0]
+        row = row.numpy().copy()
+        counts = np.bincount(row, minlength=p.num_logical)
+        if p.num_ranks <= MAX_BLOCK_RANKS:
+            block = _Block(np.arange(p.num_logical), counts, load, range(p.num_ranks), True)
+            return self._place([block], old)
+        per_replica = load / counts
+        tried = set()
+        while time.perf_counter() < self.deadline:
+            rank_load = per_replica[row].reshape(p.num_ranks, size).sum(axis=1)
+            heaviest = int(np.argmax(rank_load))
+            lightest = [int(r) for r in np.argsort(rank_load, kind="stable") if r != heaviest]
+            ranks = sorted([heaviest, *lightest[: MAX_BLOCK_RANKS - 1]])
+            if tuple(ranks) in tried:
+                break
+            tried.add(tuple(ranks))
+            block_slots = np.concatenate([np.arange(r * size, (r + 1) * size) for r in ranks])
+            experts, block_counts = np.unique(row[block_slots], return_counts=True)
+            block = _Block(experts, block_counts, per_replica[experts] * block_counts, ranks, False)
+            block.x = np.zeros((len(experts), len(ranks)), dtype=np.int64)
+            position = np.searchsorted(experts, row[block_slots])
+            np.add.at(block.x, (position, np.repeat(np.arange(len(ranks)), size)), 1)
+            self._old_counts(block, old)
+            block.cost = self._block_cost(block, block.x)
+            if not self._improve(block, target=block.cost, budget_share=2):
+                break
+            for b, rank in enumerate(ranks):
+                row[rank * size : (rank + 1) * size] = np.sort(np.repeat(experts, block.x[:, b]))
+        return row
 
     def _place(self, blocks: list[_Block], old: np.ndarray | None) -> np.ndarray:
         """Greedy placement for every block, then programs where they can help: without
@@ -344,7 +362,6 @@ class _LayerSolver:
         return float(bin_load.max()) + self.migration_weight * moved
 
     def _greedy(self, block: _Block, old: np.ndarray | None) -> None:
-        size = self.slots_per_rank
         num_bins = len(block.ranks)
         per_replica = block.item_load / block.counts
         replica_item = np.repeat(np.arange(len(block.experts)), block.counts)
@@ -352,14 +369,20 @@ class _LayerSolver:
         greedy_bin = balanced_packing(replica_load32[None], num_bins)[0][0].numpy()
         block.x = np.zeros((len(block.experts), num_bins), dtype=np.int64)
         np.add.at(block.x, (replica_item, greedy_bin), 1)
-        if old is not None and self.migration_weight > 0:
-            block.old_counts = np.zeros((len(block.experts), num_bins), dtype=np.int64)
-            position = {int(e): i for i, e in enumerate(block.experts)}
-            for b, rank in enumerate(block.ranks):
-                for expert in old[rank * size : (rank + 1) * size]:
-                    if int(expert) in position:
-                        block.old_counts[position[int(expert)], b] += 1
+        self._old_counts(block, old)
         block.cost = self._block_cost(block, block.x)
+
+    def _old_counts(self, block: _Block, old: np.ndarray | None) -> None:
+        """With migration, how many replicas of each block expert each block rank holds now."""
+        if old is None or self.migration_weight == 0:
+            return
+        size = self.slots_per_rank
+        block.old_counts = np.zeros((len(block.experts), len(block.ranks)), dtype=np.int64)
+        position = {int(e): i for i, e in enumerate(block.experts)}
+        for b, rank in enumerate(block.ranks):
+            for expert in old[rank * size : (rank + 1) * size]:
+                if int(expert) in position:
+                    block.old_counts[position[int(expert)], b] += 1
 
     def _improve(self, block: _Block, target: float, budget_share: int) -> bool:
         """Run the block's program; True when it found a cheaper placement."""
