@@ -111,14 +111,14 @@ def typecheck(session: nox.Session) -> None:
     """mypy on the public API of the packages."""
     _install_torch(session, DEFAULT_TORCH)
     session.install(
-        *_paths("reference", "align", "routing", "experts", "conformance"),
+        *_paths("reference", "align", "routing", "experts", "eplb", "conformance"),
         "mypy",
         INTERPRETER_TRITON,
     )
     session.run(
         "mypy", "--ignore-missing-imports", "--follow-imports=silent",
         "-p", "moekit.align", "-p", "moekit.routing", "-p", "moekit.experts",
-        "-p", "moekit.reference",
+        "-p", "moekit.eplb", "-p", "moekit.reference",
     )  # fmt: skip
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
@@ -28,7 +29,7 @@ class MilpOutcome:
 
 
 def _solve(cost, integrality, lower, upper, rows, cols, values, row_lower, row_upper,
-           time_limit) -> tuple[object, float]:  # fmt: skip
+           time_limit) -> tuple[Any, float]:  # fmt: skip
     matrix = coo_matrix((values, (rows, cols)), shape=(len(row_lower), len(cost))).tocsr()
     start = time.perf_counter()
     result = milp(
@@ -79,7 +80,11 @@ def place_replicas(item_load: np.ndarray, candidates: list[np.ndarray], num_bins
     migrate = old_counts is not None and migration_weight > 0
     nvars = t_var + 1 + (m * bins if migrate else 0)
 
-    rows, cols, values, lo, hi = [], [], [], [], []
+    rows: list[np.ndarray] = []
+    cols: list[np.ndarray] = []
+    values: list[np.ndarray] = []
+    lo: list[float] = []
+    hi: list[float] = []
 
     def add_rows(r, c, v, row_lo, row_hi):
         rows.append(np.asarray(r, dtype=np.int64) + len(lo))

@@ -21,7 +21,7 @@ import torch
 
 from moekit.eplb._checks import check_weight
 from moekit.eplb.default_policy import DefaultEplbPolicy
-from moekit.eplb.ilp_policy import IlpEplbPolicy
+from moekit.eplb.ilp_policy import IlpEplbPolicy, LayerReport
 from moekit.eplb.metrics import balancedness, rank_load, replica_moves
 from moekit.eplb.policy import logical_maps
 from moekit.eplb.state import initial_physical_to_logical
@@ -129,7 +129,8 @@ def plan(args: argparse.Namespace) -> int:
         old = initial_physical_to_logical(num_layers, num_logical, args.replicas).numpy()
     layout = (args.replicas, args.groups, args.nodes, args.ranks)
     bar = ProgressBar(num_layers, sys.stderr, "layers")
-    rows, reports = [], []
+    rows: list[np.ndarray] = []
+    reports: list[tuple[LayerReport | None, float]] = []
     for layer in range(num_layers):
         start = time.perf_counter()
         old_row = old[layer : layer + 1] if args.old is not None else None
@@ -137,15 +138,15 @@ def plan(args: argparse.Namespace) -> int:
             result = IlpEplbPolicy.plan(load[layer : layer + 1], *layout, old_row,
                                         time_limit=args.time_limit, hierarchical=not args.flat,
                                         migration_weight=args.migration_weight)  # fmt: skip
-            rows.append(result.physical_to_logical_map[0])
-            reports.append(result.reports[0])
+            rows.append(np.asarray(result.physical_to_logical_map)[0])
+            report: LayerReport | None = result.reports[0]
         else:
             p2l, _, _ = DefaultEplbPolicy.rebalance_experts(
                 load[layer : layer + 1], *layout, old_row
             )
-            rows.append(p2l[0])
-            reports.append(None)
-        reports[-1] = (reports[-1], time.perf_counter() - start)
+            rows.append(np.asarray(p2l)[0])
+            report = None
+        reports.append((report, time.perf_counter() - start))
         bar.update(layer + 1)
     p2l = np.stack(rows)
     l2p, count = (t.numpy() for t in logical_maps(torch.from_numpy(p2l), num_logical))
@@ -156,10 +157,11 @@ def plan(args: argparse.Namespace) -> int:
     if args.policy == "ilp":
         header += f" {'status':>10} {'gap':>6} {'source':>7}"
     print(header)
-    for layer, (report, seconds) in enumerate(reports):
+    for layer, (layer_report, seconds) in enumerate(reports):
         line = f"{layer:>5} {before[layer]:>15.3f} {after[layer]:>7.3f} {moves[layer]:>6} {seconds:>8.3f}"
-        if report is not None:
-            line += f" {report.status:>10} {report.gap:>6.1%} {report.source:>7}"
+        if layer_report is not None:
+            line += (f" {layer_report.status:>10} {layer_report.gap:>6.1%} "
+                     f"{layer_report.source:>7}")  # fmt: skip
         print(line)
     print(f"mean balancedness {before.mean():.3f} -> {after.mean():.3f}; "
           f"{int(moves.sum())} replica moves")  # fmt: skip
@@ -170,7 +172,12 @@ def plan(args: argparse.Namespace) -> int:
 
 def simulate(args: argparse.Namespace) -> int:
     try:
-        from moekit.routing import DistributionBasedRouting, HotExpertsRouting, ZipfRouting
+        from moekit.routing import (
+            DistributionBasedRouting,
+            HotExpertsRouting,
+            RoutingStrategy,
+            ZipfRouting,
+        )
     except ImportError as error:
         raise InputError(
             "simulate needs moekit-routing: pip install 'moekit-eplb[simulate]'"
@@ -180,13 +187,14 @@ def simulate(args: argparse.Namespace) -> int:
     logits = torch.zeros(args.tokens, args.experts)
     for layer in range(args.layers):
         seed = args.seed * 1_000_003 + layer  # a different popularity order per layer
+        strategy: RoutingStrategy
         if args.strategy == "zipf":
             strategy = ZipfRouting(args.exponent, seed=seed)
         elif args.strategy == "hot_experts":
             strategy = HotExpertsRouting(num_hot=args.num_hot, hot_share=args.hot_share, seed=seed)
         else:
             strategy = DistributionBasedRouting(args.strategy, seed=seed)
-        _, ids = strategy.route_tokens(None, logits, args.top_k)
+        _, ids = strategy.route_tokens(logits, logits, args.top_k)
         rows.append(np.bincount(ids.reshape(-1).numpy(), minlength=args.experts))
         bar.update(layer + 1)
     load = np.stack(rows)

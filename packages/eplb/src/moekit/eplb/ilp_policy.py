@@ -297,8 +297,9 @@ class _LayerSolver:
         time is spent or the heaviest rank cannot improve."""
         p = self.problem
         size = self.slots_per_rank
-        row = rebalance_experts_hierarchical(load32[None], p.num_replicas, 1, 1, p.num_ranks)[0][0]
-        row = row.numpy().copy()
+        greedy, _, _ = rebalance_experts_hierarchical(load32[None], p.num_replicas, 1, 1,
+                                                      p.num_ranks)  # fmt: skip
+        row: np.ndarray = greedy[0].numpy().copy()
         counts = np.bincount(row, minlength=p.num_logical)
         if p.num_ranks <= MAX_BLOCK_RANKS:
             block = _Block(np.arange(p.num_logical), counts, load, range(p.num_ranks), True)
@@ -316,15 +317,17 @@ class _LayerSolver:
             block_slots = np.concatenate([np.arange(r * size, (r + 1) * size) for r in ranks])
             experts, block_counts = np.unique(row[block_slots], return_counts=True)
             block = _Block(experts, block_counts, per_replica[experts] * block_counts, ranks, False)
-            block.x = np.zeros((len(experts), len(ranks)), dtype=np.int64)
+            placed = np.zeros((len(experts), len(ranks)), dtype=np.int64)
             position = np.searchsorted(experts, row[block_slots])
-            np.add.at(block.x, (position, np.repeat(np.arange(len(ranks)), size)), 1)
+            np.add.at(placed, (position, np.repeat(np.arange(len(ranks)), size)), 1)
+            block.x = placed
             self._old_counts(block, old)
             block.cost = self._block_cost(block, block.x)
             if not self._improve(block, target=block.cost, budget_share=2):
                 break
             for b, rank in enumerate(ranks):
                 row[rank * size : (rank + 1) * size] = np.sort(np.repeat(experts, block.x[:, b]))
+
         return row
 
     def _place(self, blocks: list[_Block], old: np.ndarray | None) -> np.ndarray:
@@ -348,6 +351,7 @@ class _LayerSolver:
                 worst.done = not improved or self.statuses[-1] == "optimal"
         row = np.empty(self.problem.num_replicas, dtype=np.int64)
         for block in blocks:
+            assert block.x is not None  # every block has its greedy placement
             for b, rank in enumerate(block.ranks):
                 row[rank * size : (rank + 1) * size] = np.sort(
                     np.repeat(block.experts, block.x[:, b])
