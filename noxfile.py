@@ -149,12 +149,23 @@ def bench(session: nox.Session) -> None:
         session.run("python", "-c", probe, silent=True)
     except nox.command.CommandFailed:
         session.skip("no CUDA GPU here: the benchmarks run on a GPU machine")
-    session.install("--no-deps", *_paths("align", "routing", "experts"))
+    session.install("--no-deps", *_paths("align", "routing", "experts", "eplb"))
     out_dir = Path(session.posargs[0]) if session.posargs else ROOT / "bench-out"
     for name, script_name in (("align", "bench_align"), ("routing", "bench_routing"),
-                              ("experts", "bench_fused_moe")):  # fmt: skip
+                              ("experts", "bench_fused_moe"), ("eplb", "bench_hook")):  # fmt: skip
         script = ROOT / "benchmarks" / name / f"{script_name}.py"
         session.run("python", str(script), "--out", str(out_dir / f"{name}.json"))
+
+
+@nox.session(name="bench-eplb")
+def bench_eplb(session: nox.Session) -> None:
+    """The EPLB policies at DeepSeek-V3 scale on this CPU (about half an hour on 2 cores):
+    rewrites benchmarks/results/eplb_cpu.json and the docs' plot."""
+    _install_torch(session, DEFAULT_TORCH)
+    session.install(*_paths("eplb"), "matplotlib")
+    session.run("python", str(ROOT / "benchmarks" / "eplb" / "bench_eplb.py"),
+                "--out", str(ROOT / "benchmarks" / "results" / "eplb_cpu.json"),
+                "--plot", str(ROOT / "docs" / "assets" / "eplb_balancedness.png"), *session.posargs)  # fmt: skip
 
 
 @nox.session
