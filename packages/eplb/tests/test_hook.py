@@ -73,3 +73,18 @@ def test_bad_input():
         map_to_physical_and_record(ids, l2p, count, torch.zeros(2))
     with pytest.raises(ValueError, match="backend"):
         map_to_physical_and_record(ids, l2p, count, backend="cuda")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("num_replicas", [31, 32, 2047, 3000])  # histogram edges, then atomics
+def test_recording_at_bin_edges(backend, num_replicas):
+    with seeded("hook-bins", backend, num_replicas) as rng:
+        l2p = np.arange(num_replicas).reshape(-1, 1)
+        count = np.ones(num_replicas, dtype=np.int64)
+        ids = rng.integers(-1, num_replicas, (700, 3))
+        want_ids, want_load = ref.map_to_physical_and_record(ids, l2p, count, num_replicas, 650)
+        load = torch.full((num_replicas,), 2, dtype=torch.int32)
+        got = map_to_physical_and_record(torch.from_numpy(ids), torch.from_numpy(l2p),
+                                         torch.from_numpy(count), load, 650, backend=backend)  # fmt: skip
+        np.testing.assert_array_equal(got.numpy(), want_ids)
+        np.testing.assert_array_equal(load.numpy(), want_load + 2)
