@@ -76,8 +76,8 @@ def test_bad_input():
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("num_replicas", [31, 32, 2047, 3000])  # histogram edges, then atomics
-def test_recording_at_bin_edges(backend, num_replicas):
+@pytest.mark.parametrize("num_replicas", [1, 31, 3000])
+def test_recording_with_few_and_many_replicas(backend, num_replicas):
     with seeded("hook-bins", backend, num_replicas) as rng:
         l2p = np.arange(num_replicas).reshape(-1, 1)
         count = np.ones(num_replicas, dtype=np.int64)

@@ -10,7 +10,6 @@ from moekit.eplb._torch_hook import map_to_physical_torch
 
 _ID_DTYPES = (torch.int32, torch.int64)
 _BLOCK = 1024
-_MAX_HISTOGRAM_BINS = 2048
 
 
 def _check_int_tensor(tensor: object, name: str, ndim: int) -> torch.Tensor:
@@ -86,22 +85,15 @@ def map_to_physical_and_record(
         return torch.empty_like(topk_ids)
     if path == "torch":
         return map_to_physical_torch(topk_ids, l2p, count, expert_load, num_valid_tokens)
-    import triton
-
     from moekit.eplb._triton_impl.hook_kernel import map_to_physical_kernel
 
     flat = topk_ids.contiguous()
     out = torch.empty_like(flat)
     num_slots = flat.numel()
-    num_replicas = expert_load.numel() if expert_load is not None else 0
-    # A local histogram per program when the replicas fit one (see the kernel's docstring).
-    num_bins = max(32, triton.next_power_of_2(num_replicas + 1))
-    if num_bins > _MAX_HISTOGRAM_BINS:
-        num_bins = 0
     map_to_physical_kernel[(-(-num_slots // _BLOCK),)](
         flat, l2p.contiguous(), count.contiguous(), out,
         expert_load if expert_load is not None else out, num_slots, topk_ids.shape[1],
-        l2p.shape[0], l2p.shape[1], num_valid_tokens, num_replicas,
-        RECORD=expert_load is not None, NUM_BINS=num_bins, BLOCK=_BLOCK,
+        l2p.shape[0], l2p.shape[1], num_valid_tokens,
+        RECORD=expert_load is not None, BLOCK=_BLOCK,
     )  # fmt: skip
     return out

@@ -18,16 +18,10 @@ def map_to_physical_kernel(
     num_logical,
     l2p_width,
     num_valid_tokens,
-    num_replicas,
     RECORD: tl.constexpr,
-    NUM_BINS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    """One program maps ``BLOCK`` flat slots; invalid ids give -1 and record nothing.
-
-    With ``NUM_BINS > 0`` (a power of two above ``num_replicas``) the program counts its slots
-    in a local histogram and adds it with one atomic per touched replica: per-slot atomics
-    on a few hundred counters serialise on the hot ones."""
+    """One program maps ``BLOCK`` flat slots; invalid ids give -1 and record nothing."""
     slot = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     in_range = slot < num_slots
     expert = tl.load(topk_ids_ptr + slot, mask=in_range, other=-1).to(tl.int64)
