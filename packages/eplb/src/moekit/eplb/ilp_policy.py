@@ -56,8 +56,11 @@ class LayerReport:
         layer: the layer index.
         objective: the most loaded rank of the returned placement.
         default_objective: the most loaded rank under the default policy.
-        lower_bound: a proven lower bound on any placement's most loaded rank:
-            ``max(sum(weight) / num_ranks, max_e weight[e] / (num_replicas - num_logical + 1))``.
+        lower_bound: a proven lower bound on the most loaded rank of any placement the policy
+            may return: ``max(sum(weight) / num_ranks, max_e weight[e] / (num_replicas -
+            num_logical + 1))``, and in hierarchical mode also the groups-on-nodes program's
+            bound on the heaviest node over its ranks (with one group per node, the node's
+            heaviest replica under the greedy counts, which minimise it).
         gap: ``(objective - lower_bound) / objective`` (0 for an unloaded layer).
         status: the worst status of the layer's programs (``optimal``: each program solved to
             optimality; ``time_limit``: at least one stopped at the limit with its incumbent).
