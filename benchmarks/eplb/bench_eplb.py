@@ -80,7 +80,11 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=58)
     parser.add_argument("--time-limit", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plot-only", action="store_true", help="redraw --plot from --out")
     args = parser.parse_args()
+    if args.plot_only:
+        plot(json.loads(args.out.read_text())["rows"], args.plot)
+        return
     rng = np.random.default_rng(args.seed)
     rows = []
     for layout_name, (experts, replicas, groups, nodes, ranks) in LAYOUTS.items():
@@ -143,8 +147,9 @@ def plot(rows, path: Path) -> None:
         ax.set_title(f"256 experts, {layout}")
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("balancedness (mean / max rank load)")
-    np.atleast_1d(axes)[0].legend(loc="lower left", fontsize=8)
-    fig.tight_layout()
+    handles, labels = np.atleast_1d(axes)[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(policies), fontsize=9)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
 
