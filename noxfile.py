@@ -67,11 +67,13 @@ def tests(session: nox.Session, package: str) -> None:
     if needs_torch or package == "conformance":
         _install_torch(session, DEFAULT_TORCH)
     extras = (
-        [INTERPRETER_TRITON] if package in ("align", "routing", "experts", "conformance") else []
+        [INTERPRETER_TRITON]
+        if package in ("align", "routing", "experts", "eplb", "conformance")
+        else []
     )
     to_install = _paths(*local_deps, *TEST_DEPS.get(package, []), package)
     if package == "conformance":
-        to_install += _paths("align", "routing", "experts")  # its tests load the moekit adapter
+        to_install += _paths("align", "routing", "experts", "eplb")  # its tests load the adapter
     session.install(*to_install, *extras, "pytest", "hypothesis")
     _pytest(session, "-q", str(ROOT / path / "tests"), env=INTERPRETER_ENV)
 
@@ -81,7 +83,7 @@ def tests(session: nox.Session, package: str) -> None:
 def conformance(session: nox.Session, torch: str) -> None:
     """The conformance suite against reference, moekit[torch] and moekit[triton] (interpreter)."""
     _install_torch(session, torch)
-    session.install(*_paths("reference", "align", "routing", "experts", "conformance"))
+    session.install(*_paths("reference", "align", "routing", "experts", "eplb", "conformance"))
     session.run(
         "python",
         "-c",

@@ -70,8 +70,13 @@ class EplbState:
     """The maps, the load window and the rearrangement schedule of one model's MoE layers.
 
     Args:
-        num_layers, num_logical, num_replicas: the layout (``num_replicas >= num_logical``).
-        num_groups, num_nodes, num_ranks: passed to the policy (same preconditions).
+        num_layers: MoE layers.
+        num_logical: logical experts per layer.
+        num_replicas: physical slots per layer (``>= num_logical``, a multiple of
+            ``num_ranks``).
+        num_groups: expert groups, passed to the policy.
+        num_nodes: nodes, passed to the policy.
+        num_ranks: ranks, passed to the policy.
         policy: an :class:`AbstractEplbPolicy` subclass (default :class:`DefaultEplbPolicy`);
             ``policy_options`` are passed to its ``rebalance_experts`` as keywords.
         window_size: passes summed by a rearrangement.
