@@ -1,45 +1,66 @@
-"""First check-and-time of moekit's fused experts on a GPU (bf16): Triton vs TorchExperts.
+"""Check and time moekit's fused experts on a GPU (bf16): Triton vs TorchExperts vs the floor.
 
-For each model shape of the spec and a range of token counts: the Triton result is compared
-with a float32 computation on the same bf16 inputs (max error relative to the output's scale),
-then both backends are timed (median of do_bench; the Triton path also inside a CUDA graph;
-TorchExperts syncs once per call, so it is timed eagerly). Each time is reported beside its
-floor: max(bytes of the active experts' weights / copy bandwidth, FLOPs / bf16 matmul rate).
+For each model shape (full size and tensor-parallel slices) and token count M: the Triton
+result is compared with a float32 computation on the same bf16 inputs (max error relative to the
+output's scale), then timed eagerly and inside a CUDA graph (median of do_bench /
+do_bench_cudagraph); TorchExperts syncs once per call, so it is timed eagerly. Every time is
+reported beside the floor: max(bytes of the active experts' weights / measured copy bandwidth,
+6*M*k*K*I FLOPs / measured bf16 matmul rate). Prints the table of time/floor and writes JSON;
+``--plot`` draws the docs' figure from a JSON already written (no GPU needed).
 
     python benchmarks/experts/bench_fused_moe.py --out benchmarks/results/experts_h100.json
+    python benchmarks/experts/bench_fused_moe.py --plot docs/assets/experts_h100.png \
+        --from benchmarks/results/experts_h100.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
-import torch
-import triton.testing
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import copy_bandwidth_gbps, environment, time_us, write_json
-
-from moekit.experts import fused_experts
-
 SHAPES = {  # name: (E, top_k, K, I, activation)
     "mixtral": (8, 2, 4096, 14336, "silu"),
+    "mixtral-tp2": (8, 2, 4096, 7168, "silu"),
     "qwen3-30b-a3b": (128, 8, 2048, 768, "silu"),
-    "deepseek-v3": (256, 8, 7168, 2048, "silu"),
+    "qwen3-30b-a3b-tp2": (128, 8, 2048, 384, "silu"),
+    "deepseek-v3": (256, 8, 7168, 2048, "silu"),  # the spec's one-GPU (EP) slice
+    "deepseek-v3-tp4": (256, 8, 7168, 512, "silu"),
     "gpt-oss-120b": (128, 4, 2880, 2880, "swigluoai"),
 }
-TOKENS = (1, 16, 64, 256, 1024, 4096)
+TOKENS = (1, 16, 64, 256, 1024, 4096, 16384)
 
 
 def matmul_tflops() -> float:
+    import torch
+    import triton.testing
+
     a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
     ms = triton.testing.do_bench(lambda: a @ a, warmup=25, rep=100, return_mode="median")
     return 2 * 8192**3 / (ms * 1e-3) / 1e12
 
 
+def make_weights(num_experts: int, top_k: int, hidden: int, inter: int, activation: str):
+    """``(w1 [E, 2I, K], w2 [E, K, I], b1, b2)`` bf16 ~ N(0, 0.01); biases only for gpt-oss."""
+    import torch
+
+    gen = torch.Generator(device="cuda").manual_seed(0)
+
+    def randn(*shape):
+        return torch.randn(*shape, device="cuda", generator=gen, dtype=torch.bfloat16) / 10
+
+    n = 2 * inter
+    has_bias = activation == "swigluoai"
+    return (randn(num_experts, n, hidden), randn(num_experts, hidden, inter),
+            randn(num_experts, n) if has_bias else None,
+            randn(num_experts, hidden) if has_bias else None)  # fmt: skip
+
+
 def oracle(x, w1, w2, weights, ids, activation, b1, b2):
     """float32 per-expert loop on the bf16 inputs."""
+    import torch
+
     from moekit.experts import apply_activation
 
     out = torch.zeros(x.shape[0], w2.shape[1], device=x.device, dtype=torch.float32)
@@ -47,40 +68,31 @@ def oracle(x, w1, w2, weights, ids, activation, b1, b2):
     for expert in flat_ids.unique().tolist():
         slots = (flat_ids == expert).nonzero().squeeze(1)
         tokens = slots // ids.shape[1]
-        h = x[tokens].float() @ w1[expert].float().T + b1[expert].float()
-        y = apply_activation(h, activation) @ w2[expert].float().T + b2[expert].float()
+        h = x[tokens].float() @ w1[expert].float().T
+        if b1 is not None:
+            h += b1[expert].float()
+        y = apply_activation(h, activation) @ w2[expert].float().T
+        if b2 is not None:
+            y += b2[expert].float()
         out.index_add_(0, tokens, y * weights.reshape(-1)[slots, None])
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--shapes", nargs="+", default=list(SHAPES))
-    parser.add_argument("--tokens", nargs="+", type=int, default=list(TOKENS))
-    args = parser.parse_args()
+def measure(args: argparse.Namespace) -> dict:
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from common import copy_bandwidth_gbps, environment, time_us
+
+    from moekit.experts import fused_experts
+
     bandwidth, tflops = copy_bandwidth_gbps(), matmul_tflops()
     print(f"copy {bandwidth:.0f} GB/s, bf16 matmul {tflops:.0f} TFLOP/s", flush=True)
     rows = []
     for name in args.shapes:
         num_experts, top_k, hidden, inter, activation = SHAPES[name]
-        n = 2 * inter
-        gen = torch.Generator(device="cuda").manual_seed(0)
-        w1 = torch.randn(num_experts, n, hidden, device="cuda", generator=gen,
-                         dtype=torch.bfloat16) / 10  # fmt: skip
-        w2 = torch.randn(num_experts, hidden, inter, device="cuda", generator=gen,
-                         dtype=torch.bfloat16) / 10  # fmt: skip
-        has_bias = activation == "swigluoai"
-        b1 = (
-            torch.randn(num_experts, n, device="cuda", dtype=torch.bfloat16) / 10
-            if has_bias
-            else None
-        )
-        b2 = (
-            torch.randn(num_experts, hidden, device="cuda", dtype=torch.bfloat16) / 10
-            if has_bias
-            else None
-        )
+        w1, w2, b1, b2 = make_weights(num_experts, top_k, hidden, inter, activation)
+        gen = torch.Generator(device="cuda").manual_seed(1)
         for tokens in args.tokens:
             x = torch.randn(tokens, hidden, device="cuda", generator=gen, dtype=torch.bfloat16)
             logits = torch.randn(tokens, num_experts, device="cuda", generator=gen)
@@ -91,31 +103,97 @@ def main() -> None:
                 return fused_experts(x, w1, w2, weights, ids, activation=activation,
                                      w1_bias=b1, w2_bias=b2, backend=backend, check_ids=False)  # fmt: skip
 
-            got = call("triton").float()
-            zeros1 = b1 if b1 is not None else torch.zeros(num_experts, n, device="cuda")
-            zeros2 = b2 if b2 is not None else torch.zeros(num_experts, hidden, device="cuda")
-            want = oracle(x, w1, w2, weights, ids, activation, zeros1, zeros2)
-            scale = want.abs().max().item()
-            error = (got - want).abs().max().item() / max(scale, 1e-6)
-            torch_error = (call("torch").float() - want).abs().max().item() / max(scale, 1e-6)
+            want = oracle(x, w1, w2, weights, ids, activation, b1, b2)
+            scale = max(want.abs().max().item(), 1e-6)
+            error = (call("triton").float() - want).abs().max().item() / scale
+            torch_error = (call("torch").float() - want).abs().max().item() / scale
+            del want
             active = ids.unique().numel()
-            weight_bytes = active * (n * hidden + hidden * inter) * 2
-            flops = 2 * tokens * top_k * hidden * (n + inter)
+            weight_bytes = active * 3 * hidden * inter * 2
+            flops = 6 * tokens * top_k * hidden * inter
             floor_us = max(weight_bytes / (bandwidth * 1e3), flops / (tflops * 1e6))
             row = dict(shape=name, tokens=tokens, E=num_experts, top_k=top_k, K=hidden, I=inter,
                        rel_error_triton=error, rel_error_torch=torch_error, floor_us=floor_us,
                        triton_eager_us=time_us(lambda: call("triton"), graph=False)[0],
+                       triton_graph_us=time_us(lambda: call("triton"), graph=True)[0],
                        torch_eager_us=time_us(lambda: call("torch"), graph=False)[0])  # fmt: skip
-            # In a graph at every M: eager medians at M >= 1024 drift by up to 40% between runs.
-            row["triton_graph_us"] = time_us(lambda: call("triton"), graph=True)[0]
             best = row["triton_graph_us"]
-            print(f"{name:14s} M={tokens:5d}: err {error:.1e}/{torch_error:.1e}  triton "
-                  f"{best:8.1f} us ({best / floor_us:4.2f}x floor)  torch "
-                  f"{row['torch_eager_us']:8.1f} us  floor {floor_us:7.1f}", flush=True)  # fmt: skip
+            print(f"{name:18s} M={tokens:5d}: err {error:.1e}/{torch_error:.1e}  triton "
+                  f"{best:9.1f} us ({best / floor_us:4.2f}x floor; eager "
+                  f"{row['triton_eager_us'] / floor_us:4.2f}x)  torch "
+                  f"{row['torch_eager_us'] / floor_us:4.2f}x  floor {floor_us:8.1f}", flush=True)  # fmt: skip
             rows.append(row)
         torch.cuda.empty_cache()
-    write_json(args.out, dict(environment=environment(), bandwidth_gbps=bandwidth,
-                              matmul_tflops=tflops, rows=rows))  # fmt: skip
+    return dict(environment=environment(), bandwidth_gbps=bandwidth, matmul_tflops=tflops,
+                rows=rows)  # fmt: skip
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown: one line per shape, each cell ``Triton (graph) / floor`` and TorchExperts'."""
+    tokens = sorted({row["tokens"] for row in rows})
+    lines = ["| shape (E, k, K, I) | " + " | ".join(f"M={m}" for m in tokens) + " |",
+             "|---|" + "---|" * len(tokens)]  # fmt: skip
+    for name in dict.fromkeys(row["shape"] for row in rows):
+        cells = {row["tokens"]: row for row in rows if row["shape"] == name}
+        first = next(iter(cells.values()))
+        label = f"{name} ({first['E']}, {first['top_k']}, {first['K']}, {first['I']})"
+        values = []
+        for m in tokens:
+            row = cells.get(m)
+            values.append("" if row is None else
+                          f"{row['triton_graph_us'] / row['floor_us']:.2f} "
+                          f"({row['torch_eager_us'] / row['floor_us']:.2f})")  # fmt: skip
+        lines.append(f"| {label} | " + " | ".join(values) + " |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], environment: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name in dict.fromkeys(row["shape"] for row in rows):
+        mine = [row for row in rows if row["shape"] == name]
+        xs = [row["tokens"] for row in mine]
+        (line,) = ax.plot(xs, [r["triton_graph_us"] / r["floor_us"] for r in mine], marker="o",
+                          label=f"{name}")  # fmt: skip
+        ax.plot(xs, [r["torch_eager_us"] / r["floor_us"] for r in mine], linestyle=":",
+                color=line.get_color())  # fmt: skip
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log", base=2)
+    ax.set_xlabel("tokens M")
+    ax.set_ylabel("time / floor (lower is better)")
+    ax.set_title(f"fused experts, bf16, {environment['device']}: moekit Triton (solid, CUDA "
+                 "graph) vs TorchExperts (dotted)", fontsize=9)  # fmt: skip
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, help="measure on the GPU and write JSON here")
+    parser.add_argument("--from", dest="source", type=Path, help="a JSON already written")
+    parser.add_argument("--plot", type=Path, help="draw time/floor per shape into this PNG")
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--tokens", nargs="+", type=int, default=list(TOKENS))
+    args = parser.parse_args()
+    if (args.out is None) == (args.source is None):
+        parser.error("give exactly one of --out (measure) and --from (an existing JSON)")
+    if args.out is not None:
+        result = measure(args)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+    else:
+        result = json.loads(args.source.read_text())
+    print(table(result["rows"]))
+    if args.plot is not None:
+        plot(result["rows"], result["environment"], args.plot)
 
 
 if __name__ == "__main__":

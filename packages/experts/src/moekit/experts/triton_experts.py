@@ -1,4 +1,4 @@
-"""The Triton experts: align, grouped GEMM1, activation, grouped GEMM2, top-k sum."""
+"""The Triton experts: align, grouped GEMM1 with the activation fused, grouped GEMM2, top-k sum."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from moekit.align import (
     moe_sum,
 )
 from moekit.experts._triton_impl.configs import get_config
+from moekit.experts._triton_impl.gate_up_gemm import invoke_gate_up_gemm
 from moekit.experts._triton_impl.grouped_gemm import invoke_grouped_gemm
-from moekit.experts.activation import adjust_N_for_activation, apply_activation
+from moekit.experts.activation import MoEActivation, adjust_N_for_activation
 from moekit.experts.modular_kernel import FusedMoEActivationFormat, FusedMoEExpertsModular
 from moekit.experts.topk_weight_and_reduce import (
     TopKWeightAndReduceDelegate,
@@ -22,8 +23,10 @@ from moekit.experts.topk_weight_and_reduce import (
 
 class TritonExperts(FusedMoEExpertsModular):
     """Standard format. ``moe_align_block_size`` sorts the slots by local expert (non-local and
-    ``-1`` slots dropped), GEMM1 (no weight) -> activation -> GEMM2 (routed weight unless applied
-    on the input) -> ``moe_sum`` skipping the dropped slots. Output already reduced (``NoOP``)."""
+    ``-1`` slots dropped), GEMM1 with the activation in its epilogue (no weight; the float32
+    accumulators are activated before the one rounding to the input dtype) -> GEMM2 (routed
+    weight unless applied on the input) -> ``moe_sum`` skipping the dropped slots. Output already
+    reduced (``NoOP``)."""
 
     @classmethod
     def activation_format(cls) -> FusedMoEActivationFormat:
@@ -35,7 +38,8 @@ class TritonExperts(FusedMoEExpertsModular):
 
     def workspace_shapes(self, M, N, K, topk, global_num_experts, local_num_experts,
                          expert_tokens_meta, activation):  # fmt: skip
-        return (M, topk, max(N, K)), (M, topk, adjust_N_for_activation(N, activation)), (M, K)
+        # workspace13 holds GEMM2's per-slot rows, workspace2 the activated GEMM1 rows
+        return (M, topk, K), (M, topk, adjust_N_for_activation(N, activation)), (M, K)
 
     def finalize_weight_and_reduce_impl(self):
         return TopKWeightAndReduceNoOP()
@@ -53,11 +57,10 @@ class TritonExperts(FusedMoEExpertsModular):
             topk_ids, config.BLOCK_M, global_num_experts, expert_map,
             ignore_invalid_experts=True, backend="triton",
         )  # fmt: skip
-        gemm1_out = workspace13.view(-1)[: num_slots * n].view(num_slots, n)
-        invoke_grouped_gemm(hidden_states, w1, gemm1_out, self.quant_config.w1_bias, None,
-                            sorted_ids, expert_ids, post_pad, top_k, config)  # fmt: skip
         activated = workspace2.view(-1)[: num_slots * n_act].view(num_slots, n_act)
-        activated.copy_(apply_activation(gemm1_out, activation))
+        invoke_gate_up_gemm(hidden_states, w1, activated, self.quant_config.w1_bias, sorted_ids,
+                            expert_ids, post_pad, top_k, MoEActivation.parse(activation),
+                            config)  # fmt: skip
         gemm2_out = workspace13.view(-1)[: num_slots * k].view(num_slots, k)
         weights = None if apply_router_weight_on_input else topk_weights.reshape(-1).float()
         invoke_grouped_gemm(activated, w2, gemm2_out, self.quant_config.w2_bias, weights,
@@ -86,7 +89,7 @@ class BatchedTritonExperts(FusedMoEExpertsModular):
                          expert_tokens_meta, activation):  # fmt: skip
         rows = self.max_num_tokens * self.num_dispatchers
         n_act = adjust_N_for_activation(N, activation)
-        return ((local_num_experts, rows, max(N, K)), (local_num_experts, rows, n_act),
+        return ((local_num_experts, rows, K), (local_num_experts, rows, n_act),
                 (local_num_experts, rows, K))  # fmt: skip
 
     def finalize_weight_and_reduce_impl(self):
@@ -104,11 +107,9 @@ class BatchedTritonExperts(FusedMoEExpertsModular):
         sorted_ids, expert_ids, post_pad = batched_moe_align_block_size(
             rows, config.BLOCK_M, expert_tokens_meta.expert_num_tokens, backend="triton"
         )
-        gemm1_out = workspace13.view(-1)[: flat_rows * n].view(flat_rows, n)
-        invoke_grouped_gemm(hidden_states.view(flat_rows, k), w1, gemm1_out,
-                            self.quant_config.w1_bias, None, sorted_ids, expert_ids, post_pad, 1,
-                            config)  # fmt: skip
         activated = workspace2.view(-1)[: flat_rows * n_act].view(flat_rows, n_act)
-        activated.copy_(apply_activation(gemm1_out, activation))
+        invoke_gate_up_gemm(hidden_states.view(flat_rows, k), w1, activated,
+                            self.quant_config.w1_bias, sorted_ids, expert_ids, post_pad, 1,
+                            MoEActivation.parse(activation), config)  # fmt: skip
         invoke_grouped_gemm(activated, w2, output.view(flat_rows, k), self.quant_config.w2_bias,
                             None, sorted_ids, expert_ids, post_pad, 1, config)  # fmt: skip

@@ -13,18 +13,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-
-@triton.jit
-def _tile_coordinates(num_m_tiles, num_n_tiles, GROUP_M: tl.constexpr):
-    """(m tile, n tile) of this program, walking ``GROUP_M`` m-tiles per column of n-tiles so
-    neighbouring programs share B tiles in L2."""
-    pid = tl.program_id(0)
-    tiles_per_group = GROUP_M * num_n_tiles
-    first_m = (pid // tiles_per_group) * GROUP_M
-    group_rows = tl.minimum(num_m_tiles - first_m, GROUP_M)
-    pid_m = first_m + (pid % tiles_per_group) % group_rows
-    pid_n = (pid % tiles_per_group) // group_rows
-    return pid_m, pid_n
+from moekit.experts._triton_impl.tiles import tile_coordinates, tile_slots
 
 
 @triton.jit
@@ -38,13 +27,10 @@ def grouped_gemm_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):  # fmt: skip
     num_m_tiles = tl.cdiv(num_sorted, BLOCK_M)
-    pid_m, pid_n = _tile_coordinates(num_m_tiles, tl.cdiv(N, BLOCK_N), GROUP_M)
+    pid_m, pid_n = tile_coordinates(num_m_tiles, tl.cdiv(N, BLOCK_N), GROUP_M)
     if pid_m * BLOCK_M >= tl.load(num_tokens_post_padded_ptr):
         return
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    slots = tl.load(sorted_token_ids_ptr + offs_m, mask=offs_m < num_sorted,
-                    other=num_valid_slots).to(tl.int64)  # fmt: skip
-    slot_ok = slots < num_valid_slots
+    slots, slot_ok = tile_slots(sorted_token_ids_ptr, pid_m, num_sorted, num_valid_slots, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = offs_n < N
     c_ptrs = c_ptr + slots[:, None] * stride_cm + offs_n[None, :] * stride_cn

@@ -1,0 +1,132 @@
+"""Where the time of the Triton experts path goes, and what each fusion bought (GPU, bf16).
+
+For each shape and token count, in CUDA graphs (median of do_bench_cudagraph):
+  * ``path``: the whole ``fused_experts`` Triton call as shipped;
+  * ``unfused``: the path before the activation was fused (GEMM1 writes ``[M*k, 2I]``, the torch
+    activation reads it back), kept here as the ablation baseline;
+  * ``align``, ``gemm1``, ``gemm2``, ``sum``: each step of the shipped path alone;
+  * ``full_block_n``: the fused GEMM1 with the table's BLOCK_N per half instead of half of it.
+Also the largest difference between the fused and unfused outputs, relative to the output scale.
+
+    python benchmarks/experts/ablate.py --out ablate.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from unittest import mock
+
+import torch
+import triton.testing
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_fused_moe import SHAPES, make_weights, matmul_tflops
+from common import copy_bandwidth_gbps, environment, write_json
+
+from moekit.align import moe_align_block_size, moe_sum
+from moekit.experts import MoEActivation, apply_activation, fused_experts
+from moekit.experts._triton_impl import gate_up_gemm
+from moekit.experts._triton_impl.configs import get_config
+from moekit.experts._triton_impl.gate_up_gemm import invoke_gate_up_gemm
+from moekit.experts._triton_impl.grouped_gemm import invoke_grouped_gemm
+
+
+def graph_us(fn) -> float:
+    fn()
+    return 1e3 * triton.testing.do_bench_cudagraph(fn, rep=50, return_mode="median")
+
+
+def steps(x, w1, w2, b1, b2, weights, ids, activation):
+    """Callables for each step of the shipped path, and the unfused path, on shared buffers."""
+    num_tokens, top_k = ids.shape
+    num_experts, n, hidden = w1.shape
+    act = MoEActivation.parse(activation)
+    n_act = n // 2 if act.is_gated else n
+    config = get_config(num_tokens, top_k, num_experts, n, x.dtype, x.device, False)
+    sorted_ids, expert_ids, post_pad = moe_align_block_size(
+        ids, config.BLOCK_M, num_experts, ignore_invalid_experts=True, backend="triton"
+    )
+    slots = num_tokens * top_k
+    activated = torch.empty(slots, n_act, device=x.device, dtype=x.dtype)
+    gemm1_out = torch.empty(slots, n, device=x.device, dtype=x.dtype)
+    gemm2_out = torch.empty(slots, hidden, device=x.device, dtype=x.dtype)
+    out = torch.empty(num_tokens, hidden, device=x.device, dtype=x.dtype)
+    flat_weights = weights.reshape(-1)
+
+    def align():
+        moe_align_block_size(ids, config.BLOCK_M, num_experts, ignore_invalid_experts=True,
+                             backend="triton")  # fmt: skip
+
+    def gemm1():
+        invoke_gate_up_gemm(x, w1, activated, b1, sorted_ids, expert_ids, post_pad, top_k, act,
+                            config)  # fmt: skip
+
+    def gemm2():
+        invoke_grouped_gemm(activated, w2, gemm2_out, b2, flat_weights, sorted_ids, expert_ids,
+                            post_pad, 1, config)  # fmt: skip
+
+    def reduce():
+        moe_sum(gemm2_out.view(num_tokens, top_k, hidden), out, ids, backend="triton")
+
+    def unfused():
+        s, e, p = moe_align_block_size(ids, config.BLOCK_M, num_experts,
+                                       ignore_invalid_experts=True, backend="triton")  # fmt: skip
+        invoke_grouped_gemm(x, w1, gemm1_out, b1, None, s, e, p, top_k, config)
+        activated.copy_(apply_activation(gemm1_out, act))
+        invoke_grouped_gemm(activated, w2, gemm2_out, b2, flat_weights, s, e, p, 1, config)
+        moe_sum(gemm2_out.view(num_tokens, top_k, hidden), out, ids, backend="triton")
+        return out
+
+    return dict(align=align, gemm1=gemm1, gemm2=gemm2, sum=reduce), unfused
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES))
+    parser.add_argument("--tokens", nargs="+", type=int, default=[1, 16, 256, 1024, 4096])
+    args = parser.parse_args()
+    bandwidth, tflops = copy_bandwidth_gbps(), matmul_tflops()
+    print(f"copy {bandwidth:.0f} GB/s, bf16 matmul {tflops:.0f} TFLOP/s", flush=True)
+    rows = []
+    for name in args.shapes:
+        num_experts, top_k, hidden, inter, activation = SHAPES[name]
+        w1, w2, b1, b2 = make_weights(num_experts, top_k, hidden, inter, activation)
+        gen = torch.Generator(device="cuda").manual_seed(1)
+        for tokens in args.tokens:
+            x = torch.randn(tokens, hidden, device="cuda", generator=gen, dtype=torch.bfloat16)
+            logits = torch.randn(tokens, num_experts, device="cuda", generator=gen)
+            weights, ids = torch.softmax(logits, -1).topk(top_k, -1)
+            ids = ids.int()
+
+            def path(x=x, weights=weights, ids=ids):
+                return fused_experts(x, w1, w2, weights, ids, activation=activation, w1_bias=b1,
+                                     w2_bias=b2, backend="triton", check_ids=False)  # fmt: skip
+
+            parts, unfused = steps(x, w1, w2, b1, b2, weights, ids, activation)
+            fused_out, old_out = path().float(), unfused().float()
+            scale = old_out.abs().max().item()
+            row = dict(shape=name, tokens=tokens, E=num_experts, top_k=top_k, K=hidden, I=inter,
+                       fused_vs_unfused=(fused_out - old_out).abs().max().item() / scale,
+                       path_us=graph_us(path), unfused_us=graph_us(unfused))  # fmt: skip
+            for part, fn in parts.items():
+                row[f"{part}_us"] = graph_us(fn)
+            with mock.patch.object(gate_up_gemm, "gate_up_block_n", lambda c, g: c.BLOCK_N):
+                row["full_block_n_us"] = graph_us(path)
+            active = ids.unique().numel()
+            weight_bytes = active * 3 * hidden * inter * 2
+            flops = 6 * tokens * top_k * hidden * inter
+            row["floor_us"] = max(weight_bytes / (bandwidth * 1e3), flops / (tflops * 1e6))
+            print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in row.items()), flush=True)  # fmt: skip
+            rows.append(row)
+        torch.cuda.empty_cache()
+    write_json(args.out, dict(environment=environment(), bandwidth_gbps=bandwidth,
+                              matmul_tflops=tflops, rows=rows))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Launch of GEMM1 with the activation fused (see ``gate_up_gemm_kernel``)."""
+
+from __future__ import annotations
+
+import torch
+import triton
+
+from moekit.experts._triton_impl.activation_epilogue import ACTIVATION_CODES
+from moekit.experts._triton_impl.configs import GemmConfig
+from moekit.experts._triton_impl.gate_up_gemm_kernel import gate_up_gemm_kernel
+from moekit.experts.activation import MoEActivation
+
+
+def gate_up_block_n(config: GemmConfig, gated: bool) -> int:
+    """Activation columns per tile: half the table's ``BLOCK_N`` when gated, so a tile still
+    spans ``BLOCK_N`` rows of W13 and keeps the registers of the tile the table was tuned for."""
+    return max(16, config.BLOCK_N // 2) if gated else config.BLOCK_N
+
+
+def invoke_gate_up_gemm(
+    a: torch.Tensor,
+    w13: torch.Tensor,
+    out: torch.Tensor,
+    bias: torch.Tensor | None,
+    sorted_token_ids: torch.Tensor,
+    expert_ids: torch.Tensor,
+    num_tokens_post_padded: torch.Tensor,
+    top_k: int,
+    activation: MoEActivation,
+    config: GemmConfig,
+) -> None:
+    """``out[slot] = act(a[slot // top_k] @ w13[e].T + bias[e])`` for every placed slot of every
+    expert ``e`` (zeros for blocks of expert ``-1``).
+
+    ``a [rows, K]``, ``w13 [E, N, K]``, ``out [num_slots, N_OUT]`` with ``N_OUT = N / 2`` for
+    gated activations (else ``N``), ``bias [E, N]`` or None.
+    """
+    num_slots, n_out = out.shape
+    n, k = w13.shape[1], a.shape[1]
+    gated = activation.is_gated
+    interleaved = activation is MoEActivation.SWIGLUOAI
+    block_n = gate_up_block_n(config, gated)
+    num_sorted = sorted_token_ids.shape[0]
+    grid = (triton.cdiv(num_sorted, config.BLOCK_M) * triton.cdiv(n_out, block_n),)
+    gate_up_gemm_kernel[grid](
+        a, w13, out, bias if bias is not None else out,
+        sorted_token_ids, expert_ids, num_tokens_post_padded,
+        n_out, k, num_slots, num_sorted, (1 if interleaved else n // 2) if gated else 0,
+        a.stride(0), a.stride(1), w13.stride(0), w13.stride(1), w13.stride(2),
+        out.stride(0), out.stride(1),
+        bias.stride(0) if bias is not None else 0, bias.stride(1) if bias is not None else 0,
+        TOP_K=top_k, GATED=gated, GATE_ROW_STEP=2 if interleaved else 1,
+        ACTIVATION=ACTIVATION_CODES[activation], HAS_BIAS=bias is not None,
+        IEEE_FP32=a.dtype == torch.float32,
+        BLOCK_M=config.BLOCK_M, BLOCK_N=block_n, BLOCK_K=config.BLOCK_K,
+        GROUP_M=config.GROUP_M, num_warps=config.num_warps, num_stages=config.num_stages,
+    )  # fmt: skip

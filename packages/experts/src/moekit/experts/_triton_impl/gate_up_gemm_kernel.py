@@ -1,0 +1,84 @@
+"""GEMM1 of the standard format with the activation in its epilogue.
+
+Same tiling as ``grouped_gemm_kernel`` (each M-tile of sorted slots belongs to one expert, A rows
+``slot // TOP_K``), but a tile of ``BLOCK_N`` *activation* columns accumulates the matching gate
+and up rows of ``W13 [E, N, K]`` side by side, applies the activation to the float32
+accumulators and stores only ``[slots, N_OUT]``: the ``[slots, N]`` GEMM1 output never reaches
+memory. Gate column ``n`` is W13 row ``n * GATE_ROW_STEP`` and up column ``n`` that row plus
+``up_offset`` (``(1, I)`` for ``[gate | up]``, ``(2, 1)`` for gpt-oss's interleaved layout).
+Non-gated activations use one accumulator over rows ``n``.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from moekit.experts._triton_impl.activation_epilogue import gated_activation, unary_activation
+from moekit.experts._triton_impl.tiles import tile_coordinates, tile_slots
+
+
+@triton.jit
+def _dot(a, b, acc, IEEE_FP32: tl.constexpr):
+    if IEEE_FP32:
+        return tl.dot(a, b, acc, input_precision="ieee")
+    return tl.dot(a, b, acc)
+
+
+@triton.jit
+def gate_up_gemm_kernel(
+    a_ptr, b_ptr, c_ptr, bias_ptr,
+    sorted_token_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr,
+    N_OUT, K, num_valid_slots, num_sorted, up_offset,
+    stride_am, stride_ak, stride_be, stride_bn, stride_bk, stride_cm, stride_cn,
+    stride_bias_e, stride_bias_n,
+    TOP_K: tl.constexpr, GATED: tl.constexpr, GATE_ROW_STEP: tl.constexpr,
+    ACTIVATION: tl.constexpr, HAS_BIAS: tl.constexpr, IEEE_FP32: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+):  # fmt: skip
+    num_m_tiles = tl.cdiv(num_sorted, BLOCK_M)
+    pid_m, pid_n = tile_coordinates(num_m_tiles, tl.cdiv(N_OUT, BLOCK_N), GROUP_M)
+    if pid_m * BLOCK_M >= tl.load(num_tokens_post_padded_ptr):
+        return
+    slots, slot_ok = tile_slots(sorted_token_ids_ptr, pid_m, num_sorted, num_valid_slots, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_ok = offs_n < N_OUT
+    c_ptrs = c_ptr + slots[:, None] * stride_cm + offs_n[None, :] * stride_cn
+    c_ok = slot_ok[:, None] & n_ok[None, :]
+    expert = tl.load(expert_ids_ptr + pid_m).to(tl.int64)
+    if expert == -1:
+        tl.store(c_ptrs, tl.zeros([BLOCK_M, BLOCK_N], c_ptr.dtype.element_ty), mask=c_ok)
+        return
+
+    gate_rows = offs_n * GATE_ROW_STEP
+    up_rows = gate_rows + up_offset
+    offs_k = tl.arange(0, BLOCK_K)
+    a_ptrs = a_ptr + (slots // TOP_K)[:, None] * stride_am + offs_k[None, :] * stride_ak
+    b_expert = b_ptr + expert * stride_be + offs_k[:, None] * stride_bk
+    gate_ptrs = b_expert + gate_rows[None, :] * stride_bn
+    up_ptrs = b_expert + up_rows[None, :] * stride_bn
+    gate_acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    up_acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for k_start in range(0, K, BLOCK_K):
+        k_ok = offs_k < K - k_start
+        a = tl.load(a_ptrs, mask=slot_ok[:, None] & k_ok[None, :], other=0.0)
+        b_ok = k_ok[:, None] & n_ok[None, :]
+        gate_acc = _dot(a, tl.load(gate_ptrs, mask=b_ok, other=0.0), gate_acc, IEEE_FP32)
+        if GATED:
+            up_acc = _dot(a, tl.load(up_ptrs, mask=b_ok, other=0.0), up_acc, IEEE_FP32)
+        a_ptrs += BLOCK_K * stride_ak
+        gate_ptrs += BLOCK_K * stride_bk
+        up_ptrs += BLOCK_K * stride_bk
+
+    if HAS_BIAS:
+        bias_expert = bias_ptr + expert * stride_bias_e
+        gate_bias = tl.load(bias_expert + gate_rows * stride_bias_n, mask=n_ok, other=0.0)
+        gate_acc += gate_bias.to(tl.float32)[None, :]
+        if GATED:
+            up_bias = tl.load(bias_expert + up_rows * stride_bias_n, mask=n_ok, other=0.0)
+            up_acc += up_bias.to(tl.float32)[None, :]
+    if GATED:
+        out = gated_activation(gate_acc, up_acc, ACTIVATION)
+    else:
+        out = unary_activation(gate_acc, ACTIVATION)
+    tl.store(c_ptrs, out.to(c_ptr.dtype.element_ty), mask=c_ok)
