@@ -20,6 +20,7 @@ from unittest import mock
 
 import torch
 import triton.testing
+from triton.runtime.errors import OutOfResources
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -32,6 +33,7 @@ from moekit.experts._triton_impl import gate_up_gemm
 from moekit.experts._triton_impl.configs import get_config
 from moekit.experts._triton_impl.gate_up_gemm import invoke_gate_up_gemm
 from moekit.experts._triton_impl.grouped_gemm import invoke_grouped_gemm
+from moekit.experts._triton_impl.tile_source import TileSource
 
 
 def graph_us(fn) -> float:
@@ -46,9 +48,9 @@ def steps(x, w1, w2, b1, b2, weights, ids, activation):
     act = MoEActivation.parse(activation)
     n_act = n // 2 if act.is_gated else n
     config = get_config(num_tokens, top_k, num_experts, n, x.dtype, x.device, False)
-    sorted_ids, expert_ids, post_pad = moe_align_block_size(
+    tiles = TileSource(*moe_align_block_size(
         ids, config.BLOCK_M, num_experts, ignore_invalid_experts=True, backend="triton"
-    )
+    ))  # fmt: skip
     slots = num_tokens * top_k
     activated = torch.empty(slots, n_act, device=x.device, dtype=x.dtype)
     gemm1_out = torch.empty(slots, n, device=x.device, dtype=x.dtype)
@@ -61,22 +63,20 @@ def steps(x, w1, w2, b1, b2, weights, ids, activation):
                              backend="triton")  # fmt: skip
 
     def gemm1():
-        invoke_gate_up_gemm(x, w1, activated, b1, sorted_ids, expert_ids, post_pad, top_k, act,
-                            config)  # fmt: skip
+        invoke_gate_up_gemm(x, w1, activated, b1, tiles, top_k, act, config)
 
     def gemm2():
-        invoke_grouped_gemm(activated, w2, gemm2_out, b2, flat_weights, sorted_ids, expert_ids,
-                            post_pad, 1, config)  # fmt: skip
+        invoke_grouped_gemm(activated, w2, gemm2_out, b2, flat_weights, tiles, 1, config)
 
     def reduce():
         moe_sum(gemm2_out.view(num_tokens, top_k, hidden), out, ids, backend="triton")
 
     def unfused():
-        s, e, p = moe_align_block_size(ids, config.BLOCK_M, num_experts,
-                                       ignore_invalid_experts=True, backend="triton")  # fmt: skip
-        invoke_grouped_gemm(x, w1, gemm1_out, b1, None, s, e, p, top_k, config)
+        aligned = TileSource(*moe_align_block_size(ids, config.BLOCK_M, num_experts,
+                                                   ignore_invalid_experts=True, backend="triton"))  # fmt: skip
+        invoke_grouped_gemm(x, w1, gemm1_out, b1, None, aligned, top_k, config)
         activated.copy_(apply_activation(gemm1_out, act))
-        invoke_grouped_gemm(activated, w2, gemm2_out, b2, flat_weights, s, e, p, 1, config)
+        invoke_grouped_gemm(activated, w2, gemm2_out, b2, flat_weights, aligned, 1, config)
         moe_sum(gemm2_out.view(num_tokens, top_k, hidden), out, ids, backend="triton")
         return out
 
@@ -115,7 +115,10 @@ def main() -> None:
             for part, fn in parts.items():
                 row[f"{part}_us"] = graph_us(fn)
             with mock.patch.object(gate_up_gemm, "gate_up_block_n", lambda c, g: c.BLOCK_N):
-                row["full_block_n_us"] = graph_us(path)
+                try:
+                    row["full_block_n_us"] = graph_us(path)
+                except OutOfResources:  # twice the B tiles per stage
+                    row["full_block_n_us"] = float("nan")
             active = ids.unique().numel()
             weight_bytes = active * 3 * hidden * inter * 2
             flops = 6 * tokens * top_k * hidden * inter

@@ -55,6 +55,18 @@ def test_expert_map_skips_non_local_experts(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("activation", ["silu", "swigluoai", "relu2_no_mul"])
+@pytest.mark.parametrize("seed", range(4))
+def test_one_token_with_skipped_and_non_local_slots(backend, activation, seed):
+    """A single token takes the path without the alignment pass: every slot its own tile."""
+    problem = make_problem(100 + seed, 1, 4, 6, 40, 24, activation, bias=True, expert_map=MAP)
+    problem["topk_ids"] = np.random.default_rng(seed).permutation(8)[None, :6].astype(np.int32)
+    problem["topk_ids"][0, seed % 6] = -1
+    assert_matches(run(problem, torch.float32, backend), reference(problem, torch.float32),
+                   torch.float32, seed)  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_all_local_map_equals_no_map(backend):
     problem = make_problem(12, 6, 4, 2, 32, 16)
     plain = run(problem, torch.float32, backend)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from moekit.align import (
@@ -13,6 +15,7 @@ from moekit.align import (
 from moekit.experts._triton_impl.configs import get_config
 from moekit.experts._triton_impl.gate_up_gemm import invoke_gate_up_gemm
 from moekit.experts._triton_impl.grouped_gemm import invoke_grouped_gemm
+from moekit.experts._triton_impl.tile_source import TileSource
 from moekit.experts.activation import MoEActivation, adjust_N_for_activation
 from moekit.experts.modular_kernel import FusedMoEActivationFormat, FusedMoEExpertsModular
 from moekit.experts.topk_weight_and_reduce import (
@@ -23,7 +26,7 @@ from moekit.experts.topk_weight_and_reduce import (
 
 class TritonExperts(FusedMoEExpertsModular):
     """Standard format. ``moe_align_block_size`` sorts the slots by local expert (non-local and
-    ``-1`` slots dropped), GEMM1 with the activation in its epilogue (no weight; the float32
+    ``-1`` slots dropped; a single token skips it, each slot a tile of its own), GEMM1 with the activation in its epilogue (no weight; the float32
     accumulators are activated before the one rounding to the input dtype) -> GEMM2 (routed
     weight unless applied on the input) -> ``moe_sum`` skipping the dropped slots. Output already
     reduced (``NoOP``)."""
@@ -53,18 +56,23 @@ class TritonExperts(FusedMoEExpertsModular):
         n_act = adjust_N_for_activation(n, activation)
         config = get_config(num_tokens, top_k, num_local, n, hidden_states.dtype,
                             hidden_states.device, interpreter_enabled())  # fmt: skip
-        sorted_ids, expert_ids, post_pad = moe_align_block_size(
-            topk_ids, config.BLOCK_M, global_num_experts, expert_map,
-            ignore_invalid_experts=True, backend="triton",
-        )  # fmt: skip
+        if num_tokens == 1:
+            # One token's slots each fill their own 16-row tile: no alignment pass to launch.
+            config = dataclasses.replace(config, BLOCK_M=16)
+            tiles = TileSource(topk_ids=topk_ids.reshape(-1), expert_map=expert_map,
+                               num_global_experts=global_num_experts)  # fmt: skip
+        else:
+            tiles = TileSource(*moe_align_block_size(
+                topk_ids, config.BLOCK_M, global_num_experts, expert_map,
+                ignore_invalid_experts=True, backend="triton",
+            ))  # fmt: skip
         activated = workspace2.view(-1)[: num_slots * n_act].view(num_slots, n_act)
-        invoke_gate_up_gemm(hidden_states, w1, activated, self.quant_config.w1_bias, sorted_ids,
-                            expert_ids, post_pad, top_k, MoEActivation.parse(activation),
-                            config)  # fmt: skip
+        invoke_gate_up_gemm(hidden_states, w1, activated, self.quant_config.w1_bias, tiles,
+                            top_k, MoEActivation.parse(activation), config)  # fmt: skip
         gemm2_out = workspace13.view(-1)[: num_slots * k].view(num_slots, k)
         weights = None if apply_router_weight_on_input else topk_weights.reshape(-1).float()
-        invoke_grouped_gemm(activated, w2, gemm2_out, self.quant_config.w2_bias, weights,
-                            sorted_ids, expert_ids, post_pad, 1, config)  # fmt: skip
+        invoke_grouped_gemm(activated, w2, gemm2_out, self.quant_config.w2_bias, weights, tiles,
+                            1, config)  # fmt: skip
         moe_sum(gemm2_out.view(num_tokens, top_k, k), output, topk_ids, expert_map,
                 backend="triton")  # fmt: skip
 
@@ -104,12 +112,12 @@ class BatchedTritonExperts(FusedMoEExpertsModular):
         flat_rows = num_local * rows
         config = get_config(rows, 1, 1, n, hidden_states.dtype, hidden_states.device,
                             interpreter_enabled())  # fmt: skip
-        sorted_ids, expert_ids, post_pad = batched_moe_align_block_size(
+        tiles = TileSource(*batched_moe_align_block_size(
             rows, config.BLOCK_M, expert_tokens_meta.expert_num_tokens, backend="triton"
-        )
+        ))  # fmt: skip
         activated = workspace2.view(-1)[: flat_rows * n_act].view(flat_rows, n_act)
         invoke_gate_up_gemm(hidden_states.view(flat_rows, k), w1, activated,
-                            self.quant_config.w1_bias, sorted_ids, expert_ids, post_pad, 1,
-                            MoEActivation.parse(activation), config)  # fmt: skip
+                            self.quant_config.w1_bias, tiles, 1, MoEActivation.parse(activation),
+                            config)  # fmt: skip
         invoke_grouped_gemm(activated, w2, output.view(flat_rows, k), self.quant_config.w2_bias,
-                            None, sorted_ids, expert_ids, post_pad, 1, config)  # fmt: skip
+                            None, tiles, 1, config)  # fmt: skip

@@ -1,6 +1,7 @@
 """The expert activations as Triton functions, applied to float32 GEMM1 tiles in registers.
 
-Codes follow ``ACTIVATION_CODES``; the formulas are those of ``moekit.experts.activation``.
+Codes follow ``ACTIVATION_CODES``; the formulas are those of ``moekit.experts.activation``, whose
+``SWIGLUOAI_ALPHA`` and ``SWIGLUOAI_LIMIT`` the kernels receive as compile-time arguments.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from moekit.experts.activation import SWIGLUOAI_ALPHA, SWIGLUOAI_LIMIT, MoEActivation
+from moekit.experts.activation import MoEActivation
 
 ACTIVATION_CODES = {
     MoEActivation.SILU: 0,
@@ -20,10 +21,9 @@ ACTIVATION_CODES = {
     MoEActivation.RELU2_NO_MUL: 4,
 }
 
-_SQRT_HALF: tl.constexpr = 0.7071067811865476
-_SQRT_2_OVER_PI: tl.constexpr = 0.7978845608028654
-_ALPHA: tl.constexpr = SWIGLUOAI_ALPHA
-_LIMIT: tl.constexpr = SWIGLUOAI_LIMIT
+# Compiled kernels may read module globals only when they are tl.constexpr instances.
+_SQRT_HALF = tl.constexpr(0.7071067811865476)
+_SQRT_2_OVER_PI = tl.constexpr(0.7978845608028654)
 
 
 @triton.jit
@@ -43,11 +43,12 @@ def unary_activation(x, ACTIVATION: tl.constexpr):
 
 
 @triton.jit
-def gated_activation(gate, up, ACTIVATION: tl.constexpr):
+def gated_activation(gate, up, ACTIVATION: tl.constexpr, ALPHA: tl.constexpr,
+                     LIMIT: tl.constexpr):  # fmt: skip
     """``act(gate) * up``, or gpt-oss's clamped ``swigluoai`` (3), of float32 tiles."""
     if ACTIVATION == 3:
-        gate = tl.minimum(gate, _LIMIT)
-        up = tl.minimum(tl.maximum(up, -_LIMIT), _LIMIT)
-        return (up + 1.0) * gate * tl.sigmoid(_ALPHA * gate)
+        gate = tl.minimum(gate, LIMIT)
+        up = tl.minimum(tl.maximum(up, -LIMIT), LIMIT)
+        return (up + 1.0) * gate * tl.sigmoid(ALPHA * gate)
     else:
         return unary_activation(gate, ACTIVATION) * up

@@ -8,7 +8,8 @@ import triton
 from moekit.experts._triton_impl.activation_epilogue import ACTIVATION_CODES
 from moekit.experts._triton_impl.configs import GemmConfig
 from moekit.experts._triton_impl.gate_up_gemm_kernel import gate_up_gemm_kernel
-from moekit.experts.activation import MoEActivation
+from moekit.experts._triton_impl.tile_source import TileSource
+from moekit.experts.activation import SWIGLUOAI_ALPHA, SWIGLUOAI_LIMIT, MoEActivation
 
 
 def gate_up_block_n(config: GemmConfig, gated: bool) -> int:
@@ -22,9 +23,7 @@ def invoke_gate_up_gemm(
     w13: torch.Tensor,
     out: torch.Tensor,
     bias: torch.Tensor | None,
-    sorted_token_ids: torch.Tensor,
-    expert_ids: torch.Tensor,
-    num_tokens_post_padded: torch.Tensor,
+    tiles: TileSource,
     top_k: int,
     activation: MoEActivation,
     config: GemmConfig,
@@ -40,17 +39,18 @@ def invoke_gate_up_gemm(
     gated = activation.is_gated
     interleaved = activation is MoEActivation.SWIGLUOAI
     block_n = gate_up_block_n(config, gated)
-    num_sorted = sorted_token_ids.shape[0]
-    grid = (triton.cdiv(num_sorted, config.BLOCK_M) * triton.cdiv(n_out, block_n),)
+    grid = (tiles.num_m_tiles(config.BLOCK_M) * triton.cdiv(n_out, block_n),)
+    *tile_args, num_sorted = tiles.kernel_args(out)
     gate_up_gemm_kernel[grid](
-        a, w13, out, bias if bias is not None else out,
-        sorted_token_ids, expert_ids, num_tokens_post_padded,
+        a, w13, out, bias if bias is not None else out, *tile_args,
         n_out, k, num_slots, num_sorted, (1 if interleaved else n // 2) if gated else 0,
         a.stride(0), a.stride(1), w13.stride(0), w13.stride(1), w13.stride(2),
         out.stride(0), out.stride(1),
         bias.stride(0) if bias is not None else 0, bias.stride(1) if bias is not None else 0,
+        SLOTS_FROM_IDS=tiles.slots_from_ids, HAS_MAP=tiles.expert_map is not None,
         TOP_K=top_k, GATED=gated, GATE_ROW_STEP=2 if interleaved else 1,
-        ACTIVATION=ACTIVATION_CODES[activation], HAS_BIAS=bias is not None,
+        ACTIVATION=ACTIVATION_CODES[activation], SWIGLU_ALPHA=SWIGLUOAI_ALPHA,
+        SWIGLU_LIMIT=SWIGLUOAI_LIMIT, HAS_BIAS=bias is not None,
         IEEE_FP32=a.dtype == torch.float32,
         BLOCK_M=config.BLOCK_M, BLOCK_N=block_n, BLOCK_K=config.BLOCK_K,
         GROUP_M=config.GROUP_M, num_warps=config.num_warps, num_stages=config.num_stages,

@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from moekit.experts._triton_impl.activation_epilogue import gated_activation, unary_activation
-from moekit.experts._triton_impl.tiles import tile_coordinates, tile_slots
+from moekit.experts._triton_impl.tiles import tile_coordinates, tile_rows
 
 
 @triton.jit
@@ -29,25 +29,35 @@ def _dot(a, b, acc, IEEE_FP32: tl.constexpr):
 def gate_up_gemm_kernel(
     a_ptr, b_ptr, c_ptr, bias_ptr,
     sorted_token_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr,
+    topk_ids_ptr, expert_map_ptr, num_global_experts,
     N_OUT, K, num_valid_slots, num_sorted, up_offset,
     stride_am, stride_ak, stride_be, stride_bn, stride_bk, stride_cm, stride_cn,
     stride_bias_e, stride_bias_n,
-    TOP_K: tl.constexpr, GATED: tl.constexpr, GATE_ROW_STEP: tl.constexpr,
-    ACTIVATION: tl.constexpr, HAS_BIAS: tl.constexpr, IEEE_FP32: tl.constexpr,
+    SLOTS_FROM_IDS: tl.constexpr, HAS_MAP: tl.constexpr, TOP_K: tl.constexpr,
+    GATED: tl.constexpr, GATE_ROW_STEP: tl.constexpr,
+    ACTIVATION: tl.constexpr, SWIGLU_ALPHA: tl.constexpr, SWIGLU_LIMIT: tl.constexpr,
+    HAS_BIAS: tl.constexpr, IEEE_FP32: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):  # fmt: skip
-    num_m_tiles = tl.cdiv(num_sorted, BLOCK_M)
+    if SLOTS_FROM_IDS:
+        num_m_tiles = num_valid_slots
+    else:
+        num_m_tiles = tl.cdiv(num_sorted, BLOCK_M)
     pid_m, pid_n = tile_coordinates(num_m_tiles, tl.cdiv(N_OUT, BLOCK_N), GROUP_M)
-    if pid_m * BLOCK_M >= tl.load(num_tokens_post_padded_ptr):
-        return
-    slots, slot_ok = tile_slots(sorted_token_ids_ptr, pid_m, num_sorted, num_valid_slots, BLOCK_M)
+    if not SLOTS_FROM_IDS:  # noqa: SIM102 (a compile-time branch: no load when it is off)
+        if pid_m * BLOCK_M >= tl.load(num_tokens_post_padded_ptr):
+            return
+    slots, slot_ok, expert = tile_rows(
+        pid_m, sorted_token_ids_ptr, expert_ids_ptr, num_sorted, num_valid_slots, topk_ids_ptr,
+        expert_map_ptr, num_global_experts, SLOTS_FROM_IDS, HAS_MAP, BLOCK_M,
+    )  # fmt: skip
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = offs_n < N_OUT
     c_ptrs = c_ptr + slots[:, None] * stride_cm + offs_n[None, :] * stride_cn
     c_ok = slot_ok[:, None] & n_ok[None, :]
-    expert = tl.load(expert_ids_ptr + pid_m).to(tl.int64)
-    if expert == -1:
-        tl.store(c_ptrs, tl.zeros([BLOCK_M, BLOCK_N], c_ptr.dtype.element_ty), mask=c_ok)
+    if expert == -1:  # aligned: a block of no local expert; from ids: a skipped slot
+        if not SLOTS_FROM_IDS:
+            tl.store(c_ptrs, tl.zeros([BLOCK_M, BLOCK_N], c_ptr.dtype.element_ty), mask=c_ok)
         return
 
     gate_rows = offs_n * GATE_ROW_STEP
@@ -78,7 +88,7 @@ def gate_up_gemm_kernel(
             up_bias = tl.load(bias_expert + up_rows * stride_bias_n, mask=n_ok, other=0.0)
             up_acc += up_bias.to(tl.float32)[None, :]
     if GATED:
-        out = gated_activation(gate_acc, up_acc, ACTIVATION)
+        out = gated_activation(gate_acc, up_acc, ACTIVATION, SWIGLU_ALPHA, SWIGLU_LIMIT)
     else:
         out = unary_activation(gate_acc, ACTIVATION)
     tl.store(c_ptrs, out.to(c_ptr.dtype.element_ty), mask=c_ok)

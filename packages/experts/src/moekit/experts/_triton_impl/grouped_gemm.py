@@ -7,6 +7,7 @@ import triton
 
 from moekit.experts._triton_impl.configs import GemmConfig
 from moekit.experts._triton_impl.grouped_gemm_kernel import grouped_gemm_kernel
+from moekit.experts._triton_impl.tile_source import TileSource
 
 
 def invoke_grouped_gemm(
@@ -15,9 +16,7 @@ def invoke_grouped_gemm(
     c: torch.Tensor,
     bias: torch.Tensor | None,
     topk_weights: torch.Tensor | None,
-    sorted_token_ids: torch.Tensor,
-    expert_ids: torch.Tensor,
-    num_tokens_post_padded: torch.Tensor,
+    tiles: TileSource,
     top_k: int,
     config: GemmConfig,
 ) -> None:
@@ -29,16 +28,16 @@ def invoke_grouped_gemm(
     """
     num_slots, n = c.shape
     k = a.shape[1]
-    num_sorted = sorted_token_ids.shape[0]
-    grid = (triton.cdiv(num_sorted, config.BLOCK_M) * triton.cdiv(n, config.BLOCK_N),)
+    grid = (tiles.num_m_tiles(config.BLOCK_M) * triton.cdiv(n, config.BLOCK_N),)
     dummy = c  # never read when the matching flag is off
+    *tile_args, num_sorted = tiles.kernel_args(dummy)
     grouped_gemm_kernel[grid](
         a, b, c, bias if bias is not None else dummy,
-        topk_weights if topk_weights is not None else dummy,
-        sorted_token_ids, expert_ids, num_tokens_post_padded,
+        topk_weights if topk_weights is not None else dummy, *tile_args,
         n, k, num_slots, num_sorted,
         a.stride(0), a.stride(1), b.stride(0), b.stride(1), b.stride(2),
         c.stride(0), c.stride(1), bias.stride(0) if bias is not None else 0,
+        SLOTS_FROM_IDS=tiles.slots_from_ids, HAS_MAP=tiles.expert_map is not None,
         TOP_K=top_k, MUL_ROUTED_WEIGHT=topk_weights is not None, HAS_BIAS=bias is not None,
         IEEE_FP32=a.dtype == torch.float32,
         BLOCK_M=config.BLOCK_M, BLOCK_N=config.BLOCK_N, BLOCK_K=config.BLOCK_K,

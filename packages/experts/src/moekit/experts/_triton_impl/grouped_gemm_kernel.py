@@ -5,7 +5,8 @@ expert, each expert's segment padded to ``BLOCK_M`` with the sentinel ``num_vali
 reads A rows ``slot // TOP_K`` (GEMM1 reads each token once per slot; GEMM2 runs with
 ``TOP_K = 1`` on per-slot rows), multiplies by its expert's ``B [N, K]``, accumulates in float32,
 adds the bias, multiplies by the routed weight and stores C rows ``slot``. Sentinel rows are
-skipped; a tile whose expert is ``-1`` (not on this rank) writes zeros.
+skipped; a tile whose expert is ``-1`` (not on this rank) writes zeros. With ``SLOTS_FROM_IDS``
+(one token) each tile is one slot whose expert comes from ``topk_ids`` (see ``tile_rows``).
 """
 
 from __future__ import annotations
@@ -13,31 +14,39 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from moekit.experts._triton_impl.tiles import tile_coordinates, tile_slots
+from moekit.experts._triton_impl.tiles import tile_coordinates, tile_rows
 
 
 @triton.jit
 def grouped_gemm_kernel(
     a_ptr, b_ptr, c_ptr, bias_ptr, topk_weights_ptr,
     sorted_token_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr,
+    topk_ids_ptr, expert_map_ptr, num_global_experts,
     N, K, num_valid_slots, num_sorted,
     stride_am, stride_ak, stride_be, stride_bn, stride_bk, stride_cm, stride_cn, stride_bias_e,
-    TOP_K: tl.constexpr, MUL_ROUTED_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
-    IEEE_FP32: tl.constexpr,
+    SLOTS_FROM_IDS: tl.constexpr, HAS_MAP: tl.constexpr, TOP_K: tl.constexpr,
+    MUL_ROUTED_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, IEEE_FP32: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):  # fmt: skip
-    num_m_tiles = tl.cdiv(num_sorted, BLOCK_M)
+    if SLOTS_FROM_IDS:
+        num_m_tiles = num_valid_slots
+    else:
+        num_m_tiles = tl.cdiv(num_sorted, BLOCK_M)
     pid_m, pid_n = tile_coordinates(num_m_tiles, tl.cdiv(N, BLOCK_N), GROUP_M)
-    if pid_m * BLOCK_M >= tl.load(num_tokens_post_padded_ptr):
-        return
-    slots, slot_ok = tile_slots(sorted_token_ids_ptr, pid_m, num_sorted, num_valid_slots, BLOCK_M)
+    if not SLOTS_FROM_IDS:  # noqa: SIM102 (a compile-time branch: no load when it is off)
+        if pid_m * BLOCK_M >= tl.load(num_tokens_post_padded_ptr):
+            return
+    slots, slot_ok, expert = tile_rows(
+        pid_m, sorted_token_ids_ptr, expert_ids_ptr, num_sorted, num_valid_slots, topk_ids_ptr,
+        expert_map_ptr, num_global_experts, SLOTS_FROM_IDS, HAS_MAP, BLOCK_M,
+    )  # fmt: skip
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = offs_n < N
     c_ptrs = c_ptr + slots[:, None] * stride_cm + offs_n[None, :] * stride_cn
     c_ok = slot_ok[:, None] & n_ok[None, :]
-    expert = tl.load(expert_ids_ptr + pid_m).to(tl.int64)
-    if expert == -1:
-        tl.store(c_ptrs, tl.zeros([BLOCK_M, BLOCK_N], c_ptr.dtype.element_ty), mask=c_ok)
+    if expert == -1:  # aligned: a block of no local expert; from ids: a skipped slot
+        if not SLOTS_FROM_IDS:
+            tl.store(c_ptrs, tl.zeros([BLOCK_M, BLOCK_N], c_ptr.dtype.element_ty), mask=c_ok)
         return
 
     offs_k = tl.arange(0, BLOCK_K)

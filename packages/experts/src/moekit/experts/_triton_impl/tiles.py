@@ -27,3 +27,29 @@ def tile_slots(sorted_token_ids_ptr, pid_m, num_sorted, num_valid_slots,
     slots = tl.load(sorted_token_ids_ptr + offs_m, mask=offs_m < num_sorted,
                     other=num_valid_slots).to(tl.int64)  # fmt: skip
     return slots, slots < num_valid_slots
+
+
+@triton.jit
+def tile_rows(pid_m, sorted_token_ids_ptr, expert_ids_ptr, num_sorted, num_valid_slots,
+              topk_ids_ptr, expert_map_ptr, num_global_experts, SLOTS_FROM_IDS: tl.constexpr,
+              HAS_MAP: tl.constexpr, BLOCK_M: tl.constexpr):  # fmt: skip
+    """``(slots, slot_ok, expert)`` of m-tile ``pid_m``; ``expert`` is the local id or -1.
+
+    Aligned tiles read ``moe_align_block_size``'s output. With ``SLOTS_FROM_IDS`` (one token's
+    decode) tile ``pid_m`` holds slot ``pid_m`` alone and its expert comes straight from
+    ``topk_ids`` (through ``expert_map``), so no alignment pass runs; a skipped slot (``-1``, out
+    of range or not local) gives expert -1."""
+    if SLOTS_FROM_IDS:
+        row = tl.arange(0, BLOCK_M)
+        slots = tl.full([BLOCK_M], 0, tl.int64) + pid_m
+        slot_ok = row == 0
+        expert = tl.load(topk_ids_ptr + pid_m).to(tl.int64)
+        valid = (expert >= 0) & (expert < num_global_experts)
+        if HAS_MAP:
+            expert = tl.load(expert_map_ptr + expert, mask=valid, other=-1).to(tl.int64)
+        expert = tl.where(valid, expert, -1)
+    else:
+        slots, slot_ok = tile_slots(sorted_token_ids_ptr, pid_m, num_sorted, num_valid_slots,
+                                    BLOCK_M)  # fmt: skip
+        expert = tl.load(expert_ids_ptr + pid_m).to(tl.int64)
+    return slots, slot_ok, expert
