@@ -3,7 +3,10 @@
 For each token count M, every candidate config (the default heuristic's always among them) runs
 the whole ``fused_experts`` Triton path on random routing: align with that BLOCK_M, both grouped
 GEMMs, the activation and the top-k sum, since a tile that wins on the GEMMs alone can lose on
-the path. The fastest (median of do_bench_cudagraph) is kept. The table goes to
+the path. The fastest (median of do_bench_cudagraph) is kept, then GEMM1's own tile width
+(``BLOCK_N1``) and one more or fewer pipeline stage are tried on it. With ``--precompile N``, N
+processes compile the candidates first (Triton's disk cache keeps them), so the timing loop does
+not wait on the compiler one kernel at a time. The table goes to
 ``packages/experts/src/moekit/experts/configs/E=..,N=..,dtype=..,device=....json`` (``--out-dir``),
 merged into the file already there.
 
@@ -13,8 +16,10 @@ merged into the file already there.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
+import multiprocessing
 import sys
 from pathlib import Path
 from unittest import mock
@@ -25,7 +30,7 @@ import triton.testing
 from moekit.experts import fused_experts
 from moekit.experts._triton_impl.configs import CONFIG_DIR, GemmConfig, default_config, table_name
 
-TOKENS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+TOKENS = (1, 16, 64, 256, 1024, 4096, 16384)
 
 
 def candidates(quick: bool, rows_per_expert: float) -> list[GemmConfig]:
@@ -43,13 +48,56 @@ def candidates(quick: bool, rows_per_expert: float) -> list[GemmConfig]:
     return [GemmConfig(m, n, k, g, w, s) for m, n, k, g, w, s in grid]
 
 
+def refinements(best: GemmConfig) -> list[GemmConfig]:
+    """GEMM1's own tile width (a quarter or all of BLOCK_N) and one stage more or fewer."""
+    widths = [dataclasses.replace(best, BLOCK_N1=w) for w in (best.BLOCK_N // 4, best.BLOCK_N)
+              if w >= 16]  # fmt: skip
+    stages = [dataclasses.replace(best, num_stages=s) for s in (best.num_stages - 1,
+              best.num_stages + 1) if s >= 2]  # fmt: skip
+    return widths + stages
+
+
+def _compile_some(configs: list[GemmConfig], activation: str, top_k: int) -> None:
+    """Run a small problem once per config and token-count class so Triton compiles and caches
+    every kernel specialisation the timing loop will meet (all dimensions here and in the real
+    shapes are multiples of 16, so the cached binaries match)."""
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    num_experts, hidden, inter = 4, 256, 128
+    w1 = torch.randn(num_experts, 2 * inter, hidden, device="cuda", dtype=torch.bfloat16)
+    w2 = torch.randn(num_experts, hidden, inter, device="cuda", dtype=torch.bfloat16)
+    bias = activation == "swigluoai"
+    b1 = torch.zeros(num_experts, 2 * inter, device="cuda", dtype=torch.bfloat16) if bias else None
+    b2 = torch.zeros(num_experts, hidden, device="cuda", dtype=torch.bfloat16) if bias else None
+    for config in configs:
+        for tokens in (1, 2, 16):  # one token (no align), odd and multiple-of-16 slot counts
+            x = torch.randn(tokens, hidden, device="cuda", dtype=torch.bfloat16)
+            ids = torch.stack([torch.randperm(num_experts)[:top_k] for _ in range(tokens)]).int()
+            weights = torch.rand(tokens, top_k, device="cuda")
+            with mock.patch("moekit.experts.triton_experts.get_config", lambda *_: config):
+                try:
+                    fused_experts(x, w1, w2, weights, ids.cuda(), activation=activation,
+                                  w1_bias=b1, w2_bias=b2, backend="triton", check_ids=False)  # fmt: skip
+                except Exception:  # does not fit; the timing loop reports it
+                    break
+    torch.cuda.synchronize()
+
+
+def precompile(configs: list[GemmConfig], activation: str, top_k: int, workers: int) -> None:
+    shares = [configs[i::workers] for i in range(workers)]
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(workers) as pool:
+        pool.starmap(_compile_some, [(share, activation, min(top_k, 4)) for share in shares])
+
+
 def time_config(config: GemmConfig, run) -> float:
     """Median in a CUDA graph: eager medians hide small kernels behind the host and drift by up
     to 40% between runs at large M."""
     try:
         with mock.patch("moekit.experts.triton_experts.get_config", lambda *_: config):
             run()  # compiles outside the capture
-            return triton.testing.do_bench_cudagraph(run, rep=25, return_mode="median")
+            return triton.testing.do_bench_cudagraph(run, rep=20, return_mode="median")
     except Exception as error:  # a config that does not fit (shared memory, registers)
         print(f"  skip {config}: {type(error).__name__}", file=sys.stderr)
         return float("inf")
@@ -65,29 +113,46 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, nargs="+", default=list(TOKENS))
     parser.add_argument("--quick", action="store_true", help="a smaller candidate grid")
     parser.add_argument("--out-dir", type=Path, default=CONFIG_DIR)
+    parser.add_argument("--precompile", type=int, default=0, metavar="N",
+                        help="compile the candidates first in N processes")  # fmt: skip
     args = parser.parse_args()
     dtype = torch.bfloat16
     n = 2 * args.inter
     w1 = torch.randn(args.experts, n, args.hidden, device="cuda", dtype=dtype) / 10
     w2 = torch.randn(args.experts, args.hidden, args.inter, device="cuda", dtype=dtype) / 10
+    # gpt-oss (the swigluoai model) has biases; the tuned path must be the one it runs
+    bias = args.activation == "swigluoai"
+    b1 = torch.randn(args.experts, n, device="cuda", dtype=dtype) / 10 if bias else None
+    b2 = torch.randn(args.experts, args.hidden, device="cuda", dtype=dtype) / 10 if bias else None
     name = table_name(args.experts, n, dtype, torch.cuda.get_device_name())
     args.out_dir.mkdir(parents=True, exist_ok=True)
     path = args.out_dir / name
     # Merged into an existing table, so a long tuning can be split over several runs.
     table = json.loads(path.read_text()) if path.is_file() else {}
+    if args.precompile:
+        every = {
+            c for t in args.tokens for c in candidates(args.quick, t * args.top_k / args.experts)
+        }
+        every |= {default_config(t, args.top_k, args.experts, False) for t in args.tokens}
+        precompile(sorted(every, key=str), args.activation, args.top_k, args.precompile)
+        print(f"precompiled {len(every)} configs", flush=True)
     for tokens in args.tokens:
         x = torch.randn(tokens, args.hidden, device="cuda", dtype=dtype)
         weights, ids = torch.randn(tokens, args.experts, device="cuda").softmax(-1).topk(args.top_k)
         ids = ids.int()
 
         def run(x=x, weights=weights, ids=ids):
-            fused_experts(x, w1, w2, weights, ids, activation=args.activation,
-                          backend="triton", check_ids=False)  # fmt: skip
+            fused_experts(x, w1, w2, weights, ids, activation=args.activation, w1_bias=b1,
+                          w2_bias=b2, backend="triton", check_ids=False)  # fmt: skip
 
         default = default_config(tokens, args.top_k, args.experts, interpreter=False)
         rows_per_expert = tokens * args.top_k / args.experts
         grid = [default] + [c for c in candidates(args.quick, rows_per_expert) if c != default]
+        if tokens == 1:  # one token runs 16-row tiles whatever the table says
+            grid = list(dict.fromkeys(dataclasses.replace(c, BLOCK_M=16) for c in grid))
         timed = [(time_config(c, run), c) for c in grid]
+        best_ms, best = min(timed, key=lambda item: item[0])
+        timed += [(time_config(c, run), c) for c in refinements(best)]
         best_ms, best = min(timed, key=lambda item: item[0])
         table[str(tokens)] = best.as_dict()
         print(f"M={tokens}: {best_ms * 1e3:.1f} us with {best} (default "

@@ -24,7 +24,8 @@ def test_shipped_table_is_valid(path):
     for tokens, entry in raw.items():
         assert int(tokens) > 0, path.name
         config = GemmConfig(**entry)
-        for block in (config.BLOCK_M, config.BLOCK_N, config.BLOCK_K):
+        assert config.BLOCK_N1 == 0 or config.BLOCK_N1 >= 16, f"{path.name} M={tokens}"
+        for block in (config.BLOCK_M, config.BLOCK_N, config.BLOCK_K, config.BLOCK_N1 or 16):
             assert block >= 16 and block & (block - 1) == 0, f"{path.name} M={tokens}: {config}"
         assert config.num_warps in (1, 2, 4, 8, 16) and config.num_stages >= 1
 

@@ -101,3 +101,18 @@ def test_linear_in_the_routed_weights_and_permutation_equivariant(backend):
                 "topk_weights": problem["topk_weights"][order],
                 "topk_ids": problem["topk_ids"][order]}  # fmt: skip
     torch.testing.assert_close(run(permuted, torch.float32, backend), base[order])
+
+
+@pytest.mark.parametrize("block_n1", [0, 16, 32])
+@pytest.mark.parametrize("activation", ["silu", "swigluoai", "gelu_no_mul"])
+def test_gemm1_tile_width_leaves_the_result(monkeypatch, block_n1, activation):
+    """Tuned tables may set GEMM1's activation columns per tile apart from GEMM2's BLOCK_N."""
+    from moekit.experts import triton_experts
+    from moekit.experts._triton_impl.configs import GemmConfig
+
+    config = GemmConfig(BLOCK_M=16, BLOCK_N=32, BLOCK_K=32, num_stages=1, BLOCK_N1=block_n1)
+    monkeypatch.setattr(triton_experts, "get_config", lambda *args: config)
+    seed = zlib.crc32(f"{activation}{block_n1}".encode())
+    problem = make_problem(seed, 5, 4, 2, 48, 40, activation, bias=True)
+    assert_matches(run(problem, torch.float32, "triton"), reference(problem, torch.float32),
+                   torch.float32, seed)  # fmt: skip

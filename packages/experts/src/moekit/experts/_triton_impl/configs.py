@@ -20,12 +20,17 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 @dataclass(frozen=True)
 class GemmConfig:
+    """Tiles of both grouped GEMMs. ``BLOCK_N1`` is GEMM1's activation columns per tile when it
+    differs from the rule (0: half of ``BLOCK_N`` for gated activations, so a tile spans
+    ``BLOCK_N`` rows of W13; ``BLOCK_N`` otherwise)."""
+
     BLOCK_M: int
     BLOCK_N: int
     BLOCK_K: int
     GROUP_M: int = 1
     num_warps: int = 4
     num_stages: int = 3
+    BLOCK_N1: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)

@@ -13,8 +13,11 @@ from moekit.experts.activation import SWIGLUOAI_ALPHA, SWIGLUOAI_LIMIT, MoEActiv
 
 
 def gate_up_block_n(config: GemmConfig, gated: bool) -> int:
-    """Activation columns per tile: half the table's ``BLOCK_N`` when gated, so a tile still
-    spans ``BLOCK_N`` rows of W13 and keeps the registers of the tile the table was tuned for."""
+    """Activation columns per tile: ``BLOCK_N1`` when the table sets it, else half of
+    ``BLOCK_N`` when gated (a tile then spans ``BLOCK_N`` rows of W13, as GEMM2's tiles span
+    ``BLOCK_N`` columns) and ``BLOCK_N`` otherwise."""
+    if config.BLOCK_N1:
+        return config.BLOCK_N1
     return max(16, config.BLOCK_N // 2) if gated else config.BLOCK_N
 
 
