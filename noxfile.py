@@ -171,6 +171,18 @@ def bench_eplb(session: nox.Session) -> None:
 
 
 @nox.session
+def plots(session: nox.Session) -> None:
+    """Redraw the docs' plots from the committed results (no GPU, no re-measuring)."""
+    _install_torch(session, DEFAULT_TORCH)
+    session.install(*_paths("eplb"), "matplotlib")
+    results, assets = ROOT / "benchmarks" / "results", ROOT / "docs" / "assets"
+    session.run("python", str(ROOT / "benchmarks" / "experts" / "bench_fused_moe.py"),
+                "--from", str(results / "experts_h100.json"), "--plot", str(assets / "experts_h100.png"))  # fmt: skip
+    session.run("python", str(ROOT / "benchmarks" / "eplb" / "bench_eplb.py"), "--plot-only",
+                "--out", str(results / "eplb_cpu.json"), "--plot", str(assets / "eplb_balancedness.png"))  # fmt: skip
+
+
+@nox.session
 def build(session: nox.Session) -> None:
     """Wheel + sdist of every package; each wheel then installed alone in a fresh venv."""
     session.install("build")
