@@ -29,7 +29,10 @@ PACKAGES = {  # name -> (path, local moekit dependencies, needs torch)
     "eplb": ("packages/eplb", [], True),
 }
 # Packages a package's unit tests import besides its own dependencies (the NumPy oracle).
-TEST_DEPS = {"routing": ["reference"], "experts": ["reference"], "eplb": ["reference", "routing"]}
+TEST_DEPS = {"routing": ["reference"], "experts": ["reference", "eplb"],
+             "eplb": ["reference", "routing"]}  # fmt: skip
+# PyPI packages a package's unit tests need beyond its own dependencies (its extras).
+TEST_EXTRAS = {"experts": ["safetensors"]}
 CONFORMANCE_IMPLS = ["reference", "moekit[torch,cpu]", "moekit[triton,cpu]"]
 INTERPRETER_ENV = {"TRITON_INTERPRET": "1"}
 
@@ -74,6 +77,7 @@ def tests(session: nox.Session, package: str) -> None:
     to_install = _paths(*local_deps, *TEST_DEPS.get(package, []), package)
     if package == "conformance":
         to_install += _paths("align", "routing", "experts", "eplb")  # its tests load the adapter
+    extras += TEST_EXTRAS.get(package, [])
     session.install(*to_install, *extras, "pytest", "hypothesis")
     _pytest(session, "-q", str(ROOT / path / "tests"), env=INTERPRETER_ENV)
 

@@ -121,6 +121,16 @@ class EplbState:
         self.window_position = 0
         self.steps = 0
 
+    def to(self, device: torch.device | str) -> EplbState:
+        """Move the maps and the load to ``device`` (in place; a no-op when already there)."""
+        device = torch.device(device)
+        if device != self.physical_to_logical_map.device:
+            for name in ("physical_to_logical_map", "logical_to_physical_map",
+                         "logical_replica_count", "expert_load_pass", "expert_load_window"):  # fmt: skip
+                setattr(self, name, getattr(self, name).to(device))
+            self.device = device
+        return self
+
     def record(self, layer: int, topk_ids: torch.Tensor, num_valid_tokens: int | None = None,
                backend: Backend = "auto") -> torch.Tensor:  # fmt: skip
         """Map one layer's logical ``topk_ids`` to physical ids and record this pass's load

@@ -2,13 +2,21 @@
 
 ``fused_experts`` is the one-call entry point; ``FusedMoEKernel`` composes a prepare/finalize
 (``MoEPrepareAndFinalizeNoEP``, ``BatchedPrepareAndFinalize``) with experts (``TritonExperts``,
-``BatchedTritonExperts``, ``TorchExperts``, ``NaiveBatchedExperts``).
+``BatchedTritonExperts``, ``TorchExperts``, ``NaiveBatchedExperts``); ``FusedMoE`` builds the
+whole layer (``MoERunner``: router, expert weights, EPLB, shared experts, checkpoint loading).
 """
 
 from moekit.experts.activation import MoEActivation, adjust_N_for_activation, apply_activation
 from moekit.experts.config import FusedMoEConfig, FusedMoEParallelConfig, FusedMoEQuantConfig
 from moekit.experts.functional import fused_experts
 from moekit.experts.kernel import FusedMoEKernel
+from moekit.experts.layer import (
+    FusedMoE,
+    MoERunner,
+    SharedExpertsMLP,
+    determine_expert_map,
+    make_expert_params_mapping,
+)
 from moekit.experts.modular_kernel import (
     ExpertTokensMetadata,
     FusedMoEActivationFormat,
@@ -39,6 +47,7 @@ __all__ = [
     "FusedMoEExperts",
     "FusedMoEExpertsModular",
     "FusedMoEExpertsMonolithic",
+    "FusedMoE",
     "FusedMoEKernel",
     "FusedMoEParallelConfig",
     "FusedMoEPrepareAndFinalize",
@@ -47,7 +56,9 @@ __all__ = [
     "FusedMoEQuantConfig",
     "MoEActivation",
     "MoEPrepareAndFinalizeNoEP",
+    "MoERunner",
     "NaiveBatchedExperts",
+    "SharedExpertsMLP",
     "TopKWeightAndReduce",
     "TopKWeightAndReduceContiguous",
     "TopKWeightAndReduceDelegate",
@@ -57,6 +68,8 @@ __all__ = [
     "TritonExperts",
     "adjust_N_for_activation",
     "apply_activation",
+    "determine_expert_map",
     "fused_experts",
+    "make_expert_params_mapping",
 ]
 __version__ = "0.1.0"

@@ -1,0 +1,194 @@
+"""``FusedMoE(...)``: build a :class:`MoERunner` from a model's MoE configuration."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from moekit.align import Backend
+from moekit.experts.activation import MoEActivation
+from moekit.experts.layer.expert_map import PLACEMENTS, ExpertPlacement, determine_expert_map
+from moekit.experts.layer.runner import MoERunner
+from moekit.routing import Router, create_router
+
+
+def _positive(value: object, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _eplb_state(num_experts: int, num_physical: int, num_groups: int, ep_size: int,
+                eplb_num_ranks: int | None, eplb_num_nodes: int, eplb_policy: Any,
+                eplb_window_size: int, eplb_step_interval: int, device: torch.device):  # type: ignore[no-untyped-def]  # fmt: skip
+    try:
+        from moekit.eplb import DefaultEplbPolicy, EplbState, IlpEplbPolicy
+    except ImportError as error:
+        raise ImportError("enable_eplb needs moekit-eplb: pip install 'moekit-experts[eplb]'"
+                          ) from error  # fmt: skip
+    ranks = ep_size if eplb_num_ranks is None else _positive(eplb_num_ranks, "eplb_num_ranks")
+    if num_physical % ranks:
+        raise ValueError(
+            f"EPLB needs the ranks to divide the replicas: num_experts + num_redundant_experts = "
+            f"{num_physical} is not a multiple of {'eplb_num_ranks' if eplb_num_ranks else 'ep_size'}"
+            f" = {ranks}"
+        )
+    policies = {"default": DefaultEplbPolicy, "ilp": IlpEplbPolicy}
+    policy = policies.get(eplb_policy, eplb_policy) if isinstance(eplb_policy, str) else eplb_policy
+    if isinstance(eplb_policy, str) and eplb_policy not in policies:
+        raise ValueError(f"eplb_policy must be 'default', 'ilp' or a policy class, got "
+                         f"{eplb_policy!r}")  # fmt: skip
+    groups = num_groups if num_experts % num_groups == 0 else 1
+    return EplbState(1, num_experts, num_physical, num_groups=groups, num_nodes=eplb_num_nodes,
+                     num_ranks=ranks, policy=policy, window_size=eplb_window_size,
+                     step_interval=eplb_step_interval, device=device)  # fmt: skip
+
+
+def FusedMoE(  # noqa: N802 (vLLM's public name: engines switch by renaming the import)
+    num_experts: int,
+    top_k: int,
+    hidden_size: int,
+    intermediate_size: int,
+    params_dtype: torch.dtype | None = None,
+    renormalize: bool = True,
+    use_grouped_topk: bool = False,
+    num_expert_group: int | None = None,
+    topk_group: int | None = None,
+    custom_routing_function: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None,
+    scoring_func: str = "softmax",
+    routed_scaling_factor: float = 1.0,
+    e_score_correction_bias: torch.Tensor | None = None,
+    apply_router_weight_on_input: bool = False,
+    activation: str | MoEActivation = "silu",
+    has_bias: bool = False,
+    ep_size: int = 1,
+    ep_rank: int = 0,
+    expert_placement: ExpertPlacement = "linear",
+    enable_eplb: bool = False,
+    num_redundant_experts: int = 0,
+    shared_experts: nn.Module | None = None,
+    apply_routed_scale_to_output: bool = False,
+    *,
+    router: Router | None = None,
+    eplb_policy: str | type = "default",
+    eplb_num_ranks: int | None = None,
+    eplb_num_nodes: int = 1,
+    eplb_window_size: int = 1000,
+    eplb_step_interval: int = 3000,
+    checkpoint_names: tuple[str, str, str] = ("gate_proj", "up_proj", "down_proj"),
+    device: torch.device | str | None = None,
+    backend: Backend = "auto",
+) -> MoERunner:
+    """A fused-MoE layer: router, expert weights and the modular kernel in one module.
+
+    Args:
+        num_experts: logical experts ``E`` of the model.
+        top_k: experts per token.
+        hidden_size: ``K``. intermediate_size: ``I`` per expert (after any TP split).
+        params_dtype: dtype of the expert weights and of the hidden states (default: torch's
+            default dtype).
+        renormalize, use_grouped_topk, num_expert_group, topk_group, custom_routing_function,
+            scoring_func, e_score_correction_bias: the routing, as
+            :func:`moekit.routing.create_router` takes it. The bias becomes the buffer
+            ``e_score_correction_bias`` (float32 ``[E]``), loaded from
+            ``gate.e_score_correction_bias``.
+        routed_scaling_factor: multiplies the routed weights, or the routed output when
+            ``apply_routed_scale_to_output`` (then the router does not scale).
+        apply_router_weight_on_input: scale the input by the weight (``top_k == 1`` only).
+        activation: a :class:`MoEActivation` or its name; ``has_bias``: per-expert biases.
+        ep_size, ep_rank, expert_placement: this rank's share of the experts
+            (:func:`determine_expert_map`; ``"linear"`` or ``"round_robin"``).
+        enable_eplb, num_redundant_experts: EPLB with ``E + num_redundant_experts`` physical
+            slots; the router's logical ids go through
+            :func:`moekit.eplb.map_to_physical_and_record`, which records the load. Needs
+            ``moekit-experts[eplb]``.
+        shared_experts: a module ``[T, K] -> [T, K]`` added to the output
+            (:class:`SharedExpertsMLP` has the checkpoint's naming).
+        router: a ready :class:`moekit.routing.Router` instead of building one (for example a
+            :class:`moekit.routing.RoutingSimulatorRouter`).
+        eplb_policy: ``"default"``, ``"ilp"`` or an ``AbstractEplbPolicy`` subclass.
+        eplb_num_ranks, eplb_num_nodes: the layout the policy balances for (default: ``ep_size``
+            ranks on one node); a single process can plan for simulated ranks.
+        eplb_window_size, eplb_step_interval: passes in the load window; steps between
+            rearrangements.
+        checkpoint_names: the gate, up and down projection names in checkpoints.
+        device: where the parameters live (default CPU).
+        backend: ``"auto"``, ``"triton"`` or ``"torch"`` for the fused experts and the router.
+
+    Returns:
+        A :class:`MoERunner`; its weights are NaN until loaded (``load_checkpoint``,
+        ``load_weights``) or set.
+
+    Raises:
+        TypeError: counts that are not ints, a bias that is not a float tensor.
+        ValueError: incompatible options, named: grouped top-k with ``num_experts`` not a
+            multiple of ``num_expert_group``; EPLB with ranks not dividing the replicas, or with
+            ``round_robin`` placement; ``apply_router_weight_on_input`` with ``top_k > 1``;
+            ``top_k > num_experts``; ``num_redundant_experts`` without EPLB; an unknown placement,
+            activation or scoring function.
+    """
+    num_experts = _positive(num_experts, "num_experts")
+    top_k = _positive(top_k, "top_k")
+    hidden_size = _positive(hidden_size, "hidden_size")
+    intermediate_size = _positive(intermediate_size, "intermediate_size")
+    num_redundant_experts = _positive(num_redundant_experts, "num_redundant_experts", 0)
+    act = MoEActivation.parse(activation)
+    if top_k > num_experts:
+        raise ValueError(f"top_k={top_k} exceeds num_experts={num_experts}")
+    if apply_router_weight_on_input and top_k != 1:
+        raise ValueError(f"apply_router_weight_on_input needs top_k == 1, got top_k={top_k}")
+    if use_grouped_topk and num_expert_group:
+        if num_experts % _positive(num_expert_group, "num_expert_group"):
+            raise ValueError(f"grouped top-k needs num_experts={num_experts} to be a multiple of "
+                             f"num_expert_group={num_expert_group}")  # fmt: skip
+    if expert_placement not in PLACEMENTS:
+        raise ValueError(f"expert_placement must be one of {PLACEMENTS}, got {expert_placement!r}")
+    if num_redundant_experts and not enable_eplb:
+        raise ValueError("num_redundant_experts needs enable_eplb=True")
+    if enable_eplb and expert_placement != "linear":
+        raise ValueError("enable_eplb needs expert_placement='linear' (EPLB places replicas in "
+                         "contiguous per-rank slots)")  # fmt: skip
+    dtype = params_dtype or torch.get_default_dtype()
+    target = torch.device(device) if device is not None else torch.device("cpu")
+    bias = None
+    if e_score_correction_bias is not None:
+        if not isinstance(e_score_correction_bias, torch.Tensor):
+            raise TypeError("e_score_correction_bias must be a torch.Tensor")
+        bias = e_score_correction_bias.detach().to(device=target, dtype=torch.float32).clone()
+    if router is None:
+        router = create_router(
+            top_k, num_experts, renormalize=renormalize, scoring_func=scoring_func,
+            use_grouped_topk=use_grouped_topk, num_expert_group=num_expert_group,
+            topk_group=topk_group, e_score_correction_bias=bias,
+            routed_scaling_factor=1.0 if apply_routed_scale_to_output else routed_scaling_factor,
+            custom_routing_function=custom_routing_function, backend=backend,
+        )  # fmt: skip
+    elif not isinstance(router, Router):
+        raise TypeError(f"router must be a moekit.routing.Router, got {type(router).__name__}")
+    num_physical = num_experts + num_redundant_experts
+    eplb_state = None
+    if enable_eplb:
+        eplb_state = _eplb_state(num_experts, num_physical, num_expert_group or 1, ep_size,
+                                 eplb_num_ranks, eplb_num_nodes, eplb_policy, eplb_window_size,
+                                 eplb_step_interval, target)  # fmt: skip
+    mapping = determine_expert_map(ep_size, ep_rank, num_physical, expert_placement)
+    if len(checkpoint_names) != 3 or not all(isinstance(n, str) and n for n in checkpoint_names):
+        raise ValueError(f"checkpoint_names must be 3 names (gate, up, down), got "
+                         f"{checkpoint_names!r}")  # fmt: skip
+    return MoERunner(
+        router=router, num_experts=num_experts, top_k=top_k, hidden_size=hidden_size,
+        intermediate_size=intermediate_size, params_dtype=dtype, device=target, activation=act,
+        has_bias=bool(has_bias), apply_router_weight_on_input=apply_router_weight_on_input,
+        routed_scaling_factor=float(routed_scaling_factor),
+        apply_routed_scale_to_output=apply_routed_scale_to_output, ep_size=ep_size,
+        ep_rank=ep_rank, num_local_experts=mapping.num_local_experts,
+        expert_map=mapping.expert_map, local_expert_ids=mapping.local_expert_ids,
+        e_score_correction_bias=bias, shared_experts=shared_experts, eplb_state=eplb_state,
+        checkpoint_names=tuple(checkpoint_names), backend=backend,
+        check_ids=custom_routing_function is not None,
+    )  # fmt: skip

@@ -1,0 +1,230 @@
+"""``MoERunner``: one MoE layer as an engine runs it (router, expert weights, fused experts)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from moekit.align import Backend
+from moekit.experts.activation import MoEActivation
+from moekit.experts.functional import fused_experts
+from moekit.experts.layer import checkpoint
+
+if TYPE_CHECKING:
+    from moekit.eplb import EplbState, Rearrangement
+    from moekit.routing import Router
+
+
+class MoERunner(nn.Module):
+    """A fused-MoE layer; build it with :func:`~moekit.experts.FusedMoE`.
+
+    ``forward(hidden_states [T, K], router_logits [T, E]) -> [T, K]``: the router picks
+    ``top_k`` logical experts per token; with EPLB the ids become physical replicas and this
+    pass's load is recorded; the fused experts run on this rank's experts; the routed output is
+    scaled when ``apply_routed_scale_to_output``; the shared experts' output is added.
+
+    With ``ep_size > 1`` the result is this rank's partial sum (its experts, plus the shared
+    experts on rank 0 only), so the sum over the ranks is the layer's output; combining ranks
+    over a process group is the distributed prepare/finalize's job.
+
+    Parameters (NaN until loaded or set): ``w13_weight [E_local, 2I, K]`` (gate rows, then up
+    rows; ``swigluoai``: interleaved), ``w2_weight [E_local, K, I]``, and with ``has_bias``
+    ``w13_bias [E_local, 2I]``, ``w2_bias [E_local, K]``. Buffers: ``expert_map`` (int32
+    ``[global_num_experts]``, when ``ep_size > 1``), ``e_score_correction_bias`` (float32
+    ``[E]``, when given).
+    """
+
+    expert_map: torch.Tensor | None
+    e_score_correction_bias: torch.Tensor | None
+
+    def __init__(self, *, router: Router, num_experts: int, top_k: int, hidden_size: int,
+                 intermediate_size: int, params_dtype: torch.dtype, device: torch.device,
+                 activation: MoEActivation, has_bias: bool, apply_router_weight_on_input: bool,
+                 routed_scaling_factor: float, apply_routed_scale_to_output: bool,
+                 ep_size: int, ep_rank: int, num_local_experts: int,
+                 expert_map: torch.Tensor | None, local_expert_ids: torch.Tensor,
+                 e_score_correction_bias: torch.Tensor | None,
+                 shared_experts: nn.Module | None, eplb_state: EplbState | None,
+                 checkpoint_names: tuple[str, str, str], backend: Backend,
+                 check_ids: bool) -> None:  # fmt: skip
+        super().__init__()
+        self.router = router
+        self.num_experts = num_experts
+        self.top_k = top_k
+        self.hidden_size = hidden_size
+        self.intermediate_size = intermediate_size
+        self.activation = activation
+        self.has_bias = has_bias
+        self.apply_router_weight_on_input = apply_router_weight_on_input
+        self.routed_scaling_factor = routed_scaling_factor
+        self.apply_routed_scale_to_output = apply_routed_scale_to_output
+        self.ep_size, self.ep_rank = ep_size, ep_rank
+        self.num_local_experts = num_local_experts
+        self.global_num_experts = (
+            eplb_state.num_replicas if eplb_state is not None else num_experts
+        )
+        self.local_expert_ids = local_expert_ids
+        self.eplb_state = eplb_state
+        self.checkpoint_names = checkpoint_names
+        self.backend: Backend = backend
+        self.check_ids = check_ids
+        self.interleaved_gate_up = activation == MoEActivation.SWIGLUOAI
+        rows = 2 * intermediate_size if activation.is_gated else intermediate_size
+        options: dict[str, Any] = {"dtype": params_dtype, "device": device}
+        nan = float("nan")
+        self.w13_weight = nn.Parameter(
+            torch.full((num_local_experts, rows, hidden_size), nan, **options), requires_grad=False
+        )
+        self.w2_weight = nn.Parameter(
+            torch.full((num_local_experts, hidden_size, intermediate_size), nan, **options),
+            requires_grad=False,
+        )
+        self.w13_bias: nn.Parameter | None = None
+        self.w2_bias: nn.Parameter | None = None
+        if has_bias:
+            self.w13_bias = nn.Parameter(torch.full((num_local_experts, rows), nan, **options),
+                                         requires_grad=False)  # fmt: skip
+            self.w2_bias = nn.Parameter(
+                torch.full((num_local_experts, hidden_size), nan, **options), requires_grad=False
+            )
+        self.register_buffer("expert_map", expert_map.to(device) if expert_map is not None
+                             else None)  # fmt: skip
+        self.register_buffer("e_score_correction_bias", e_score_correction_bias)
+        self.shared_experts = shared_experts
+
+    # --- the forward pass -------------------------------------------------------------------
+
+    def forward(self, hidden_states: torch.Tensor, router_logits: torch.Tensor) -> torch.Tensor:
+        """``[T, K]`` output for ``hidden_states [T, K]`` (``params_dtype``) and
+        ``router_logits [T, num_experts]`` (any float dtype).
+
+        Raises:
+            TypeError: non-tensor inputs, or hidden states not in the parameters' dtype.
+            ValueError: shapes that do not match the layer, or tensors on another device.
+        """
+        self._check_inputs(hidden_states, router_logits)
+        topk_weights, topk_ids = self.router.select_experts(hidden_states, router_logits)
+        if self.eplb_state is not None:
+            self.eplb_state.to(hidden_states.device)
+            topk_ids = self.eplb_state.record(0, topk_ids)
+        output = fused_experts(
+            hidden_states, self.w13_weight, self.w2_weight, topk_weights, topk_ids,
+            activation=self.activation, expert_map=self.expert_map,
+            global_num_experts=self.global_num_experts,
+            apply_router_weight_on_input=self.apply_router_weight_on_input,
+            w1_bias=self.w13_bias, w2_bias=self.w2_bias, backend=self.backend,
+            check_ids=self.check_ids,
+        )  # fmt: skip
+        if self.apply_routed_scale_to_output and self.routed_scaling_factor != 1.0:
+            output = output * self.routed_scaling_factor
+        if self.shared_experts is not None and self.ep_rank == 0:
+            output = output + self.shared_experts(hidden_states)
+        return output
+
+    def _check_inputs(self, hidden_states: object, router_logits: object) -> None:
+        for name, value in (("hidden_states", hidden_states), ("router_logits", router_logits)):
+            if not isinstance(value, torch.Tensor):
+                raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+        assert isinstance(hidden_states, torch.Tensor) and isinstance(router_logits, torch.Tensor)
+        if hidden_states.dim() != 2 or hidden_states.shape[1] != self.hidden_size:
+            raise ValueError(f"hidden_states must be [T, hidden_size={self.hidden_size}], got "
+                             f"{tuple(hidden_states.shape)}")  # fmt: skip
+        if hidden_states.dtype != self.w13_weight.dtype:
+            raise TypeError(f"hidden_states is {hidden_states.dtype} but the layer's parameters "
+                            f"are {self.w13_weight.dtype}")  # fmt: skip
+        expected = (hidden_states.shape[0], self.num_experts)
+        if tuple(router_logits.shape) != expected:
+            raise ValueError(f"router_logits must be [T, num_experts] = {list(expected)}, got "
+                             f"{list(router_logits.shape)}")  # fmt: skip
+        for name, tensor in (("hidden_states", hidden_states), ("router_logits", router_logits)):
+            if tensor.device != self.w13_weight.device:
+                raise ValueError(f"{name} is on {tensor.device} but the layer is on "
+                                 f"{self.w13_weight.device}")  # fmt: skip
+
+    def _apply(self, fn, recurse: bool = True):  # type: ignore[no-untyped-def]
+        """Module.to() re-creates buffers; the router must read the moved bias."""
+        super()._apply(fn, recurse)
+        if self.e_score_correction_bias is not None and hasattr(self.router,
+                                                                "e_score_correction_bias"):  # fmt: skip
+            self.router.e_score_correction_bias = self.e_score_correction_bias
+        wrapped = getattr(self.router, "wrapped", None)
+        if self.e_score_correction_bias is not None and hasattr(wrapped, "e_score_correction_bias"):
+            wrapped.e_score_correction_bias = self.e_score_correction_bias
+        return self
+
+    # --- EPLB --------------------------------------------------------------------------------
+
+    def local_logical_experts(self) -> torch.Tensor:
+        """int64 ``[E_local]`` (CPU): the logical expert each local weight slot holds."""
+        ids = self.local_expert_ids.long()
+        if self.eplb_state is None:
+            return ids
+        return self.eplb_state.physical_to_logical_map[0].cpu()[ids]
+
+    def eplb_step(self) -> Rearrangement | None:
+        """End a forward pass for EPLB: move its load into the window and, every
+        ``eplb_step_interval`` steps, rearrange (moving the weights). Returns the
+        rearrangement, if one happened."""
+        state = self._require_eplb()
+        if (state.steps + 1) % state.step_interval == 0:
+            self._refuse_remote_moves()
+        rearrangement = state.step()
+        if rearrangement is not None:
+            self._move_weights(rearrangement)
+        return rearrangement
+
+    def rearrange(self) -> Rearrangement:
+        """Rebalance now on the window's load: new maps, expert weights moved inside the layer.
+        Outputs for the same input are the same before and after (every replica holds a copy of
+        its expert)."""
+        state = self._require_eplb()
+        self._refuse_remote_moves()
+        rearrangement = state.rearrange()
+        self._move_weights(rearrangement)
+        return rearrangement
+
+    def _require_eplb(self) -> EplbState:
+        if self.eplb_state is None:
+            raise RuntimeError("this layer was built without enable_eplb=True")
+        return self.eplb_state
+
+    def _refuse_remote_moves(self) -> None:
+        if self.ep_size > 1:
+            raise NotImplementedError(
+                "rearranging with ep_size > 1 moves weights between ranks; a single-process layer "
+                "holds only its own rank's experts (use the distributed expert-parallel layer)"
+            )
+
+    def _move_weights(self, rearrangement: Rearrangement) -> None:
+        """Every slot that changes expert copies the weights from its move's source slot; all
+        sources are read before any slot is written."""
+        if not rearrangement.moves:
+            return
+        source = torch.arange(self.num_local_experts)
+        for move in rearrangement.moves:
+            source[move.target_slot] = move.source_slot
+        params = [self.w13_weight, self.w2_weight, self.w13_bias, self.w2_bias]
+        with torch.no_grad():
+            for param in params:
+                if param is not None:
+                    param.copy_(param[source.to(param.device)])
+
+    # --- checkpoints -------------------------------------------------------------------------
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
+        """See :func:`moekit.experts.layer.checkpoint.load_weights`."""
+        return checkpoint.load_weights(self, weights)
+
+    def load_checkpoint(self, paths: str | Path | list[str | Path], prefix: str = "") -> set[str]:
+        """See :func:`moekit.experts.layer.checkpoint.load_checkpoint`."""
+        return checkpoint.load_checkpoint(self, paths, prefix)
+
+    def extra_repr(self) -> str:
+        return (f"num_experts={self.num_experts}, top_k={self.top_k}, "
+                f"hidden_size={self.hidden_size}, intermediate_size={self.intermediate_size}, "
+                f"activation={self.activation.value}, local_experts={self.num_local_experts}, "
+                f"ep={self.ep_rank}/{self.ep_size}, eplb={self.eplb_state is not None}")  # fmt: skip
