@@ -28,7 +28,8 @@ def fill_layer(layer, seed: int, scale: float = 0.1) -> dict[str, np.ndarray]:
     rows = layer.w13_weight.shape[1]
     logical = {
         "w1": rng.standard_normal((num_logical, rows, layer.hidden_size)) * scale,
-        "w2": rng.standard_normal((num_logical, layer.hidden_size, layer.intermediate_size)) * scale,
+        "w2": rng.standard_normal((num_logical, layer.hidden_size, layer.intermediate_size))
+        * scale,
     }
     if layer.has_bias:
         logical["b1"] = rng.standard_normal((num_logical, rows)) * scale
@@ -99,14 +100,31 @@ def assert_close(actual: torch.Tensor, expected: np.ndarray, seed: int, tol: flo
 CONFIGS = {
     "softmax": dict(num_experts=8, top_k=2, routing={}),
     "deepseek": dict(
-        num_experts=16, top_k=4, scale=2.5, shared=True,
-        routing=dict(use_grouped_topk=True, num_expert_group=4, topk_group=2,
-                     scoring_func="sigmoid", bias=True),
+        num_experts=16,
+        top_k=4,
+        scale=2.5,
+        shared=True,
+        routing=dict(
+            use_grouped_topk=True,
+            num_expert_group=4,
+            topk_group=2,
+            scoring_func="sigmoid",
+            bias=True,
+        ),
     ),  # fmt: skip
     "deepseek_scale_output": dict(
-        num_experts=16, top_k=4, scale=2.5, scale_output=True, shared=True,
-        routing=dict(use_grouped_topk=True, num_expert_group=4, topk_group=2,
-                     scoring_func="sigmoid", bias=True),
+        num_experts=16,
+        top_k=4,
+        scale=2.5,
+        scale_output=True,
+        shared=True,
+        routing=dict(
+            use_grouped_topk=True,
+            num_expert_group=4,
+            topk_group=2,
+            scoring_func="sigmoid",
+            bias=True,
+        ),
     ),  # fmt: skip
     "biased_sigmoid": dict(num_experts=8, top_k=3, routing=dict(scoring_func="sigmoid", bias=True)),
     "gpt_oss_like": dict(num_experts=6, top_k=2, activation="swigluoai", has_bias=True, routing={}),

@@ -47,7 +47,9 @@ def make_expert_params_mapping(ckpt_gate_proj_name: str = "gate_proj",
         raise ValueError(f"num_experts must be an int >= 1, got {num_experts!r}")
     if (isinstance(num_redundant_experts, bool) or not isinstance(num_redundant_experts, int)
             or num_redundant_experts < 0):  # fmt: skip
-        raise ValueError(f"num_redundant_experts must be an int >= 0, got {num_redundant_experts!r}")
+        raise ValueError(
+            f"num_redundant_experts must be an int >= 0, got {num_redundant_experts!r}"
+        )
     names = {"ckpt_gate_proj_name": ckpt_gate_proj_name, "ckpt_up_proj_name": ckpt_up_proj_name,
              "ckpt_down_proj_name": ckpt_down_proj_name}  # fmt: skip
     for argument, name in names.items():
@@ -134,8 +136,8 @@ def load_weights(runner: MoERunner, weights: Iterable[tuple[str, torch.Tensor]])
                 view = _shard_view(runner, shard_of[projection], kind, slot)
                 _copy_checked(view, tensor, name)
                 used.add(name)
-        elif name.startswith("shared_experts.") and name[len("shared_experts."):] in shared:
-            _copy_checked(shared[name[len("shared_experts."):]], tensor, name)
+        elif name.startswith("shared_experts.") and name[len("shared_experts.") :] in shared:
+            _copy_checked(shared[name[len("shared_experts.") :]], tensor, name)
             used.add(name)
         elif name == "gate.e_score_correction_bias" and runner.e_score_correction_bias is not None:
             _copy_checked(runner.e_score_correction_bias, tensor, name)
@@ -175,7 +177,7 @@ def load_checkpoint(runner: MoERunner, paths: str | Path | Sequence[str | Path],
             raise FileNotFoundError(f"checkpoint file {file} does not exist")
         with safe_open(str(file), framework="pt") as handle:
             names = [n for n in handle.keys() if n.startswith(lead)]  # noqa: SIM118 (not a dict)
-            pairs = ((n[len(lead):], handle.get_tensor(n)) for n in names)
+            pairs = ((n[len(lead) :], handle.get_tensor(n)) for n in names)
             used |= load_weights(runner, pairs)
     missing = {name: shape for name, shape in expected_weights(runner).items()
                if name not in used}  # fmt: skip
@@ -183,5 +185,7 @@ def load_checkpoint(runner: MoERunner, paths: str | Path | Sequence[str | Path],
         listed = ", ".join(f"{lead}{name} (expected shape {list(shape)})"
                            for name, shape in list(missing.items())[:5])  # fmt: skip
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-        raise ValueError(f"checkpoint lacks {len(missing)} tensor(s) the layer needs: {listed}{more}")
+        raise ValueError(
+            f"checkpoint lacks {len(missing)} tensor(s) the layer needs: {listed}{more}"
+        )
     return {lead + name for name in used}

@@ -142,10 +142,10 @@ def FusedMoE(  # noqa: N802 (vLLM's public name: engines switch by renaming the 
         raise ValueError(f"top_k={top_k} exceeds num_experts={num_experts}")
     if apply_router_weight_on_input and top_k != 1:
         raise ValueError(f"apply_router_weight_on_input needs top_k == 1, got top_k={top_k}")
-    if use_grouped_topk and num_expert_group:
-        if num_experts % _positive(num_expert_group, "num_expert_group"):
-            raise ValueError(f"grouped top-k needs num_experts={num_experts} to be a multiple of "
-                             f"num_expert_group={num_expert_group}")  # fmt: skip
+    if (use_grouped_topk and num_expert_group
+            and num_experts % _positive(num_expert_group, "num_expert_group")):  # fmt: skip
+        raise ValueError(f"grouped top-k needs num_experts={num_experts} to be a multiple of "
+                         f"num_expert_group={num_expert_group}")  # fmt: skip
     if expert_placement not in PLACEMENTS:
         raise ValueError(f"expert_placement must be one of {PLACEMENTS}, got {expert_placement!r}")
     if num_redundant_experts and not enable_eplb:

@@ -64,9 +64,7 @@ class MoERunner(nn.Module):
         self.apply_routed_scale_to_output = apply_routed_scale_to_output
         self.ep_size, self.ep_rank = ep_size, ep_rank
         self.num_local_experts = num_local_experts
-        self.global_num_experts = (
-            eplb_state.num_replicas if eplb_state is not None else num_experts
-        )
+        self.global_num_experts = eplb_state.num_replicas if eplb_state is not None else num_experts
         self.local_expert_ids = local_expert_ids
         self.eplb_state = eplb_state
         self.checkpoint_names = checkpoint_names
