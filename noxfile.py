@@ -139,7 +139,18 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """Align a realistic routed batch and print a readable summary."""
+    """The README's main command: a DeepSeek-style MoE layer serves a skewed stream, checked
+    against the NumPy reference, then rebalanced by EPLB (plot in demo-out/)."""
+    _install_torch(session, DEFAULT_TORCH)
+    session.install(*_paths("reference", "align", "routing", "eplb"),
+                    f"{ROOT / PACKAGES['experts'][0]}[eplb,checkpoint]", "tqdm", "matplotlib")  # fmt: skip
+    session.run("python", str(ROOT / "examples" / "moe_layer_demo.py"),
+                "--plot", str(ROOT / "demo-out" / "eplb_rank_load.png"), *session.posargs)  # fmt: skip
+
+
+@nox.session(name="demo-align")
+def demo_align(session: nox.Session) -> None:
+    """The alignment demo: a skewed routed batch aligned by each backend."""
     _install_torch(session, DEFAULT_TORCH)
     session.install(*_paths("reference", "align"), INTERPRETER_TRITON)
     session.run(

@@ -13,8 +13,6 @@ from moekit.align import (
     moe_sum,
 )
 from moekit.experts._triton_impl.configs import get_config
-from moekit.experts._triton_impl.gate_up_gemm import invoke_gate_up_gemm
-from moekit.experts._triton_impl.grouped_gemm import invoke_grouped_gemm
 from moekit.experts._triton_impl.tile_source import TileSource
 from moekit.experts.activation import MoEActivation, adjust_N_for_activation
 from moekit.experts.modular_kernel import FusedMoEActivationFormat, FusedMoEExpertsModular
@@ -22,6 +20,18 @@ from moekit.experts.topk_weight_and_reduce import (
     TopKWeightAndReduceDelegate,
     TopKWeightAndReduceNoOP,
 )
+
+
+def _gemms():  # type: ignore[no-untyped-def]
+    """The two Triton GEMM launchers, imported on first use so that ``moekit.experts`` (and its
+    torch path) imports without Triton."""
+    try:
+        from moekit.experts._triton_impl.gate_up_gemm import invoke_gate_up_gemm
+        from moekit.experts._triton_impl.grouped_gemm import invoke_grouped_gemm
+    except ImportError as error:
+        raise ImportError("the Triton experts need Triton: pip install 'moekit-experts[triton]' "
+                          "(or use backend='torch')") from error  # fmt: skip
+    return invoke_gate_up_gemm, invoke_grouped_gemm
 
 
 class TritonExperts(FusedMoEExpertsModular):
@@ -66,6 +76,7 @@ class TritonExperts(FusedMoEExpertsModular):
                 topk_ids, config.BLOCK_M, global_num_experts, expert_map,
                 ignore_invalid_experts=True, backend="triton",
             ))  # fmt: skip
+        invoke_gate_up_gemm, invoke_grouped_gemm = _gemms()
         activated = workspace2.view(-1)[: num_slots * n_act].view(num_slots, n_act)
         invoke_gate_up_gemm(hidden_states, w1, activated, self.quant_config.w1_bias, tiles,
                             top_k, MoEActivation.parse(activation), config)  # fmt: skip
@@ -115,6 +126,7 @@ class BatchedTritonExperts(FusedMoEExpertsModular):
         tiles = TileSource(*batched_moe_align_block_size(
             rows, config.BLOCK_M, expert_tokens_meta.expert_num_tokens, backend="triton"
         ))  # fmt: skip
+        invoke_gate_up_gemm, invoke_grouped_gemm = _gemms()
         activated = workspace2.view(-1)[: flat_rows * n_act].view(flat_rows, n_act)
         invoke_gate_up_gemm(hidden_states.view(flat_rows, k), w1, activated,
                             self.quant_config.w1_bias, tiles, 1, MoEActivation.parse(activation),
