@@ -130,11 +130,30 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def docs(session: nox.Session) -> None:
-    """Build the documentation site strictly (warnings are errors)."""
+    """Run every code block of the docs, then build the site strictly into site/."""
     _install_torch(session, DEFAULT_TORCH)
-    session.install(*_paths("reference", "align", "conformance", "routing", "experts", "eplb"))
-    session.install("mkdocs-material", "mkdocstrings-python")
+    session.install(*_paths("reference", "align", "conformance", "routing", "experts", "eplb"),
+                    "mkdocs-material", "mkdocstrings-python", "pytest", "safetensors")  # fmt: skip
+    _pytest(session, "-q", "-p", "no:cacheprovider", str(ROOT / "docs" / "_tests"))
     session.run("mkdocs", "build", "--strict", "--site-dir", str(ROOT / "site"))
+
+
+@nox.session(name="docs-check")
+def docs_check(session: nox.Session) -> None:
+    """Build the site, serve it on localhost and open every page in headless Chromium (Debian's,
+    installed here when missing): no console errors, the search answers, and screenshots of the
+    home and benchmarks pages in docs-check-out/."""
+    if shutil.which("chromium") is None:
+        session.log("chromium is missing: installing Debian's package")
+        session.run("apt-get", "install", "-y", "-q", "chromium", external=True, silent=True)
+    _install_torch(session, DEFAULT_TORCH)
+    session.install(*_paths("reference", "align", "conformance", "routing", "experts", "eplb"),
+                    "mkdocs-material", "mkdocstrings-python", "playwright")  # fmt: skip
+    site = Path(session.create_tmp()) / "site"
+    session.run("mkdocs", "build", "--strict", "--quiet", "--site-dir", str(site))
+    session.run("python", str(ROOT / "docs" / "_tests" / "check_site.py"), str(site),
+                "--chromium", shutil.which("chromium") or "/usr/bin/chromium",
+                "--out", str(ROOT / "docs-check-out"))  # fmt: skip
 
 
 @nox.session

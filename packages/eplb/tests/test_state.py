@@ -79,3 +79,17 @@ def test_bad_construction():
     state = EplbState(2, 8, 8)
     with pytest.raises(ValueError, match="layer"):
         state.record(2, torch.zeros(1, 1, dtype=torch.int32))
+
+
+def test_to_moves_every_tensor_and_keeps_them_when_already_there():
+    state = EplbState(2, 4, 6, num_ranks=2)
+    same = state.to("cpu")
+    assert same is state and state.physical_to_logical_map.device.type == "cpu"
+    before = state.logical_to_physical_map
+    state.to("cpu")
+    assert state.logical_to_physical_map is before  # in place: graphs holding the maps stay valid
+    state.to("meta")
+    for name in ("physical_to_logical_map", "logical_to_physical_map", "logical_replica_count",
+                 "expert_load_pass", "expert_load_window"):  # fmt: skip
+        assert getattr(state, name).device.type == "meta", name
+    assert state.device.type == "meta"

@@ -251,8 +251,11 @@ def test_eplb_records_load_and_rearranging_keeps_outputs(backend):
     assert not torch.equal(old_map, layer.eplb_state.physical_to_logical_map)
     assert rearrangement.balancedness_after >= rearrangement.balancedness_before
     after = layer(x, logits)
-    torch.testing.assert_close(after, before, rtol=1e-6, atol=1e-7,
-                               msg=lambda m: f"{m} (seed {seed})")  # fmt: skip
+    if backend == "triton":  # each output element's K loop is the same whatever the tile's rows
+        assert torch.equal(after, before), f"seed {seed}"
+    else:  # the torch path's GEMMs may round differently when a group's row count changes
+        torch.testing.assert_close(after, before, rtol=1e-6, atol=1e-7,
+                                   msg=lambda m: f"{m} (seed {seed})")  # fmt: skip
     # every slot now holds a copy of the logical expert the new map names
     slots = layer.local_logical_experts()
     fresh, _ = build(config, seed, backend)

@@ -89,33 +89,41 @@ def FusedMoE(  # noqa: N802 (vLLM's public name: engines switch by renaming the 
     Args:
         num_experts: logical experts ``E`` of the model.
         top_k: experts per token.
-        hidden_size: ``K``. intermediate_size: ``I`` per expert (after any TP split).
+        hidden_size: ``K``.
+        intermediate_size: ``I`` per expert (after any TP split).
         params_dtype: dtype of the expert weights and of the hidden states (default: torch's
             default dtype).
-        renormalize, use_grouped_topk, num_expert_group, topk_group, custom_routing_function,
-            scoring_func, e_score_correction_bias: the routing, as
-            :func:`moekit.routing.create_router` takes it. The bias becomes the buffer
-            ``e_score_correction_bias`` (float32 ``[E]``), loaded from
-            ``gate.e_score_correction_bias``.
+        renormalize: renormalise the top-k weights (see :func:`moekit.routing.create_router`).
+        use_grouped_topk: DeepSeek's grouped top-k.
+        num_expert_group: expert groups of the grouped top-k.
+        topk_group: groups kept by the grouped top-k.
+        custom_routing_function: ``fn(hidden_states=, gating_output=, topk=, renormalize=)``.
+        scoring_func: ``"softmax"`` or ``"sigmoid"``.
         routed_scaling_factor: multiplies the routed weights, or the routed output when
             ``apply_routed_scale_to_output`` (then the router does not scale).
+        e_score_correction_bias: ``[E]`` selection bias; it becomes the float32 buffer
+            ``e_score_correction_bias``, loaded from ``gate.e_score_correction_bias``.
         apply_router_weight_on_input: scale the input by the weight (``top_k == 1`` only).
-        activation: a :class:`MoEActivation` or its name; ``has_bias``: per-expert biases.
-        ep_size, ep_rank, expert_placement: this rank's share of the experts
-            (:func:`determine_expert_map`; ``"linear"`` or ``"round_robin"``).
-        enable_eplb, num_redundant_experts: EPLB with ``E + num_redundant_experts`` physical
-            slots; the router's logical ids go through
-            :func:`moekit.eplb.map_to_physical_and_record`, which records the load. Needs
-            ``moekit-experts[eplb]``.
+        activation: a :class:`MoEActivation` or its name.
+        has_bias: per-expert biases ``w13_bias``, ``w2_bias``.
+        ep_size: ranks of the expert-parallel group.
+        ep_rank: this rank.
+        expert_placement: ``"linear"`` or ``"round_robin"`` (:func:`determine_expert_map`).
+        enable_eplb: EPLB: the router's logical ids go through
+            :func:`moekit.eplb.map_to_physical_and_record`, which records the load (needs
+            ``moekit-experts[eplb]``).
+        num_redundant_experts: extra physical slots with EPLB (``E + R`` in all).
         shared_experts: a module ``[T, K] -> [T, K]`` added to the output
             (:class:`SharedExpertsMLP` has the checkpoint's naming).
+        apply_routed_scale_to_output: scale the routed output instead of the weights.
         router: a ready :class:`moekit.routing.Router` instead of building one (for example a
             :class:`moekit.routing.RoutingSimulatorRouter`).
         eplb_policy: ``"default"``, ``"ilp"`` or an ``AbstractEplbPolicy`` subclass.
-        eplb_num_ranks, eplb_num_nodes: the layout the policy balances for (default: ``ep_size``
-            ranks on one node); a single process can plan for simulated ranks.
-        eplb_window_size, eplb_step_interval: passes in the load window; steps between
-            rearrangements.
+        eplb_num_ranks: ranks the policy balances for (default ``ep_size``); a single process
+            can plan for simulated ranks.
+        eplb_num_nodes: nodes the policy balances for.
+        eplb_window_size: passes in the load window.
+        eplb_step_interval: ``eplb_step()`` calls between rearrangements.
         checkpoint_names: the gate, up and down projection names in checkpoints.
         device: where the parameters live (default CPU).
         backend: ``"auto"``, ``"triton"`` or ``"torch"`` for the fused experts and the router.

@@ -16,7 +16,8 @@ class SharedExpertsMLP(nn.Module):
         intermediate_size: ``I`` of the shared experts together (DeepSeek-V3: one expert of 2048;
             ``n`` shared experts of ``I`` each are one MLP of ``n * I``).
         activation: a gated :class:`MoEActivation` other than ``swigluoai`` (default ``silu``).
-        dtype, device: of the parameters.
+        dtype: of the parameters.
+        device: of the parameters.
 
     Parameters ``gate_proj.weight [I, K]``, ``up_proj.weight [I, K]``, ``down_proj.weight
     [K, I]`` (no gradient) start as NaN, so a forward before loading is loud, not quietly wrong.
