@@ -79,7 +79,22 @@ def tests(session: nox.Session, package: str) -> None:
         to_install += _paths("align", "routing", "experts", "eplb")  # its tests load the adapter
     extras += TEST_EXTRAS.get(package, [])
     session.install(*to_install, *extras, "pytest", "hypothesis")
-    _pytest(session, "-q", str(ROOT / path / "tests"), env=INTERPRETER_ENV)
+    _pytest(session, "-q", "-m", "not distributed", str(ROOT / path / "tests"),
+            env=INTERPRETER_ENV)  # fmt: skip
+
+
+@nox.session
+def distributed(session: nox.Session) -> None:
+    """The FusedMoE layer over torch.distributed: gloo, 2 and 4 processes on this machine."""
+    _install_torch(session, DEFAULT_TORCH)
+    session.install(*_paths("align", "routing", "eplb", "experts"), "pytest")
+    _pytest(
+        session,
+        "-q",
+        "-m",
+        "distributed",
+        str(ROOT / "packages" / "experts" / "tests" / "test_distributed.py"),
+    )
 
 
 @nox.session
@@ -238,7 +253,7 @@ def build(session: nox.Session) -> None:
 @nox.session
 def ci(session: nox.Session) -> None:
     """What .ci/run runs: lint, every package's tests, conformance on every torch, docs."""
-    for target in ["lint", *(f"tests(package='{p}')" for p in PACKAGES)]:
+    for target in ["lint", *(f"tests(package='{p}')" for p in PACKAGES), "distributed"]:
         session.notify(target)
     for version in TORCH_VERSIONS:
         session.notify(f"conformance(torch='{version}')")

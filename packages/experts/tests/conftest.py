@@ -16,3 +16,7 @@ def poisoned_workspaces(monkeypatch):
         return torch.full(shape, float("nan"), device=device, dtype=dtype)
 
     monkeypatch.setattr(kernel, "allocate_workspace", poisoned)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "distributed: spawns gloo processes (nox -s distributed)")

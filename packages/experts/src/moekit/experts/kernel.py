@@ -69,11 +69,15 @@ class FusedMoEKernel(torch.nn.Module):
         num_tokens = hidden_states.shape[0]
         output = allocate_workspace(tuple(hidden_states.shape), hidden_states.device,
                                     hidden_states.dtype)  # fmt: skip
-        if num_tokens > 0:
-            step = num_tokens
-            if self.chunk_size is not None and self.fused_experts.supports_chunking():
+        # A prepare/finalize that exchanges tokens between ranks runs collectives: every rank
+        # must make the same calls, with or without tokens, in one chunk.
+        collective = self.prepare_finalize.is_collective
+        if num_tokens > 0 or collective:
+            step = max(num_tokens, 1)
+            if (self.chunk_size is not None and self.fused_experts.supports_chunking()
+                    and not collective):  # fmt: skip
                 step = self.chunk_size
-            for start in range(0, num_tokens, step):
+            for start in range(0, max(num_tokens, 1), step):
                 rows = slice(start, min(start + step, num_tokens))
                 self._run_chunk(output[rows], hidden_states[rows], w1, w2, topk_weights[rows],
                                 topk_ids[rows], act, global_num_experts, expert_map,
@@ -99,9 +103,10 @@ class FusedMoEKernel(torch.nn.Module):
         workspace13 = allocate_workspace(shape13, device, dtype)
         workspace2 = allocate_workspace(shape2, device, dtype)
         fused_out = allocate_workspace(out_shape, device, dtype)
-        experts.apply(fused_out, a1q, w1, w2, weights, ids, activation, global_num_experts,
-                      expert_map, a1q_scale, None, workspace13, workspace2, meta,
-                      apply_router_weight_on_input)  # fmt: skip
+        if a1q.shape[0] > 0:  # a dispatching prepare may leave this rank no rows
+            experts.apply(fused_out, a1q, w1, w2, weights, ids, activation, global_num_experts,
+                          expert_map, a1q_scale, None, workspace13, workspace2, meta,
+                          apply_router_weight_on_input)  # fmt: skip
         reduce_impl = experts.finalize_weight_and_reduce_impl()
         self.prepare_finalize.finalize(output, fused_out, weights, ids,
                                        apply_router_weight_on_input, reduce_impl)  # fmt: skip

@@ -61,6 +61,10 @@ class FusedMoEPrepareAndFinalize(abc.ABC):
     @abc.abstractmethod
     def activation_format(self) -> FusedMoEActivationFormat: ...
 
+    #: Whether prepare/finalize run collectives across ranks: then every rank calls them once
+    #: per forward, with or without tokens, and the kernel does not chunk.
+    is_collective: bool = False
+
     def topk_indices_dtype(self) -> torch.dtype | None:
         """The id dtype ``prepare`` needs, or None for any."""
         return None

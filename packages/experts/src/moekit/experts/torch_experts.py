@@ -82,7 +82,7 @@ class TorchExperts(FusedMoEExpertsModular):
             out = out * topk_weights.reshape(-1)[kept].float()[:, None]
         per_slot = out.new_zeros((num_tokens * top_k, out.shape[1]))
         per_slot[kept] = out
-        output.copy_(per_slot.view(num_tokens, top_k, -1).sum(dim=1))
+        output.copy_(per_slot.view(num_tokens, top_k, output.shape[-1]).sum(dim=1))
 
 
 class NaiveBatchedExperts(FusedMoEExpertsModular):

@@ -49,6 +49,25 @@ def _eplb_state(num_experts: int, num_physical: int, num_groups: int, ep_size: i
                      step_interval=eplb_step_interval, device=device)  # fmt: skip
 
 
+def _group_rank(process_group: Any, ep_size: int, ep_rank: int, num_physical: int,
+                enable_eplb: bool) -> tuple[int, int]:  # fmt: skip
+    """``(ep_size, ep_rank)`` from the group; explicit values must agree with it."""
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_initialized():
+        raise ValueError("process_group needs torch.distributed initialised (init_process_group)")
+    group = None if process_group is dist.group.WORLD else process_group
+    size, rank = dist.get_world_size(group), dist.get_rank(group)
+    if ep_size not in (1, size) or ep_rank not in (0, rank):
+        raise ValueError(f"ep_size={ep_size}, ep_rank={ep_rank} disagree with the process group "
+                         f"(size {size}, this rank {rank}); leave them out")  # fmt: skip
+    what = "the replicas (num_experts + num_redundant_experts)" if enable_eplb else "num_experts"
+    if num_physical % size:
+        raise ValueError(f"the process group's size {size} does not divide {what} = "
+                         f"{num_physical}")  # fmt: skip
+    return size, rank
+
+
 def FusedMoE(  # noqa: N802 (vLLM's public name: engines switch by renaming the import)
     num_experts: int,
     top_k: int,
@@ -83,6 +102,7 @@ def FusedMoE(  # noqa: N802 (vLLM's public name: engines switch by renaming the 
     checkpoint_names: tuple[str, str, str] = ("gate_proj", "up_proj", "down_proj"),
     device: torch.device | str | None = None,
     backend: Backend = "auto",
+    process_group: Any = None,
 ) -> MoERunner:
     """A fused-MoE layer: router, expert weights and the modular kernel in one module.
 
@@ -127,6 +147,11 @@ def FusedMoE(  # noqa: N802 (vLLM's public name: engines switch by renaming the 
         checkpoint_names: the gate, up and down projection names in checkpoints.
         device: where the parameters live (default CPU).
         backend: ``"auto"``, ``"triton"`` or ``"torch"`` for the fused experts and the router.
+        process_group: a ``torch.distributed`` group of the expert-parallel ranks (or
+            ``torch.distributed.group.WORLD``). ``ep_size`` and ``ep_rank`` then come from it,
+            each rank passes its own tokens, and tokens travel to the ranks owning their experts
+            (:class:`~moekit.experts.distributed.AllToAllPrepareAndFinalize`). The ranks check
+            at construction that they were built with the same configuration.
 
     Returns:
         A :class:`MoERunner`; its weights are NaN until loaded (``load_checkpoint``,
@@ -138,7 +163,8 @@ def FusedMoE(  # noqa: N802 (vLLM's public name: engines switch by renaming the 
             multiple of ``num_expert_group``; EPLB with ranks not dividing the replicas, or with
             ``round_robin`` placement; ``apply_router_weight_on_input`` with ``top_k > 1``;
             ``top_k > num_experts``; ``num_redundant_experts`` without EPLB; an unknown placement,
-            activation or scoring function.
+            activation or scoring function; a process group whose size does not divide the
+            experts (or the replicas, with EPLB), or ranks that disagree on the configuration.
     """
     num_experts = _positive(num_experts, "num_experts")
     top_k = _positive(top_k, "top_k")
@@ -179,6 +205,8 @@ def FusedMoE(  # noqa: N802 (vLLM's public name: engines switch by renaming the 
     elif not isinstance(router, Router):
         raise TypeError(f"router must be a moekit.routing.Router, got {type(router).__name__}")
     num_physical = num_experts + num_redundant_experts
+    if process_group is not None:
+        ep_size, ep_rank = _group_rank(process_group, ep_size, ep_rank, num_physical, enable_eplb)
     eplb_state = None
     if enable_eplb:
         eplb_state = _eplb_state(num_experts, num_physical, num_expert_group or 1, ep_size,
@@ -188,6 +216,29 @@ def FusedMoE(  # noqa: N802 (vLLM's public name: engines switch by renaming the 
     if len(checkpoint_names) != 3 or not all(isinstance(n, str) and n for n in checkpoint_names):
         raise ValueError(f"checkpoint_names must be 3 names (gate, up, down), got "
                          f"{checkpoint_names!r}")  # fmt: skip
+    prepare_finalize = None
+    if process_group is not None:
+        from moekit.experts.distributed import (
+            AllToAllPrepareAndFinalize,
+            check_same_config,
+            expert_owners,
+        )
+
+        group = None if process_group is torch.distributed.group.WORLD else process_group
+        check_same_config(
+            dict(num_experts=num_experts, top_k=top_k, hidden_size=hidden_size,
+                 intermediate_size=intermediate_size, params_dtype=str(dtype),
+                 activation=act.value, has_bias=bool(has_bias), placement=expert_placement,
+                 enable_eplb=enable_eplb, num_redundant_experts=num_redundant_experts,
+                 scoring_func=scoring_func, use_grouped_topk=use_grouped_topk,
+                 num_expert_group=num_expert_group, topk_group=topk_group,
+                 routed_scaling_factor=float(routed_scaling_factor),
+                 apply_routed_scale_to_output=apply_routed_scale_to_output,
+                 shared_experts=shared_experts is not None, ep_size=ep_size),
+            group,
+        )  # fmt: skip
+        owners = expert_owners(num_physical, ep_size, expert_placement)
+        prepare_finalize = AllToAllPrepareAndFinalize(group, owners)
     return MoERunner(
         router=router, num_experts=num_experts, top_k=top_k, hidden_size=hidden_size,
         intermediate_size=intermediate_size, params_dtype=dtype, device=target, activation=act,
@@ -198,5 +249,5 @@ def FusedMoE(  # noqa: N802 (vLLM's public name: engines switch by renaming the 
         expert_map=mapping.expert_map, local_expert_ids=mapping.local_expert_ids,
         e_score_correction_bias=bias, shared_experts=shared_experts, eplb_state=eplb_state,
         checkpoint_names=tuple(checkpoint_names), backend=backend,
-        check_ids=custom_routing_function is not None,
+        check_ids=custom_routing_function is not None, prepare_finalize=prepare_finalize,
     )  # fmt: skip

@@ -9,10 +9,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from moekit.align import Backend
+from moekit.align import Backend, resolve_backend
 from moekit.experts.activation import MoEActivation
+from moekit.experts.config import FusedMoEConfig, FusedMoEQuantConfig
 from moekit.experts.functional import fused_experts
+from moekit.experts.kernel import FusedMoEKernel
 from moekit.experts.layer import checkpoint
+from moekit.experts.modular_kernel import FusedMoEPrepareAndFinalizeModular
+from moekit.experts.torch_experts import TorchExperts
+from moekit.experts.triton_experts import TritonExperts
 
 if TYPE_CHECKING:
     from moekit.eplb import EplbState, Rearrangement
@@ -27,9 +32,11 @@ class MoERunner(nn.Module):
     pass's load is recorded; the fused experts run on this rank's experts; the routed output is
     scaled when ``apply_routed_scale_to_output``; the shared experts' output is added.
 
-    With ``ep_size > 1`` the result is this rank's partial sum (its experts, plus the shared
-    experts on rank 0 only), so the sum over the ranks is the layer's output; combining ranks
-    over a process group is the distributed prepare/finalize's job.
+    With a ``process_group``, each rank passes its own tokens: they go to the ranks owning their
+    experts and come back summed (:class:`~moekit.experts.distributed.AllToAllPrepareAndFinalize`),
+    so the result is the layer's output for those tokens. With ``ep_size > 1`` and no process
+    group, the result is this rank's partial sum (its experts, plus the shared experts on rank 0
+    only), so the sum over the ranks is the layer's output.
 
     Parameters (NaN until loaded or set): ``w13_weight [E_local, 2I, K]`` (gate rows, then up
     rows; ``swigluoai``: interleaved), ``w2_weight [E_local, K, I]``, and with ``has_bias``
@@ -50,7 +57,8 @@ class MoERunner(nn.Module):
                  e_score_correction_bias: torch.Tensor | None,
                  shared_experts: nn.Module | None, eplb_state: EplbState | None,
                  checkpoint_names: tuple[str, str, str], backend: Backend,
-                 check_ids: bool) -> None:  # fmt: skip
+                 check_ids: bool, prepare_finalize: FusedMoEPrepareAndFinalizeModular | None = None,
+                 ) -> None:  # fmt: skip
         super().__init__()
         self.router = router
         self.num_experts = num_experts
@@ -93,6 +101,7 @@ class MoERunner(nn.Module):
                              else None)  # fmt: skip
         self.register_buffer("e_score_correction_bias", e_score_correction_bias)
         self.shared_experts = shared_experts
+        self.prepare_finalize = prepare_finalize
 
     # --- the forward pass -------------------------------------------------------------------
 
@@ -109,19 +118,45 @@ class MoERunner(nn.Module):
         if self.eplb_state is not None:
             self.eplb_state.to(hidden_states.device)
             topk_ids = self.eplb_state.record(0, topk_ids)
-        output = fused_experts(
-            hidden_states, self.w13_weight, self.w2_weight, topk_weights, topk_ids,
-            activation=self.activation, expert_map=self.expert_map,
-            global_num_experts=self.global_num_experts,
-            apply_router_weight_on_input=self.apply_router_weight_on_input,
-            w1_bias=self.w13_bias, w2_bias=self.w2_bias, backend=self.backend,
-            check_ids=self.check_ids,
-        )  # fmt: skip
+        if self.prepare_finalize is None:
+            output = fused_experts(
+                hidden_states, self.w13_weight, self.w2_weight, topk_weights, topk_ids,
+                activation=self.activation, expert_map=self.expert_map,
+                global_num_experts=self.global_num_experts,
+                apply_router_weight_on_input=self.apply_router_weight_on_input,
+                w1_bias=self.w13_bias, w2_bias=self.w2_bias, backend=self.backend,
+                check_ids=self.check_ids,
+            )  # fmt: skip
+        else:
+            output = self._dispatched_experts(hidden_states, topk_weights, topk_ids)
         if self.apply_routed_scale_to_output and self.routed_scaling_factor != 1.0:
             output = output * self.routed_scaling_factor
-        if self.shared_experts is not None and self.ep_rank == 0:
+        # Partial sums (no process group) carry the shared experts on rank 0 only; dispatched
+        # outputs are whole for this rank's own tokens, so every rank adds them.
+        if self.shared_experts is not None and (
+            self.ep_rank == 0 or self.prepare_finalize is not None
+        ):
             output = output + self.shared_experts(hidden_states)
         return output
+
+    def _dispatched_experts(self, hidden_states: torch.Tensor, topk_weights: torch.Tensor,
+                            topk_ids: torch.Tensor) -> torch.Tensor:  # fmt: skip
+        """The modular kernel with this layer's prepare/finalize (tokens sent to the ranks that
+        own their experts and combined back)."""
+        assert self.prepare_finalize is not None
+        config = FusedMoEConfig(
+            num_experts=self.global_num_experts, experts_per_token=self.top_k,
+            hidden_dim=self.hidden_size, intermediate_size=self.intermediate_size,
+            in_dtype=hidden_states.dtype, activation=self.activation,
+            num_local_experts=self.num_local_experts, has_bias=self.has_bias,
+        )  # fmt: skip
+        quant = FusedMoEQuantConfig(w1_bias=self.w13_bias, w2_bias=self.w2_bias)
+        chosen = resolve_backend(self.backend, hidden_states.device)
+        experts = (TritonExperts if chosen == "triton" else TorchExperts)(config, quant)
+        kernel = FusedMoEKernel(self.prepare_finalize, experts)
+        return kernel(hidden_states, self.w13_weight, self.w2_weight, topk_weights, topk_ids,
+                      self.activation, self.global_num_experts, self.expert_map,
+                      self.apply_router_weight_on_input, check_ids=self.check_ids)  # fmt: skip
 
     def _check_inputs(self, hidden_states: object, router_logits: object) -> None:
         for name, value in (("hidden_states", hidden_states), ("router_logits", router_logits)):

@@ -1,0 +1,7 @@
+"""Expert parallelism over ``torch.distributed``: tokens go to the ranks that own their experts
+and come back summed (:class:`AllToAllPrepareAndFinalize`)."""
+
+from moekit.experts.distributed.all_to_all import AllToAllPrepareAndFinalize
+from moekit.experts.distributed.group import check_same_config, expert_owners
+
+__all__ = ["AllToAllPrepareAndFinalize", "check_same_config", "expert_owners"]
