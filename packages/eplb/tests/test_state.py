@@ -93,3 +93,23 @@ def test_to_moves_every_tensor_and_keeps_them_when_already_there():
                  "expert_load_pass", "expert_load_window"):  # fmt: skip
         assert getattr(state, name).device.type == "meta", name
     assert state.device.type == "meta"
+
+
+def test_plan_then_commit_equals_rearrange_and_bad_maps_are_refused():
+    seed = 5
+    load = torch.from_numpy(np.random.default_rng(seed).zipf(1.5, (2, 8)).astype(np.int64))
+    states = [EplbState(2, 8, 12, num_ranks=4, window_size=1) for _ in range(2)]
+    for state in states:
+        state.expert_load_window[0] = torch.zeros(2, 12, dtype=torch.int64)
+        state.expert_load_window[0, :, :8] = load
+    direct = states[0].rearrange()
+    planned = states[1].commit(states[1].plan(), states[1].logical_load())
+    assert torch.equal(direct.physical_to_logical_map, planned.physical_to_logical_map), seed
+    assert direct.moves == planned.moves and direct.moves, seed
+    assert torch.equal(states[0].logical_to_physical_map, states[1].logical_to_physical_map)
+    with pytest.raises(ValueError, match="every logical expert"):
+        states[1].commit(torch.zeros(2, 12, dtype=torch.int64), load)
+    with pytest.raises(ValueError, match=r"\[0, 8\)"):
+        states[1].commit(torch.full((2, 12), 9), load)
+    with pytest.raises(ValueError, match=r"\[2, 12\]"):
+        states[1].commit(torch.zeros(2, 11, dtype=torch.int64), load)

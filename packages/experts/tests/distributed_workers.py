@@ -72,6 +72,7 @@ def run_scenarios(rank: int, world: int, store_path: str, result_dir: str) -> No
             mine = expected[start : start + xs[rank].shape[0]]
             torch.testing.assert_close(got, mine, rtol=1e-5, atol=1e-6,
                                        msg=lambda m, s=scenario: f"{s}, rank {rank}: {m}")  # fmt: skip
+        check_eplb(whole, rank, world)
         check_async(layer, rank, world)
         check_config_mismatch(rank)
         dist.destroy_process_group()
@@ -79,6 +80,42 @@ def run_scenarios(rank: int, world: int, store_path: str, result_dir: str) -> No
         with open(os.path.join(result_dir, f"rank{rank}.err"), "w") as handle:
             handle.write(traceback.format_exc())
         raise
+
+
+def logical_w1(layer, seed: int) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(layer.num_experts, layer.w13_weight.shape[1], HIDDEN,
+                       generator=generator) / 10  # fmt: skip
+
+
+def check_eplb(whole, rank: int, world: int) -> None:  # type: ignore[no-untyped-def]
+    """Load summed over the ranks, one map on every rank, weights moved between ranks, outputs
+    the same before and after (and equal to the single-process layer)."""
+    layer = build(8, 3, process_group=dist.group.WORLD, enable_eplb=True,
+                  num_redundant_experts=world, eplb_step_interval=3)  # fmt: skip
+    fill(layer, 7)
+    xs, logits = batches(world, 8, 21, "skewed")
+    expected = whole(torch.cat(xs), torch.cat(logits))
+    start = sum(x.shape[0] for x in xs[:rank])
+    mine = expected[start : start + xs[rank].shape[0]]
+    before = layer(xs[rank], logits[rank])
+    torch.testing.assert_close(before, mine, rtol=1e-5, atol=1e-6)
+    assert layer.eplb_step() is None
+    layer(xs[rank], logits[rank])
+    assert layer.eplb_step() is None
+    layer(xs[rank], logits[rank])
+    rearrangement = layer.eplb_step()  # the third step rearranges
+    assert rearrangement is not None and rearrangement.moves, "nothing moved"
+    maps: list[object] = [None] * world
+    dist.all_gather_object(maps, layer.eplb_state.physical_to_logical_map.tolist())
+    assert all(m == maps[0] for m in maps), "the ranks committed different maps"
+    crossing = [m for m in rearrangement.moves
+                if m.source_slot // layer.num_local_experts != m.target_slot // layer.num_local_experts]  # fmt: skip
+    assert crossing, "no weight crossed ranks: the test would not see a broken exchange"
+    slots = layer.local_logical_experts()
+    assert torch.equal(layer.w13_weight, logical_w1(layer, 7)[slots]), f"rank {rank}: wrong weights"
+    after = layer(xs[rank], logits[rank])
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-6)
 
 
 def check_async(layer, rank: int, world: int) -> None:  # type: ignore[no-untyped-def]

@@ -146,14 +146,19 @@ class EplbState:
             self.expert_load_pass[layer], num_valid_tokens, backend=backend,
         )  # fmt: skip
 
-    def step(self) -> Rearrangement | None:
-        """End a forward pass: move its load into the window; every ``step_interval`` steps,
-        :meth:`rearrange` and return what it did (None otherwise)."""
+    def end_pass(self) -> bool:
+        """Move this pass's load into the window; return whether a rearrangement is due (every
+        ``step_interval`` passes). :meth:`step` is this plus the rearrangement."""
         self.expert_load_window[self.window_position].copy_(self.expert_load_pass)
         self.expert_load_pass.zero_()
         self.window_position = (self.window_position + 1) % self.window_size
         self.steps += 1
-        if self.steps % self.step_interval == 0:
+        return self.steps % self.step_interval == 0
+
+    def step(self) -> Rearrangement | None:
+        """End a forward pass: move its load into the window; every ``step_interval`` steps,
+        :meth:`rearrange` and return what it did (None otherwise)."""
+        if self.end_pass():
             return self.rearrange()
         return None
 
@@ -163,17 +168,40 @@ class EplbState:
         logical = torch.zeros(self.num_layers, self.num_logical, dtype=torch.int64)
         return logical.scatter_add_(1, self.physical_to_logical_map.cpu(), physical)
 
+    def plan(self, logical_load: torch.Tensor | None = None) -> torch.Tensor:
+        """The policy's new ``physical_to_logical_map`` (CPU int64 ``[L, num_replicas]``) for
+        ``logical_load`` (default: this state's window), without committing it."""
+        load = self.logical_load() if logical_load is None else logical_load
+        new_p2l, _, _ = self.policy.rebalance_experts(
+            load, self.num_replicas, self.num_groups, self.num_nodes, self.num_ranks,
+            self.physical_to_logical_map.cpu(), **self.policy_options,
+        )  # fmt: skip
+        return torch.as_tensor(new_p2l).cpu().to(torch.int64)
+
     def rearrange(self) -> Rearrangement:
         """Run the policy on the window's load against the current map, commit the new maps in
         place and return them with the expert weight moves they need."""
         load = self.logical_load()
-        old = self.physical_to_logical_map.cpu()
-        new_p2l, new_l2p, new_count = self.policy.rebalance_experts(
-            load, self.num_replicas, self.num_groups, self.num_nodes, self.num_ranks, old,
-            **self.policy_options,
-        )  # fmt: skip
-        new_p2l, new_l2p, new_count = (torch.as_tensor(t).cpu().to(torch.int64)
-                                       for t in (new_p2l, new_l2p, new_count))  # fmt: skip
+        return self.commit(self.plan(load), load)
+
+    def commit(self, new_p2l: torch.Tensor, logical_load: torch.Tensor) -> Rearrangement:
+        """Make ``new_p2l`` the placement (maps updated in place) and return the moves it needs,
+        with the balancedness of ``logical_load`` before and after. Expert-parallel ranks call
+        this with the same map (planned on one rank, broadcast), so they move the same weights.
+
+        Raises:
+            ValueError: a map of the wrong shape, or one that drops a logical expert.
+        """
+        new_p2l = torch.as_tensor(new_p2l).cpu().to(torch.int64)
+        if tuple(new_p2l.shape) != (self.num_layers, self.num_replicas):
+            raise ValueError(f"new_p2l must be [{self.num_layers}, {self.num_replicas}], got "
+                             f"{list(new_p2l.shape)}")  # fmt: skip
+        if new_p2l.numel() and (int(new_p2l.min()) < 0 or int(new_p2l.max()) >= self.num_logical):
+            raise ValueError(f"new_p2l must hold logical ids in [0, {self.num_logical})")
+        new_l2p, new_count = logical_maps(new_p2l, self.num_logical)
+        if int(new_count.min()) < 1:
+            raise ValueError("new_p2l must place every logical expert at least once")
+        load, old = logical_load, self.physical_to_logical_map.cpu()
         before = aggregate_balancedness(rank_load(load, old, self.num_ranks))
         after = aggregate_balancedness(rank_load(load, new_p2l, self.num_ranks))
         moves = weight_moves(old, new_p2l, self.num_ranks)

@@ -203,6 +203,8 @@ class MoERunner(nn.Module):
         ``eplb_step_interval`` steps, rearrange (moving the weights). Returns the
         rearrangement, if one happened."""
         state = self._require_eplb()
+        if self.prepare_finalize is not None:
+            return self._rearrange_across_ranks() if state.end_pass() else None
         if (state.steps + 1) % state.step_interval == 0:
             self._refuse_remote_moves()
         rearrangement = state.step()
@@ -215,10 +217,67 @@ class MoERunner(nn.Module):
         Outputs for the same input are the same before and after (every replica holds a copy of
         its expert)."""
         state = self._require_eplb()
+        if self.prepare_finalize is not None:
+            return self._rearrange_across_ranks()
         self._refuse_remote_moves()
         rearrangement = state.rearrange()
         self._move_weights(rearrangement)
         return rearrangement
+
+    def _rearrange_across_ranks(self) -> Rearrangement:
+        """Sum the ranks' load windows, plan on rank 0 and broadcast the map (so every rank
+        commits the same one, whatever the policy's solver does), then move the weights: local
+        moves by copy, the others with one all-to-all per parameter."""
+        import torch.distributed as dist
+
+        state = self._require_eplb()
+        assert self.prepare_finalize is not None
+        group = self.prepare_finalize.group
+        device = self.w13_weight.device
+        physical = state.expert_load_window.sum(dim=0).to(device)
+        dist.all_reduce(physical, group=group)
+        load = torch.zeros(state.num_layers, state.num_logical, dtype=torch.int64)
+        load.scatter_add_(1, state.physical_to_logical_map.cpu(), physical.cpu())
+        plan = [state.plan(load) if self.ep_rank == 0 else None]
+        source = dist.get_global_rank(group, 0) if group is not None else 0
+        dist.broadcast_object_list(plan, src=source, group=group)
+        rearrangement = state.commit(plan[0], load)
+        self._exchange_weights(rearrangement, group)
+        return rearrangement
+
+    def _exchange_weights(self, rearrangement: Rearrangement, group) -> None:  # type: ignore[no-untyped-def]
+        """Every source row is read before any slot is written; rows for other ranks travel in
+        move order, grouped by destination, so both ends agree without further messages."""
+        import torch.distributed as dist
+
+        per_rank, me = self.num_local_experts, self.ep_rank
+        base = me * per_rank
+        moves = [(m.source_slot // per_rank, m.source_slot - base, m.target_slot // per_rank,
+                  m.target_slot - base) for m in rearrangement.moves]  # fmt: skip
+        local = [(s, t) for src, s, dst, t in moves if src == dst == me]
+        sends = [[s for src, s, dst, _ in moves if src == me and dst == d]
+                 for d in range(self.ep_size)]  # fmt: skip
+        receives = [[t for src, _, dst, t in moves if dst == me and src == r]
+                    for r in range(self.ep_size)]  # fmt: skip
+        send_index = torch.tensor([s for rows in sends for s in rows], dtype=torch.long)
+        recv_index = torch.tensor([t for rows in receives for t in rows], dtype=torch.long)
+        local_source = torch.tensor([s for s, _ in local], dtype=torch.long)
+        local_target = torch.tensor([t for _, t in local], dtype=torch.long)
+        params = [p for p in (self.w13_weight, self.w2_weight, self.w13_bias, self.w2_bias)
+                  if p is not None]  # fmt: skip
+        with torch.no_grad():
+            for param in params:
+                index = {name: t.to(param.device) for name, t in (
+                    ("send", send_index), ("recv", recv_index), ("src", local_source),
+                    ("dst", local_target))}  # fmt: skip
+                outgoing = param[index["send"]].contiguous()
+                incoming = torch.empty((len(recv_index), *param.shape[1:]), dtype=param.dtype,
+                                       device=param.device)  # fmt: skip
+                dist.all_to_all_single(incoming, outgoing, [len(r) for r in receives],
+                                       [len(r) for r in sends], group=group)  # fmt: skip
+                copied = param[index["src"]].clone()
+                param[index["dst"]] = copied
+                param[index["recv"]] = incoming
 
     def _require_eplb(self) -> EplbState:
         if self.eplb_state is None:
