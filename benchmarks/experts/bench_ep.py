@@ -32,7 +32,7 @@ from moekit.experts import FusedMoE, SharedExpertsMLP
 SHAPE = dict(num_experts=256, top_k=8, hidden=7168, inter=2048, groups=8, topk_group=4)
 
 
-def build(shared_weights: dict, process_group=None):  # type: ignore[no-untyped-def]
+def build(shared_weights: dict, process_group=None, **options):  # type: ignore[no-untyped-def]
     s = SHAPE
     shared = SharedExpertsMLP(s["hidden"], s["inter"], dtype=torch.bfloat16, device="cuda")
     layer = FusedMoE(
@@ -40,7 +40,7 @@ def build(shared_weights: dict, process_group=None):  # type: ignore[no-untyped-
         use_grouped_topk=True, num_expert_group=s["groups"], topk_group=s["topk_group"],
         scoring_func="sigmoid", e_score_correction_bias=torch.zeros(s["num_experts"]),
         routed_scaling_factor=2.5, shared_experts=shared, device="cuda",
-        process_group=process_group,
+        process_group=process_group, **options,
     )  # fmt: skip
     slots = layer.local_logical_experts().cuda()
     with torch.no_grad():
@@ -94,6 +94,39 @@ def median_ms(fn, repeats: int = 20, collective: bool = False) -> float:  # type
     return statistics.median(times)
 
 
+def extra_checks(shared: dict, whole, rank: int, world: int) -> dict:  # type: ignore[no-untyped-def]
+    """The batched all-to-all format against the whole layer, and an EPLB rearrangement across
+    the GPUs on skewed routing: outputs before and after, weights that crossed GPUs."""
+    results: dict = {}
+    with torch.no_grad():
+        batched = build(shared, dist.group.WORLD, all2all_format="batched",
+                        max_num_tokens_per_rank=256)  # fmt: skip
+        x, logits = inputs(256, 300 + rank)
+        expected = whole(x, logits).float()
+        error = float((batched(x, logits).float() - expected).abs().max() / expected.abs().max())
+        del batched
+        eplb = build(shared, dist.group.WORLD, enable_eplb=True, num_redundant_experts=32,
+                     eplb_step_interval=10**6)  # fmt: skip
+        x, logits = inputs(512, 400 + rank)
+        logits[:, :32] += 2.0  # rank 0's first experts are hot
+        before = eplb(x, logits)
+        eplb.eplb_step()
+        rearrangement = eplb.rearrange()
+        after = eplb(x, logits)
+        per_rank = eplb.num_local_experts
+        crossing = sum(m.source_slot // per_rank != m.target_slot // per_rank
+                       for m in rearrangement.moves)  # fmt: skip
+        row = dict(batched_rel_error=error, eplb_moves=len(rearrangement.moves),
+                   eplb_moves_across_gpus=int(crossing),
+                   eplb_balancedness=[rearrangement.balancedness_before,
+                                      rearrangement.balancedness_after],
+                   eplb_max_difference=float((after.float() - before.float()).abs().max()))  # fmt: skip
+    gathered: list[dict | None] = [None] * world
+    dist.all_gather_object(gathered, row)
+    results["ranks"] = gathered
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -127,14 +160,16 @@ def main() -> None:
                       f"one GPU, M tokens {one_ms:8.3f} ms, {world}M tokens {one_all_ms:8.3f} ms",
                       flush=True)  # fmt: skip
                 rows.append(dict(tokens_per_rank=tokens, ranks=gathered))
+    checks = extra_checks(shared, whole, rank, world)
     if rank == 0:
+        print(json.dumps(checks), flush=True)
         environment = dict(device=torch.cuda.get_device_name(), gpus=world,
                            torch=torch.__version__, nccl=".".join(map(str, torch.cuda.nccl.version())),
                            commit=os.environ.get("MOEKIT_COMMIT", "unknown"),
                            nvls=os.environ.get("NCCL_NVLS_ENABLE"))  # fmt: skip
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(dict(environment=environment, shape=SHAPE, rows=rows),
-                                       indent=1) + "\n")  # fmt: skip
+        args.out.write_text(json.dumps(dict(environment=environment, shape=SHAPE, rows=rows,
+                                            checks=checks), indent=1) + "\n")  # fmt: skip
     dist.destroy_process_group()
 
 

@@ -72,6 +72,17 @@ def run_scenarios(rank: int, world: int, store_path: str, result_dir: str) -> No
             mine = expected[start : start + xs[rank].shape[0]]
             torch.testing.assert_close(got, mine, rtol=1e-5, atol=1e-6,
                                        msg=lambda m, s=scenario: f"{s}, rank {rank}: {m}")  # fmt: skip
+        batched = build(num_experts, top_k, process_group=dist.group.WORLD,
+                        all2all_format="batched", max_num_tokens_per_rank=16)  # fmt: skip
+        fill(batched, 7)
+        for scenario in ("random", "skewed", "rank_without_tokens"):
+            xs, logits = batches(world, num_experts, 13, scenario)
+            expected = whole(torch.cat(xs), torch.cat(logits))
+            start = sum(x.shape[0] for x in xs[:rank])
+            got = batched(xs[rank], logits[rank])
+            torch.testing.assert_close(got, expected[start : start + xs[rank].shape[0]],
+                                       rtol=1e-5, atol=1e-6,
+                                       msg=lambda m, s=scenario: f"batched {s}, rank {rank}: {m}")  # fmt: skip
         check_eplb(whole, rank, world)
         check_async(layer, rank, world)
         check_config_mismatch(rank)

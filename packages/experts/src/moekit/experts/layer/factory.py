@@ -103,6 +103,8 @@ def FusedMoE(  # noqa: N802 (vLLM's public name: engines switch by renaming the 
     device: torch.device | str | None = None,
     backend: Backend = "auto",
     process_group: Any = None,
+    all2all_format: str = "standard",
+    max_num_tokens_per_rank: int | None = None,
 ) -> MoERunner:
     """A fused-MoE layer: router, expert weights and the modular kernel in one module.
 
@@ -152,6 +154,11 @@ def FusedMoE(  # noqa: N802 (vLLM's public name: engines switch by renaming the 
             each rank passes its own tokens, and tokens travel to the ranks owning their experts
             (:class:`~moekit.experts.distributed.AllToAllPrepareAndFinalize`). The ranks check
             at construction that they were built with the same configuration.
+        all2all_format: with a process group, ``"standard"`` (token rows, the experts sort them)
+            or ``"batched"`` (each rank's received tokens in ``[E_local, max, K]``, batched
+            experts).
+        max_num_tokens_per_rank: the most tokens a rank passes per forward; needed by the
+            batched format, whose buffer it bounds.
 
     Returns:
         A :class:`MoERunner`; its weights are NaN until loaded (``load_checkpoint``,
@@ -205,6 +212,8 @@ def FusedMoE(  # noqa: N802 (vLLM's public name: engines switch by renaming the 
     elif not isinstance(router, Router):
         raise TypeError(f"router must be a moekit.routing.Router, got {type(router).__name__}")
     num_physical = num_experts + num_redundant_experts
+    if all2all_format not in ("standard", "batched"):
+        raise ValueError(f"all2all_format must be 'standard' or 'batched', got {all2all_format!r}")
     if process_group is not None:
         ep_size, ep_rank = _group_rank(process_group, ep_size, ep_rank, num_physical, enable_eplb)
     eplb_state = None
@@ -238,7 +247,17 @@ def FusedMoE(  # noqa: N802 (vLLM's public name: engines switch by renaming the 
             group,
         )  # fmt: skip
         owners = expert_owners(num_physical, ep_size, expert_placement)
-        prepare_finalize = AllToAllPrepareAndFinalize(group, owners)
+        if all2all_format == "batched":
+            from moekit.experts.distributed import AllToAllBatchedPrepareAndFinalize
+
+            if max_num_tokens_per_rank is None:
+                raise ValueError("all2all_format='batched' needs max_num_tokens_per_rank")
+            local = determine_expert_map(ep_size, ep_rank, num_physical, expert_placement)
+            prepare_finalize = AllToAllBatchedPrepareAndFinalize(
+                group, owners, max_num_tokens_per_rank, local.num_local_experts
+            )
+        else:
+            prepare_finalize = AllToAllPrepareAndFinalize(group, owners)
     return MoERunner(
         router=router, num_experts=num_experts, top_k=top_k, hidden_size=hidden_size,
         intermediate_size=intermediate_size, params_dtype=dtype, device=target, activation=act,

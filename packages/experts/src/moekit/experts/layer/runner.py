@@ -15,9 +15,13 @@ from moekit.experts.config import FusedMoEConfig, FusedMoEQuantConfig
 from moekit.experts.functional import fused_experts
 from moekit.experts.kernel import FusedMoEKernel
 from moekit.experts.layer import checkpoint
-from moekit.experts.modular_kernel import FusedMoEPrepareAndFinalizeModular
-from moekit.experts.torch_experts import TorchExperts
-from moekit.experts.triton_experts import TritonExperts
+from moekit.experts.modular_kernel import (
+    FusedMoEActivationFormat,
+    FusedMoEExpertsModular,
+    FusedMoEPrepareAndFinalizeModular,
+)
+from moekit.experts.torch_experts import NaiveBatchedExperts, TorchExperts
+from moekit.experts.triton_experts import BatchedTritonExperts, TritonExperts
 
 if TYPE_CHECKING:
     from moekit.eplb import EplbState, Rearrangement
@@ -152,7 +156,14 @@ class MoERunner(nn.Module):
         )  # fmt: skip
         quant = FusedMoEQuantConfig(w1_bias=self.w13_bias, w2_bias=self.w2_bias)
         chosen = resolve_backend(self.backend, hidden_states.device)
-        experts = (TritonExperts if chosen == "triton" else TorchExperts)(config, quant)
+        experts: FusedMoEExpertsModular
+        if self.prepare_finalize.activation_format == FusedMoEActivationFormat.BatchedExperts:
+            batched = BatchedTritonExperts if chosen == "triton" else NaiveBatchedExperts
+            experts = batched(config, quant,
+                              max_num_tokens=self.prepare_finalize.batched.max_num_tokens,  # type: ignore[attr-defined]
+                              num_dispatchers=self.prepare_finalize.num_dispatchers())  # fmt: skip
+        else:
+            experts = (TritonExperts if chosen == "triton" else TorchExperts)(config, quant)
         kernel = FusedMoEKernel(self.prepare_finalize, experts)
         return kernel(hidden_states, self.w13_weight, self.w2_weight, topk_weights, topk_ids,
                       self.activation, self.global_num_experts, self.expert_map,
