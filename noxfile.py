@@ -85,16 +85,12 @@ def tests(session: nox.Session, package: str) -> None:
 
 @nox.session
 def distributed(session: nox.Session) -> None:
-    """The FusedMoE layer over torch.distributed: gloo, 2 and 4 processes on this machine."""
+    """The FusedMoE layer over torch.distributed: gloo, 2 and 4 processes on this machine
+    (the batched Triton experts under the interpreter too)."""
     _install_torch(session, DEFAULT_TORCH)
-    session.install(*_paths("align", "routing", "eplb", "experts"), "pytest")
-    _pytest(
-        session,
-        "-q",
-        "-m",
-        "distributed",
-        str(ROOT / "packages" / "experts" / "tests" / "test_distributed.py"),
-    )
+    session.install(*_paths("align", "routing", "eplb", "experts"), INTERPRETER_TRITON, "pytest")
+    test_file = ROOT / "packages" / "experts" / "tests" / "test_distributed.py"
+    _pytest(session, "-q", "-m", "distributed", str(test_file), env=INTERPRETER_ENV)
 
 
 @nox.session

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime
+import importlib.util
+import itertools
 import os
 import traceback
 
@@ -14,10 +16,10 @@ from moekit.experts import FusedMoE, SharedExpertsMLP
 HIDDEN, INTER = 32, 16
 
 
-def build(num_experts: int, top_k: int, **options):  # type: ignore[no-untyped-def]
+def build(num_experts: int, top_k: int, backend: str = "torch", **options):  # type: ignore[no-untyped-def]
     shared = SharedExpertsMLP(HIDDEN, 24, dtype=torch.float32)
     return FusedMoE(num_experts, top_k, HIDDEN, INTER, params_dtype=torch.float32,
-                    shared_experts=shared, routed_scaling_factor=1.5, backend="torch",
+                    shared_experts=shared, routed_scaling_factor=1.5, backend=backend,
                     **options)  # fmt: skip
 
 
@@ -72,17 +74,21 @@ def run_scenarios(rank: int, world: int, store_path: str, result_dir: str) -> No
             mine = expected[start : start + xs[rank].shape[0]]
             torch.testing.assert_close(got, mine, rtol=1e-5, atol=1e-6,
                                        msg=lambda m, s=scenario: f"{s}, rank {rank}: {m}")  # fmt: skip
-        batched = build(num_experts, top_k, process_group=dist.group.WORLD,
-                        all2all_format="batched", max_num_tokens_per_rank=16)  # fmt: skip
-        fill(batched, 7)
-        for scenario in ("random", "skewed", "rank_without_tokens"):
+        backends = ["torch"] + (["triton"] if importlib.util.find_spec("triton") else [])
+        for backend, scenario in itertools.product(backends, ("random", "skewed",
+                                                              "rank_without_tokens")):  # fmt: skip
+            batched = build(num_experts, top_k, process_group=dist.group.WORLD,
+                            all2all_format="batched", max_num_tokens_per_rank=16,
+                            backend=backend)  # fmt: skip
+            fill(batched, 7)
             xs, logits = batches(world, num_experts, 13, scenario)
             expected = whole(torch.cat(xs), torch.cat(logits))
             start = sum(x.shape[0] for x in xs[:rank])
             got = batched(xs[rank], logits[rank])
             torch.testing.assert_close(got, expected[start : start + xs[rank].shape[0]],
                                        rtol=1e-5, atol=1e-6,
-                                       msg=lambda m, s=scenario: f"batched {s}, rank {rank}: {m}")  # fmt: skip
+                                       msg=lambda m, s=scenario, b=backend:
+                                       f"batched {s} ({b}), rank {rank}: {m}")  # fmt: skip
         check_eplb(whole, rank, world)
         check_async(layer, rank, world)
         check_config_mismatch(rank)

@@ -160,7 +160,7 @@ class MoERunner(nn.Module):
         if self.prepare_finalize.activation_format == FusedMoEActivationFormat.BatchedExperts:
             batched = BatchedTritonExperts if chosen == "triton" else NaiveBatchedExperts
             experts = batched(config, quant,
-                              max_num_tokens=self.prepare_finalize.batched.max_num_tokens,  # type: ignore[attr-defined]
+                              max_num_tokens=self.prepare_finalize.max_num_tokens_per_rank(),
                               num_dispatchers=self.prepare_finalize.num_dispatchers())  # fmt: skip
         else:
             experts = (TritonExperts if chosen == "triton" else TorchExperts)(config, quant)
