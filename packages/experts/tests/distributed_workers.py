@@ -92,6 +92,7 @@ def run_scenarios(rank: int, world: int, store_path: str, result_dir: str) -> No
         check_eplb(whole, rank, world)
         check_async(layer, rank, world)
         check_config_mismatch(rank)
+        check_group_divides(world)
         dist.destroy_process_group()
     except BaseException:
         with open(os.path.join(result_dir, f"rank{rank}.err"), "w") as handle:
@@ -159,6 +160,20 @@ def check_async(layer, rank: int, world: int) -> None:  # type: ignore[no-untype
     hook, receiver = pf.finalize_async(out_async, fused, got[4], got[3], False, reduce)
     receiver()
     assert torch.equal(out_sync, out_async) and not torch.isnan(out_sync).any()
+
+
+def check_group_divides(world: int) -> None:
+    """Refused before any collective, so every rank raises on its own."""
+    for options, what in ((dict(num_experts=2 * world + 1), "num_experts"),
+                          (dict(num_experts=8, enable_eplb=True, num_redundant_experts=1),
+                           "replicas")):  # fmt: skip
+        try:
+            FusedMoE(top_k=2, hidden_size=HIDDEN, intermediate_size=INTER,
+                     process_group=dist.group.WORLD, **options)  # fmt: skip
+        except ValueError as error:
+            assert f"size {world} does not divide" in str(error) and what in str(error), error
+        else:
+            raise AssertionError(f"a group of {world} accepted {options}")
 
 
 def check_config_mismatch(rank: int) -> None:
