@@ -3,7 +3,6 @@ the partial outputs back, over ``torch.distributed`` (NCCL on GPUs, gloo on CPUs
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -193,7 +192,7 @@ class AllToAllPrepareAndFinalize(FusedMoEPrepareAndFinalizeModular):
 
     def finalize_async(self, output, fused_expert_output, topk_weights, topk_ids,
                        apply_router_weight_on_input, weight_and_reduce_impl
-                       ) -> tuple[Callable[[], None], Callable[[], None]]:  # type: ignore[override]  # fmt: skip
+                       ):  # type: ignore[no-untyped-def, override]  # fmt: skip
         """``(hook, receiver)``: the partial sums in flight; ``receiver()`` adds them into
         ``output``."""
         back, work, dispatch = self._start_finalize(fused_expert_output, topk_weights, topk_ids,

@@ -38,11 +38,11 @@ def _eplb_state(num_experts: int, num_physical: int, num_groups: int, ep_size: i
             f"{num_physical} is not a multiple of {'eplb_num_ranks' if eplb_num_ranks else 'ep_size'}"
             f" = {ranks}"
         )
-    policies = {"default": DefaultEplbPolicy, "ilp": IlpEplbPolicy}
-    policy = policies.get(eplb_policy, eplb_policy) if isinstance(eplb_policy, str) else eplb_policy
+    policies: dict[str, Any] = {"default": DefaultEplbPolicy, "ilp": IlpEplbPolicy}
     if isinstance(eplb_policy, str) and eplb_policy not in policies:
         raise ValueError(f"eplb_policy must be 'default', 'ilp' or a policy class, got "
                          f"{eplb_policy!r}")  # fmt: skip
+    policy: Any = policies[eplb_policy] if isinstance(eplb_policy, str) else eplb_policy
     groups = num_groups if num_experts % num_groups == 0 else 1
     return EplbState(1, num_experts, num_physical, num_groups=groups, num_nodes=eplb_num_nodes,
                      num_ranks=ranks, policy=policy, window_size=eplb_window_size,
@@ -225,7 +225,7 @@ def FusedMoE(  # noqa: N802 (vLLM's public name: engines switch by renaming the 
     if len(checkpoint_names) != 3 or not all(isinstance(n, str) and n for n in checkpoint_names):
         raise ValueError(f"checkpoint_names must be 3 names (gate, up, down), got "
                          f"{checkpoint_names!r}")  # fmt: skip
-    prepare_finalize = None
+    prepare_finalize: Any = None
     if process_group is not None:
         from moekit.experts.distributed import (
             AllToAllPrepareAndFinalize,
@@ -267,6 +267,7 @@ def FusedMoE(  # noqa: N802 (vLLM's public name: engines switch by renaming the 
         ep_rank=ep_rank, num_local_experts=mapping.num_local_experts,
         expert_map=mapping.expert_map, local_expert_ids=mapping.local_expert_ids,
         e_score_correction_bias=bias, shared_experts=shared_experts, eplb_state=eplb_state,
-        checkpoint_names=tuple(checkpoint_names), backend=backend,
+        checkpoint_names=(checkpoint_names[0], checkpoint_names[1], checkpoint_names[2]),
+        backend=backend,
         check_ids=custom_routing_function is not None, prepare_finalize=prepare_finalize,
     )  # fmt: skip

@@ -195,7 +195,7 @@ class MoERunner(nn.Module):
         if self.e_score_correction_bias is not None and hasattr(self.router,
                                                                 "e_score_correction_bias"):  # fmt: skip
             self.router.e_score_correction_bias = self.e_score_correction_bias
-        wrapped = getattr(self.router, "wrapped", None)
+        wrapped: Any = getattr(self.router, "wrapped", None)
         if self.e_score_correction_bias is not None and hasattr(wrapped, "e_score_correction_bias"):
             wrapped.e_score_correction_bias = self.e_score_correction_bias
         return self
@@ -243,13 +243,13 @@ class MoERunner(nn.Module):
 
         state = self._require_eplb()
         assert self.prepare_finalize is not None
-        group = self.prepare_finalize.group
+        group = getattr(self.prepare_finalize, "group", None)
         device = self.w13_weight.device
         physical = state.expert_load_window.sum(dim=0).to(device)
         dist.all_reduce(physical, group=group)
         load = torch.zeros(state.num_layers, state.num_logical, dtype=torch.int64)
         load.scatter_add_(1, state.physical_to_logical_map.cpu(), physical.cpu())
-        plan = [state.plan(load) if self.ep_rank == 0 else None]
+        plan: list[Any] = [state.plan(load) if self.ep_rank == 0 else None]
         source = dist.get_global_rank(group, 0) if group is not None else 0
         dist.broadcast_object_list(plan, src=source, group=group)
         rearrangement = state.commit(plan[0], load)

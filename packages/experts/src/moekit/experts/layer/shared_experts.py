@@ -34,10 +34,9 @@ class SharedExpertsMLP(nn.Module):
                 f"{act.value!r}"
             )
         self.activation = act
-        options = {"bias": False, "dtype": dtype, "device": device}
-        self.gate_proj = nn.Linear(hidden_size, intermediate_size, **options)
-        self.up_proj = nn.Linear(hidden_size, intermediate_size, **options)
-        self.down_proj = nn.Linear(intermediate_size, hidden_size, **options)
+        self.gate_proj = nn.Linear(hidden_size, intermediate_size, False, device, dtype)
+        self.up_proj = nn.Linear(hidden_size, intermediate_size, False, device, dtype)
+        self.down_proj = nn.Linear(intermediate_size, hidden_size, False, device, dtype)
         for linear in (self.gate_proj, self.up_proj, self.down_proj):
             nn.init.constant_(linear.weight, float("nan"))
         self.requires_grad_(False)  # inference weights, like the routed experts'
