@@ -148,6 +148,9 @@ def main() -> None:
         default = default_config(tokens, args.top_k, args.experts, interpreter=False)
         rows_per_expert = tokens * args.top_k / args.experts
         grid = [default] + [c for c in candidates(args.quick, rows_per_expert) if c != default]
+        if str(tokens) in table:  # a re-tune keeps the current entry unless a candidate beats it
+            current = GemmConfig(**table[str(tokens)])
+            grid = [current] + [c for c in grid if c != current]
         if tokens == 1:  # one token runs 16-row tiles whatever the table says
             grid = list(dict.fromkeys(dataclasses.replace(c, BLOCK_M=16) for c in grid))
         timed = [(time_config(c, run), c) for c in grid]
@@ -155,8 +158,8 @@ def main() -> None:
         timed += [(time_config(c, run), c) for c in refinements(best)]
         best_ms, best = min(timed, key=lambda item: item[0])
         table[str(tokens)] = best.as_dict()
-        print(f"M={tokens}: {best_ms * 1e3:.1f} us with {best} (default "
-              f"{timed[0][0] * 1e3:.1f} us)", flush=True)  # fmt: skip
+        print(f"M={tokens}: {best_ms * 1e3:.1f} us with {best} (first candidate, the current "
+              f"entry or the default: {timed[0][0] * 1e3:.1f} us)", flush=True)  # fmt: skip
         # Written after every M: compiling each candidate costs ~1.5 s, so runs are long.
         ordered = dict(sorted(table.items(), key=lambda item: int(item[0])))
         path.write_text(json.dumps(ordered, indent=1) + "\n")
