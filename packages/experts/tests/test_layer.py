@@ -112,24 +112,11 @@ CONFIGS = {
             bias=True,
         ),
     ),  # fmt: skip
-    "deepseek_scale_output": dict(
-        num_experts=16,
-        top_k=4,
-        scale=2.5,
-        scale_output=True,
-        shared=True,
-        routing=dict(
-            use_grouped_topk=True,
-            num_expert_group=4,
-            topk_group=2,
-            scoring_func="sigmoid",
-            bias=True,
-        ),
-    ),  # fmt: skip
     "biased_sigmoid": dict(num_experts=8, top_k=3, routing=dict(scoring_func="sigmoid", bias=True)),
     "gpt_oss_like": dict(num_experts=6, top_k=2, activation="swigluoai", has_bias=True, routing={}),
     "top1_on_input": dict(num_experts=4, top_k=1, on_input=True, routing=dict(renormalize=False)),
 }
+CONFIGS["deepseek_scale_output"] = {**CONFIGS["deepseek"], "scale_output": True}
 
 
 def build(config: dict, seed: int, backend: str, **extra):

@@ -9,6 +9,16 @@ from moekit.experts.activation import MoEActivation
 _FLOAT = (torch.float16, torch.bfloat16, torch.float32)
 
 
+def check_int(value: object, name: str, minimum: int) -> int:
+    """``value`` as an int ``>= minimum``: ``TypeError`` for a non-int (bools included),
+    ``ValueError`` below the minimum, both naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
 def _tensor(value: object, name: str) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")

@@ -69,6 +69,7 @@ class AllToAllPrepareAndFinalize(FusedMoEPrepareAndFinalizeModular):
             raise ValueError(f"expert_owner must hold ranks in [0, {self.world_size}), got values "
                              f"in [{int(owner.min())}, {int(owner.max())}]")  # fmt: skip
         self.expert_owner = owner
+        self._owner_on: dict[torch.device, torch.Tensor] = {}
         self._dispatch: _Dispatch | None = None
 
     @property
@@ -85,7 +86,9 @@ class AllToAllPrepareAndFinalize(FusedMoEPrepareAndFinalizeModular):
 
     def _plan(self, topk_ids: torch.Tensor) -> tuple[torch.Tensor, list[int], list[int]]:
         """Rows to send (token indices grouped by destination rank) and both split lists."""
-        owner = self.expert_owner.to(topk_ids.device)
+        owner = self._owner_on.get(topk_ids.device)
+        if owner is None:  # copied to the device once, not per forward
+            owner = self._owner_on[topk_ids.device] = self.expert_owner.to(topk_ids.device)
         valid = (topk_ids >= 0) & (topk_ids < owner.numel())
         dest = torch.where(valid, owner[topk_ids.long().clamp(0, max(owner.numel() - 1, 0))], -1)
         wanted = torch.zeros(topk_ids.shape[0], self.world_size, dtype=torch.bool,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+from moekit.experts._checks import check_int
 from moekit.experts.distributed.all_to_all import AllToAllPrepareAndFinalize
 from moekit.experts.modular_kernel import FusedMoEActivationFormat
 from moekit.experts.prepare_finalize import BatchedPrepareAndFinalize
@@ -26,21 +27,16 @@ class AllToAllBatchedPrepareAndFinalize(AllToAllPrepareAndFinalize):
         num_local_experts: experts on this rank.
 
     Raises:
-        ValueError: a forward with more than ``max_num_tokens_per_rank`` tokens (checked before
-            any collective; the other ranks then stop at the group's timeout).
+        TypeError: ``max_num_tokens_per_rank`` not an int.
+        ValueError: ``max_num_tokens_per_rank < 1``, or a forward with more than
+            ``max_num_tokens_per_rank`` tokens (checked before any collective; the other ranks
+            then stop at the group's timeout).
     """
 
     def __init__(self, group: dist.ProcessGroup | None, expert_owner: torch.Tensor,
                  max_num_tokens_per_rank: int, num_local_experts: int) -> None:  # fmt: skip
         super().__init__(group, expert_owner)
-        if (
-            isinstance(max_num_tokens_per_rank, bool)
-            or not isinstance(max_num_tokens_per_rank, int)
-            or max_num_tokens_per_rank < 1
-        ):
-            raise ValueError(
-                f"max_num_tokens_per_rank must be an int >= 1, got {max_num_tokens_per_rank!r}"
-            )
+        check_int(max_num_tokens_per_rank, "max_num_tokens_per_rank", 1)
         self.max_tokens_per_rank = max_num_tokens_per_rank
         self.batched = BatchedPrepareAndFinalize(max_num_tokens_per_rank * self.world_size,
                                                  num_local_experts, self.world_size, self.rank)  # fmt: skip

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
+from moekit.experts._checks import check_int
+
 if TYPE_CHECKING:
     from moekit.experts.layer.runner import MoERunner
 
@@ -41,15 +43,11 @@ def make_expert_params_mapping(ckpt_gate_proj_name: str = "gate_proj",
     a copy of its expert. Names are relative to the MoE block (``experts.3.gate_proj.``).
 
     Raises:
+        TypeError: a count that is not an int.
         ValueError: ``num_experts < 1``, ``num_redundant_experts < 0`` or an empty name.
     """
-    if isinstance(num_experts, bool) or not isinstance(num_experts, int) or num_experts < 1:
-        raise ValueError(f"num_experts must be an int >= 1, got {num_experts!r}")
-    if (isinstance(num_redundant_experts, bool) or not isinstance(num_redundant_experts, int)
-            or num_redundant_experts < 0):  # fmt: skip
-        raise ValueError(
-            f"num_redundant_experts must be an int >= 0, got {num_redundant_experts!r}"
-        )
+    check_int(num_experts, "num_experts", 1)
+    check_int(num_redundant_experts, "num_redundant_experts", 0)
     names = {"ckpt_gate_proj_name": ckpt_gate_proj_name, "ckpt_up_proj_name": ckpt_up_proj_name,
              "ckpt_down_proj_name": ckpt_down_proj_name}  # fmt: skip
     for argument, name in names.items():

@@ -6,6 +6,8 @@ from typing import Literal, NamedTuple
 
 import torch
 
+from moekit.experts._checks import check_int
+
 ExpertPlacement = Literal["linear", "round_robin"]
 PLACEMENTS: tuple[str, ...] = ("linear", "round_robin")
 
@@ -24,14 +26,6 @@ class ExpertMapping(NamedTuple):
     num_local_experts: int
     expert_map: torch.Tensor | None
     local_expert_ids: torch.Tensor
-
-
-def _check_count(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 def determine_expert_map(ep_size: int, ep_rank: int, num_experts: int,
@@ -56,9 +50,9 @@ def determine_expert_map(ep_size: int, ep_rank: int, num_experts: int,
         TypeError: a count that is not an int.
         ValueError: a count out of range or an unknown strategy.
     """
-    ep_size = _check_count(ep_size, "ep_size", 1)
-    ep_rank = _check_count(ep_rank, "ep_rank", 0)
-    num_experts = _check_count(num_experts, "num_experts", 1)
+    ep_size = check_int(ep_size, "ep_size", 1)
+    ep_rank = check_int(ep_rank, "ep_rank", 0)
+    num_experts = check_int(num_experts, "num_experts", 1)
     if ep_rank >= ep_size:
         raise ValueError(f"ep_rank must be in [0, ep_size={ep_size}), got {ep_rank}")
     if strategy not in PLACEMENTS:

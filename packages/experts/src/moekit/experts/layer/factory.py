@@ -9,18 +9,11 @@ import torch
 from torch import nn
 
 from moekit.align import Backend
+from moekit.experts._checks import check_int
 from moekit.experts.activation import MoEActivation
 from moekit.experts.layer.expert_map import PLACEMENTS, ExpertPlacement, determine_expert_map
 from moekit.experts.layer.runner import MoERunner
 from moekit.routing import Router, create_router
-
-
-def _positive(value: object, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 def _eplb_state(num_experts: int, num_physical: int, num_groups: int, ep_size: int,
@@ -31,7 +24,7 @@ def _eplb_state(num_experts: int, num_physical: int, num_groups: int, ep_size: i
     except ImportError as error:
         raise ImportError("enable_eplb needs moekit-eplb: pip install 'moekit-experts[eplb]'"
                           ) from error  # fmt: skip
-    ranks = ep_size if eplb_num_ranks is None else _positive(eplb_num_ranks, "eplb_num_ranks")
+    ranks = ep_size if eplb_num_ranks is None else check_int(eplb_num_ranks, "eplb_num_ranks", 1)
     if num_physical % ranks:
         raise ValueError(
             f"EPLB needs the ranks to divide the replicas: num_experts + num_redundant_experts = "
@@ -173,18 +166,18 @@ def FusedMoE(  # noqa: N802 (vLLM's public name: engines switch by renaming the 
             activation or scoring function; a process group whose size does not divide the
             experts (or the replicas, with EPLB), or ranks that disagree on the configuration.
     """
-    num_experts = _positive(num_experts, "num_experts")
-    top_k = _positive(top_k, "top_k")
-    hidden_size = _positive(hidden_size, "hidden_size")
-    intermediate_size = _positive(intermediate_size, "intermediate_size")
-    num_redundant_experts = _positive(num_redundant_experts, "num_redundant_experts", 0)
+    num_experts = check_int(num_experts, "num_experts", 1)
+    top_k = check_int(top_k, "top_k", 1)
+    hidden_size = check_int(hidden_size, "hidden_size", 1)
+    intermediate_size = check_int(intermediate_size, "intermediate_size", 1)
+    num_redundant_experts = check_int(num_redundant_experts, "num_redundant_experts", 0)
     act = MoEActivation.parse(activation)
     if top_k > num_experts:
         raise ValueError(f"top_k={top_k} exceeds num_experts={num_experts}")
     if apply_router_weight_on_input and top_k != 1:
         raise ValueError(f"apply_router_weight_on_input needs top_k == 1, got top_k={top_k}")
     if (use_grouped_topk and num_expert_group
-            and num_experts % _positive(num_expert_group, "num_expert_group")):  # fmt: skip
+            and num_experts % check_int(num_expert_group, "num_expert_group", 1)):  # fmt: skip
         raise ValueError(f"grouped top-k needs num_experts={num_experts} to be a multiple of "
                          f"num_expert_group={num_expert_group}")  # fmt: skip
     if expert_placement not in PLACEMENTS:

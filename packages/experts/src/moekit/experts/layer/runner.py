@@ -106,6 +106,7 @@ class MoERunner(nn.Module):
         self.register_buffer("e_score_correction_bias", e_score_correction_bias)
         self.shared_experts = shared_experts
         self.prepare_finalize = prepare_finalize
+        self._kernels: dict[tuple[str, torch.dtype], FusedMoEKernel] = {}
 
     # --- the forward pass -------------------------------------------------------------------
 
@@ -148,14 +149,26 @@ class MoERunner(nn.Module):
         """The modular kernel with this layer's prepare/finalize (tokens sent to the ranks that
         own their experts and combined back)."""
         assert self.prepare_finalize is not None
+        chosen = resolve_backend(self.backend, hidden_states.device)
+        key = (chosen, hidden_states.dtype)
+        if key not in self._kernels:
+            self._kernels[key] = self._build_kernel(chosen, hidden_states.dtype)
+        return self._kernels[key](hidden_states, self.w13_weight, self.w2_weight, topk_weights,
+                                  topk_ids, self.activation, self.global_num_experts,
+                                  self.expert_map, self.apply_router_weight_on_input,
+                                  check_ids=self.check_ids)  # fmt: skip
+
+    def _build_kernel(self, chosen: str, dtype: torch.dtype) -> FusedMoEKernel:
+        """The modular kernel for a backend and dtype (built once: its parts hold the parameter
+        objects, which ``.to()`` updates in place)."""
+        assert self.prepare_finalize is not None
         config = FusedMoEConfig(
             num_experts=self.global_num_experts, experts_per_token=self.top_k,
             hidden_dim=self.hidden_size, intermediate_size=self.intermediate_size,
-            in_dtype=hidden_states.dtype, activation=self.activation,
+            in_dtype=dtype, activation=self.activation,
             num_local_experts=self.num_local_experts, has_bias=self.has_bias,
         )  # fmt: skip
         quant = FusedMoEQuantConfig(w1_bias=self.w13_bias, w2_bias=self.w2_bias)
-        chosen = resolve_backend(self.backend, hidden_states.device)
         experts: FusedMoEExpertsModular
         if self.prepare_finalize.activation_format == FusedMoEActivationFormat.BatchedExperts:
             batched = BatchedTritonExperts if chosen == "triton" else NaiveBatchedExperts
@@ -164,10 +177,7 @@ class MoERunner(nn.Module):
                               num_dispatchers=self.prepare_finalize.num_dispatchers())  # fmt: skip
         else:
             experts = (TritonExperts if chosen == "triton" else TorchExperts)(config, quant)
-        kernel = FusedMoEKernel(self.prepare_finalize, experts)
-        return kernel(hidden_states, self.w13_weight, self.w2_weight, topk_weights, topk_ids,
-                      self.activation, self.global_num_experts, self.expert_map,
-                      self.apply_router_weight_on_input, check_ids=self.check_ids)  # fmt: skip
+        return FusedMoEKernel(self.prepare_finalize, experts)
 
     def _check_inputs(self, hidden_states: object, router_logits: object) -> None:
         for name, value in (("hidden_states", hidden_states), ("router_logits", router_logits)):
@@ -213,15 +223,7 @@ class MoERunner(nn.Module):
         """End a forward pass for EPLB: move its load into the window and, every
         ``eplb_step_interval`` steps, rearrange (moving the weights). Returns the
         rearrangement, if one happened."""
-        state = self._require_eplb()
-        if self.prepare_finalize is not None:
-            return self._rearrange_across_ranks() if state.end_pass() else None
-        if (state.steps + 1) % state.step_interval == 0:
-            self._refuse_remote_moves()
-        rearrangement = state.step()
-        if rearrangement is not None:
-            self._move_weights(rearrangement)
-        return rearrangement
+        return self.rearrange() if self._require_eplb().end_pass() else None
 
     def rearrange(self) -> Rearrangement:
         """Rebalance now on the window's load: new maps, expert weights moved inside the layer.
@@ -232,7 +234,7 @@ class MoERunner(nn.Module):
             return self._rearrange_across_ranks()
         self._refuse_remote_moves()
         rearrangement = state.rearrange()
-        self._move_weights(rearrangement)
+        self._move_weights(rearrangement, None)
         return rearrangement
 
     def _rearrange_across_ranks(self) -> Rearrangement:
@@ -253,12 +255,13 @@ class MoERunner(nn.Module):
         source = dist.get_global_rank(group, 0) if group is not None else 0
         dist.broadcast_object_list(plan, src=source, group=group)
         rearrangement = state.commit(plan[0], load)
-        self._exchange_weights(rearrangement, group)
+        self._move_weights(rearrangement, group)
         return rearrangement
 
-    def _exchange_weights(self, rearrangement: Rearrangement, group) -> None:  # type: ignore[no-untyped-def]
-        """Every source row is read before any slot is written; rows for other ranks travel in
-        move order, grouped by destination, so both ends agree without further messages."""
+    def _move_weights(self, rearrangement: Rearrangement, group) -> None:  # type: ignore[no-untyped-def]
+        """Copy each moved slot's weights from its source slot. Every source row is read before
+        any slot is written. Rows that change rank (only with a process group) travel in move
+        order, grouped by destination, so both ends agree without further messages."""
         import torch.distributed as dist
 
         per_rank, me = self.num_local_experts, self.ep_rank
@@ -266,29 +269,31 @@ class MoERunner(nn.Module):
         moves = [(m.source_slot // per_rank, m.source_slot - base, m.target_slot // per_rank,
                   m.target_slot - base) for m in rearrangement.moves]  # fmt: skip
         local = [(s, t) for src, s, dst, t in moves if src == dst == me]
-        sends = [[s for src, s, dst, _ in moves if src == me and dst == d]
+        sends = [[s for src, s, dst, _ in moves if src == me and dst == d != me]
                  for d in range(self.ep_size)]  # fmt: skip
-        receives = [[t for src, _, dst, t in moves if dst == me and src == r]
+        receives = [[t for src, _, dst, t in moves if dst == me and src == r != me]
                     for r in range(self.ep_size)]  # fmt: skip
-        send_index = torch.tensor([s for rows in sends for s in rows], dtype=torch.long)
-        recv_index = torch.tensor([t for rows in receives for t in rows], dtype=torch.long)
-        local_source = torch.tensor([s for s, _ in local], dtype=torch.long)
-        local_target = torch.tensor([t for _, t in local], dtype=torch.long)
+        device = self.w13_weight.device
+
+        def index(slots: list[int]) -> torch.Tensor:
+            return torch.tensor(slots, dtype=torch.long, device=device)
+
+        send_index = index([s for rows in sends for s in rows])
+        recv_index = index([t for rows in receives for t in rows])
+        local_source, local_target = index([s for s, _ in local]), index([t for _, t in local])
         params = [p for p in (self.w13_weight, self.w2_weight, self.w13_bias, self.w2_bias)
                   if p is not None]  # fmt: skip
         with torch.no_grad():
             for param in params:
-                index = {name: t.to(param.device) for name, t in (
-                    ("send", send_index), ("recv", recv_index), ("src", local_source),
-                    ("dst", local_target))}  # fmt: skip
-                outgoing = param[index["send"]].contiguous()
+                outgoing = param[send_index]  # advanced indexing: copies, read before writes
+                copied = param[local_source]
                 incoming = torch.empty((len(recv_index), *param.shape[1:]), dtype=param.dtype,
-                                       device=param.device)  # fmt: skip
-                dist.all_to_all_single(incoming, outgoing, [len(r) for r in receives],
-                                       [len(r) for r in sends], group=group)  # fmt: skip
-                copied = param[index["src"]].clone()
-                param[index["dst"]] = copied
-                param[index["recv"]] = incoming
+                                       device=device)  # fmt: skip
+                if self.ep_size > 1:
+                    dist.all_to_all_single(incoming, outgoing, [len(r) for r in receives],
+                                           [len(r) for r in sends], group=group)  # fmt: skip
+                param[local_target] = copied
+                param[recv_index] = incoming
 
     def _require_eplb(self) -> EplbState:
         if self.eplb_state is None:
@@ -301,20 +306,6 @@ class MoERunner(nn.Module):
                 "rearranging with ep_size > 1 moves weights between ranks; a single-process layer "
                 "holds only its own rank's experts (use the distributed expert-parallel layer)"
             )
-
-    def _move_weights(self, rearrangement: Rearrangement) -> None:
-        """Every slot that changes expert copies the weights from its move's source slot; all
-        sources are read before any slot is written."""
-        if not rearrangement.moves:
-            return
-        source = torch.arange(self.num_local_experts)
-        for move in rearrangement.moves:
-            source[move.target_slot] = move.source_slot
-        params = [self.w13_weight, self.w2_weight, self.w13_bias, self.w2_bias]
-        with torch.no_grad():
-            for param in params:
-                if param is not None:
-                    param.copy_(param[source.to(param.device)])
 
     # --- checkpoints -------------------------------------------------------------------------
 
