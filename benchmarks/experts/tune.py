@@ -4,7 +4,9 @@ For each token count M, every candidate config (the default heuristic's always a
 the whole ``fused_experts`` Triton path on random routing: align with that BLOCK_M, both grouped
 GEMMs, the activation and the top-k sum, since a tile that wins on the GEMMs alone can lose on
 the path. The fastest (median of do_bench_cudagraph) is kept, then GEMM1's own tile width
-(``BLOCK_N1``) and one more or fewer pipeline stage are tried on it. With ``--precompile N``, N
+(``BLOCK_N1``), one more or fewer pipeline stage and TMA descriptors for the weights are tried
+on it, then GEMM2's own tile. Every candidate's output is checked against the torch path first.
+``--refine-only`` skips the grid and refines the current entry. With ``--precompile N``, N
 processes compile the candidates first (Triton's disk cache keeps them), so the timing loop does
 not wait on the compiler one kernel at a time. The table goes to
 ``packages/experts/src/moekit/experts/configs/E=..,N=..,dtype=..,device=....json`` (``--out-dir``),
@@ -49,12 +51,21 @@ def candidates(quick: bool, rows_per_expert: float) -> list[GemmConfig]:
 
 
 def refinements(best: GemmConfig) -> list[GemmConfig]:
-    """GEMM1's own tile width (a quarter or all of BLOCK_N) and one stage more or fewer."""
+    """GEMM1's own tile width (a quarter or all of BLOCK_N), one stage more or fewer, and the
+    weights read through TMA descriptors or not."""
     widths = [dataclasses.replace(best, BLOCK_N1=w) for w in (best.BLOCK_N // 4, best.BLOCK_N)
               if w >= 16]  # fmt: skip
     stages = [dataclasses.replace(best, num_stages=s) for s in (best.num_stages - 1,
               best.num_stages + 1) if s >= 2]  # fmt: skip
-    return widths + stages
+    return widths + stages + [dataclasses.replace(best, B_TMA=not best.B_TMA)]
+
+
+def gemm2_tiles(best: GemmConfig) -> list[GemmConfig]:
+    """GEMM2's own tile on top of ``best`` (GEMM2's K is the intermediate size and its N the
+    hidden size, so it may want another tile than GEMM1)."""
+    grid = itertools.product((64, 128, 256), (64, 128), (4, 8), (3, 4))
+    return [dataclasses.replace(best, BLOCK_N2=n, BLOCK_K2=k, num_warps2=w, num_stages2=s)
+            for n, k, w, s in grid]  # fmt: skip
 
 
 def _compile_some(configs: list[GemmConfig], activation: str, top_k: int) -> None:
@@ -91,16 +102,24 @@ def precompile(configs: list[GemmConfig], activation: str, top_k: int, workers: 
         pool.starmap(_compile_some, [(share, activation, min(top_k, 4)) for share in shares])
 
 
-def time_config(config: GemmConfig, run) -> float:
+def time_config(config: GemmConfig, run, expected: torch.Tensor) -> float:
     """Median in a CUDA graph: eager medians hide small kernels behind the host and drift by up
-    to 40% between runs at large M."""
+    to 40% between runs at large M. A candidate whose output strays from ``expected`` (the
+    torch path's) is refused, so a fast wrong tile can never enter a table."""
     try:
         with mock.patch("moekit.experts.triton_experts.get_config", lambda *_: config):
-            run()  # compiles outside the capture
+            error = relative_error(run(), expected)  # also compiles outside the capture
+            if not error < 2e-2:
+                print(f"  WRONG {config}: relative error {error:.3g}", file=sys.stderr)
+                return float("inf")
             return triton.testing.do_bench_cudagraph(run, rep=20, return_mode="median")
     except Exception as error:  # a config that does not fit (shared memory, registers)
         print(f"  skip {config}: {type(error).__name__}", file=sys.stderr)
         return float("inf")
+
+
+def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
+    return ((got.float() - expected.float()).abs().max() / expected.float().abs().max()).item()
 
 
 def main() -> None:
@@ -112,6 +131,11 @@ def main() -> None:
     parser.add_argument("--activation", default="silu")
     parser.add_argument("--tokens", type=int, nargs="+", default=list(TOKENS))
     parser.add_argument("--quick", action="store_true", help="a smaller candidate grid")
+    parser.add_argument(
+        "--refine-only",
+        action="store_true",
+        help="skip the grid: refine the current entry (or the default) only",
+    )
     parser.add_argument("--out-dir", type=Path, default=CONFIG_DIR)
     parser.add_argument("--precompile", type=int, default=0, metavar="N",
                         help="compile the candidates first in N processes")  # fmt: skip
@@ -129,11 +153,16 @@ def main() -> None:
     path = args.out_dir / name
     # Merged into an existing table, so a long tuning can be split over several runs.
     table = json.loads(path.read_text()) if path.is_file() else {}
+    current = {int(t): GemmConfig(**entry) for t, entry in table.items()}
     if args.precompile:
-        every = {
-            c for t in args.tokens for c in candidates(args.quick, t * args.top_k / args.experts)
-        }
-        every |= {default_config(t, args.top_k, args.experts, False) for t in args.tokens}
+        every: set[GemmConfig] = set()
+        for t in args.tokens:
+            if not args.refine_only:
+                every |= set(candidates(args.quick, t * args.top_k / args.experts))
+                every.add(default_config(t, args.top_k, args.experts, False))
+            if t in current:  # GEMM2's tiles on the current entry, with and without TMA
+                for base in (current[t], dataclasses.replace(current[t], B_TMA=True)):
+                    every |= {base, *refinements(base), *gemm2_tiles(base)}
         precompile(sorted(every, key=str), args.activation, args.top_k, args.precompile)
         print(f"precompiled {len(every)} configs", flush=True)
     for tokens in args.tokens:
@@ -141,22 +170,28 @@ def main() -> None:
         weights, ids = torch.randn(tokens, args.experts, device="cuda").softmax(-1).topk(args.top_k)
         ids = ids.int()
 
-        def run(x=x, weights=weights, ids=ids):
-            fused_experts(x, w1, w2, weights, ids, activation=args.activation, w1_bias=b1,
-                          w2_bias=b2, backend="triton", check_ids=False)  # fmt: skip
+        def run(x=x, weights=weights, ids=ids, backend="triton"):
+            return fused_experts(x, w1, w2, weights, ids, activation=args.activation, w1_bias=b1,
+                                 w2_bias=b2, backend=backend, check_ids=False)  # fmt: skip
 
+        expected = run(backend="torch")
         default = default_config(tokens, args.top_k, args.experts, interpreter=False)
         rows_per_expert = tokens * args.top_k / args.experts
         grid = [default] + [c for c in candidates(args.quick, rows_per_expert) if c != default]
-        if str(tokens) in table:  # a re-tune keeps the current entry unless a candidate beats it
-            current = GemmConfig(**table[str(tokens)])
-            grid = [current] + [c for c in grid if c != current]
+        if tokens in current:  # a re-tune keeps the current entry unless a candidate beats it
+            grid = [current[tokens]] + [c for c in grid if c != current[tokens]]
+        if args.refine_only:
+            grid = grid[:1]
         if tokens == 1:  # one token runs 16-row tiles whatever the table says
             grid = list(dict.fromkeys(dataclasses.replace(c, BLOCK_M=16) for c in grid))
-        timed = [(time_config(c, run), c) for c in grid]
+        timed = [(time_config(c, run, expected), c) for c in grid]
+        # Each phase refines the best so far: GEMM1's width, stages and TMA, then GEMM2's tile.
+        for phase in (refinements, gemm2_tiles):
+            best = min(timed, key=lambda item: item[0])[1]
+            timed += [(time_config(c, run, expected), c) for c in phase(best) if c != best]
         best_ms, best = min(timed, key=lambda item: item[0])
-        timed += [(time_config(c, run), c) for c in refinements(best)]
-        best_ms, best = min(timed, key=lambda item: item[0])
+        if best_ms == float("inf"):
+            raise SystemExit(f"M={tokens}: no candidate ran and matched the torch path")
         table[str(tokens)] = best.as_dict()
         print(f"M={tokens}: {best_ms * 1e3:.1f} us with {best} (first candidate, the current "
               f"entry or the default: {timed[0][0] * 1e3:.1f} us)", flush=True)  # fmt: skip

@@ -24,10 +24,25 @@ def test_shipped_table_is_valid(path):
     for tokens, entry in raw.items():
         assert int(tokens) > 0, path.name
         config = GemmConfig(**entry)
-        assert config.BLOCK_N1 == 0 or config.BLOCK_N1 >= 16, f"{path.name} M={tokens}"
-        for block in (config.BLOCK_M, config.BLOCK_N, config.BLOCK_K, config.BLOCK_N1 or 16):
-            assert block >= 16 and block & (block - 1) == 0, f"{path.name} M={tokens}: {config}"
-        assert config.num_warps in (1, 2, 4, 8, 16) and config.num_stages >= 1
+        assert GemmConfig(**config.as_dict()) == config
+        for gemm in (config, config.gemm2()):
+            for block in (gemm.BLOCK_M, gemm.BLOCK_N, gemm.BLOCK_K, gemm.BLOCK_N1 or 16):
+                assert block >= 16 and block & (block - 1) == 0, f"{path.name} M={tokens}: {gemm}"
+            assert gemm.num_warps in (1, 2, 4, 8, 16) and gemm.num_stages >= 1, path.name
+        assert isinstance(config.B_TMA, bool), f"{path.name} M={tokens}"
+
+
+def test_gemm2_takes_its_own_fields_where_set():
+    shared = GemmConfig(64, 128, 64, 8, 8, 3, BLOCK_N1=32)
+    assert shared.gemm2() == GemmConfig(64, 128, 64, 8, 8, 3)
+    own = GemmConfig(64, 128, 64, 8, 8, 3, BLOCK_N2=256, BLOCK_K2=32, num_warps2=4, B_TMA=True)
+    assert own.gemm2() == GemmConfig(64, 256, 32, 8, 4, 3, B_TMA=True)
+
+
+def test_tables_store_only_the_optional_fields_that_are_set():
+    stored = GemmConfig(64, 128, 64, 8, 8, 3, BLOCK_K2=128, B_TMA=True).as_dict()
+    assert stored == {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8,
+                      "num_stages": 3, "BLOCK_K2": 128, "B_TMA": True}  # fmt: skip
 
 
 def test_table_name_spells_device_without_spaces():

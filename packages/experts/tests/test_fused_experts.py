@@ -103,16 +103,30 @@ def test_linear_in_the_routed_weights_and_permutation_equivariant(backend):
     torch.testing.assert_close(run(permuted, torch.float32, backend), base[order])
 
 
-@pytest.mark.parametrize("block_n1", [0, 16, 32])
+TILE_VARIANTS = {
+    "shared": {},
+    "gemm1-width-16": {"BLOCK_N1": 16},
+    "gemm1-width-32": {"BLOCK_N1": 32},
+    "gemm2-own-tile": {"BLOCK_N2": 16, "BLOCK_K2": 16, "num_warps2": 2, "num_stages2": 2},
+    "tma": {"B_TMA": True},
+    "tma-gemm2-own-tile": {"B_TMA": True, "BLOCK_N1": 16, "BLOCK_N2": 16, "BLOCK_K2": 16},
+}
+
+
+@pytest.mark.parametrize("variant", TILE_VARIANTS)
 @pytest.mark.parametrize("activation", ["silu", "swigluoai", "gelu_no_mul"])
-def test_gemm1_tile_width_leaves_the_result(monkeypatch, block_n1, activation):
-    """Tuned tables may set GEMM1's activation columns per tile apart from GEMM2's BLOCK_N."""
+@pytest.mark.parametrize("hidden", [48, 64])  # 48: tail tiles in N (GEMM2) and K (GEMM1)
+def test_tile_variants_leave_the_result(monkeypatch, variant, activation, hidden):
+    """Tuned tables may give GEMM1 its own activation width, GEMM2 its own tile, and read the
+    weights through TMA descriptors; none of it may change the result. With ``inter = 40`` a
+    tail tile's descriptor rows reach into the next expert and must stay masked."""
     from moekit.experts import triton_experts
     from moekit.experts._triton_impl.configs import GemmConfig
 
-    config = GemmConfig(BLOCK_M=16, BLOCK_N=32, BLOCK_K=32, num_stages=1, BLOCK_N1=block_n1)
+    config = GemmConfig(BLOCK_M=16, BLOCK_N=32, BLOCK_K=32, num_stages=1, **TILE_VARIANTS[variant])
     monkeypatch.setattr(triton_experts, "get_config", lambda *args: config)
-    seed = zlib.crc32(f"{activation}{block_n1}".encode())
-    problem = make_problem(seed, 5, 4, 2, 48, 40, activation, bias=True)
-    assert_matches(run(problem, torch.float32, "triton"), reference(problem, torch.float32),
-                   torch.float32, seed)  # fmt: skip
+    seed = zlib.crc32(f"{activation}{variant}{hidden}".encode())
+    for num_tokens in (1, 5):  # one token's path (no alignment) and the aligned one
+        problem = make_problem(seed, num_tokens, 4, 2, hidden, 40, activation, bias=True)
+        assert_matches(run(problem, torch.float32, "triton"), reference(problem, torch.float32),
+                       torch.float32, seed)  # fmt: skip

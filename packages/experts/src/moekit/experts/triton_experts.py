@@ -83,7 +83,7 @@ class TritonExperts(FusedMoEExpertsModular):
         gemm2_out = workspace13.view(-1)[: num_slots * k].view(num_slots, k)
         weights = None if apply_router_weight_on_input else topk_weights.reshape(-1).float()
         invoke_grouped_gemm(activated, w2, gemm2_out, self.quant_config.w2_bias, weights, tiles,
-                            1, config)  # fmt: skip
+                            1, config.gemm2())  # fmt: skip
         moe_sum(gemm2_out.view(num_tokens, top_k, k), output, topk_ids, expert_map,
                 backend="triton")  # fmt: skip
 
@@ -132,4 +132,4 @@ class BatchedTritonExperts(FusedMoEExpertsModular):
                             self.quant_config.w1_bias, tiles, 1, MoEActivation.parse(activation),
                             config)  # fmt: skip
         invoke_grouped_gemm(activated, w2, output.view(flat_rows, k), self.quant_config.w2_bias,
-                            None, tiles, 1, config)  # fmt: skip
+                            None, tiles, 1, config.gemm2())  # fmt: skip

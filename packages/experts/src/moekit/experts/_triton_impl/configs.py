@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -18,11 +18,19 @@ import torch
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
+OPTIONAL_FIELDS = ("BLOCK_N1", "BLOCK_N2", "BLOCK_K2", "num_warps2", "num_stages2", "B_TMA")
+
+
 @dataclass(frozen=True)
 class GemmConfig:
-    """Tiles of both grouped GEMMs. ``BLOCK_N1`` is GEMM1's activation columns per tile when it
-    differs from the rule (0: half of ``BLOCK_N`` for gated activations, so a tile spans
-    ``BLOCK_N`` rows of W13; ``BLOCK_N`` otherwise)."""
+    """Tiles of both grouped GEMMs (``BLOCK_M`` is shared: both walk the same aligned slots).
+
+    ``BLOCK_N1`` is GEMM1's activation columns per tile when it differs from the rule (0: half of
+    ``BLOCK_N`` for gated activations, so a tile spans ``BLOCK_N`` rows of W13; ``BLOCK_N``
+    otherwise). ``BLOCK_N2``, ``BLOCK_K2``, ``num_warps2`` and ``num_stages2`` are GEMM2's own
+    tile when set (0: GEMM1's). With ``B_TMA`` both GEMMs read the expert weights through
+    Hopper tensor-memory descriptors instead of per-thread loads, where the layout allows (see
+    ``weight_descriptor``)."""
 
     BLOCK_M: int
     BLOCK_N: int
@@ -31,9 +39,27 @@ class GemmConfig:
     num_warps: int = 4
     num_stages: int = 3
     BLOCK_N1: int = 0
+    BLOCK_N2: int = 0
+    BLOCK_K2: int = 0
+    num_warps2: int = 0
+    num_stages2: int = 0
+    B_TMA: bool = False
 
     def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+        """The form the tables store: every field but the optional ones left unset."""
+        return {name: value for name, value in asdict(self).items()
+                if name not in OPTIONAL_FIELDS or value}  # fmt: skip
+
+    def gemm2(self) -> GemmConfig:
+        """The tile GEMM2 runs with: this config with GEMM2's own fields where they are set."""
+        return replace(
+            self,
+            BLOCK_N=self.BLOCK_N2 or self.BLOCK_N,
+            BLOCK_K=self.BLOCK_K2 or self.BLOCK_K,
+            num_warps=self.num_warps2 or self.num_warps,
+            num_stages=self.num_stages2 or self.num_stages,
+            BLOCK_N1=0, BLOCK_N2=0, BLOCK_K2=0, num_warps2=0, num_stages2=0,
+        )  # fmt: skip
 
 
 def table_name(num_experts: int, n: int, dtype: torch.dtype, device_name: str) -> str:

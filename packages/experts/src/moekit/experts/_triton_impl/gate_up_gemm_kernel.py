@@ -6,7 +6,9 @@ and up rows of ``W13 [E, N, K]`` side by side, applies the activation to the flo
 accumulators and stores only ``[slots, N_OUT]``: the ``[slots, N]`` GEMM1 output never reaches
 memory. Gate column ``n`` is W13 row ``n * GATE_ROW_STEP`` and up column ``n`` that row plus
 ``up_offset`` (``(1, I)`` for ``[gate | up]``, ``(2, 1)`` for gpt-oss's interleaved layout).
-Non-gated activations use one accumulator over rows ``n``.
+Non-gated activations use one accumulator over rows ``n``. With ``B_TMA`` the W13 tiles come
+through ``b_desc`` (see ``weight_descriptor``): expert ``e``'s gate column ``n`` is view row
+``e * DESC_ROWS + n``, its up column view row ``+ DESC_UP_ROW``, columns ``+ DESC_UP_COL``.
 """
 
 from __future__ import annotations
@@ -15,28 +17,21 @@ import triton
 import triton.language as tl
 
 from moekit.experts._triton_impl.activation_epilogue import gated_activation, unary_activation
-from moekit.experts._triton_impl.tiles import tile_coordinates, tile_rows
-
-
-@triton.jit
-def _dot(a, b, acc, IEEE_FP32: tl.constexpr):
-    if IEEE_FP32:
-        return tl.dot(a, b, acc, input_precision="ieee")
-    return tl.dot(a, b, acc)
+from moekit.experts._triton_impl.tiles import dot, tile_coordinates, tile_rows
 
 
 @triton.jit
 def gate_up_gemm_kernel(
-    a_ptr, b_ptr, c_ptr, bias_ptr,
+    a_ptr, b_ptr, b_desc, c_ptr, bias_ptr,
     sorted_token_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr,
     topk_ids_ptr, expert_map_ptr, num_global_experts,
     N_OUT, K, num_valid_slots, num_sorted, up_offset,
     stride_am, stride_ak, stride_be, stride_bn, stride_bk, stride_cm, stride_cn,
-    stride_bias_e, stride_bias_n,
+    stride_bias_e, stride_bias_n, DESC_ROWS, DESC_UP_ROW, DESC_UP_COL,
     SLOTS_FROM_IDS: tl.constexpr, HAS_MAP: tl.constexpr, TOP_K: tl.constexpr,
     GATED: tl.constexpr, GATE_ROW_STEP: tl.constexpr,
     ACTIVATION: tl.constexpr, SWIGLU_ALPHA: tl.constexpr, SWIGLU_LIMIT: tl.constexpr,
-    HAS_BIAS: tl.constexpr, IEEE_FP32: tl.constexpr,
+    HAS_BIAS: tl.constexpr, IEEE_FP32: tl.constexpr, B_TMA: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):  # fmt: skip
     if SLOTS_FROM_IDS:
@@ -67,15 +62,24 @@ def gate_up_gemm_kernel(
     b_expert = b_ptr + expert * stride_be + offs_k[:, None] * stride_bk
     gate_ptrs = b_expert + gate_rows[None, :] * stride_bn
     up_ptrs = b_expert + up_rows[None, :] * stride_bn
+    gate_row = (expert * DESC_ROWS + pid_n * BLOCK_N).to(tl.int32)  # in b_desc's view
     gate_acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     up_acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for k_start in range(0, K, BLOCK_K):
         k_ok = offs_k < K - k_start
         a = tl.load(a_ptrs, mask=slot_ok[:, None] & k_ok[None, :], other=0.0)
         b_ok = k_ok[:, None] & n_ok[None, :]
-        gate_acc = _dot(a, tl.load(gate_ptrs, mask=b_ok, other=0.0), gate_acc, IEEE_FP32)
+        if B_TMA:
+            gate = b_desc.load([gate_row, k_start]).T
+        else:
+            gate = tl.load(gate_ptrs, mask=b_ok, other=0.0)
+        gate_acc = dot(a, gate, gate_acc, IEEE_FP32)
         if GATED:
-            up_acc = _dot(a, tl.load(up_ptrs, mask=b_ok, other=0.0), up_acc, IEEE_FP32)
+            if B_TMA:
+                up = b_desc.load([gate_row + DESC_UP_ROW, DESC_UP_COL + k_start]).T
+            else:
+                up = tl.load(up_ptrs, mask=b_ok, other=0.0)
+            up_acc = dot(a, up, up_acc, IEEE_FP32)
         a_ptrs += BLOCK_K * stride_ak
         gate_ptrs += BLOCK_K * stride_bk
         up_ptrs += BLOCK_K * stride_bk

@@ -7,6 +7,8 @@ reads A rows ``slot // TOP_K`` (GEMM1 reads each token once per slot; GEMM2 runs
 adds the bias, multiplies by the routed weight and stores C rows ``slot``. Sentinel rows are
 skipped; a tile whose expert is ``-1`` (not on this rank) writes zeros. With ``SLOTS_FROM_IDS``
 (one token) each tile is one slot whose expert comes from ``topk_ids`` (see ``tile_rows``).
+With ``B_TMA`` the B tiles come through ``b_desc``, a descriptor over ``b`` seen as
+``[E * N, K]`` (see ``weight_descriptor``), instead of pointer loads.
 """
 
 from __future__ import annotations
@@ -14,18 +16,19 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from moekit.experts._triton_impl.tiles import tile_coordinates, tile_rows
+from moekit.experts._triton_impl.tiles import dot, tile_coordinates, tile_rows
 
 
 @triton.jit
 def grouped_gemm_kernel(
-    a_ptr, b_ptr, c_ptr, bias_ptr, topk_weights_ptr,
+    a_ptr, b_ptr, b_desc, c_ptr, bias_ptr, topk_weights_ptr,
     sorted_token_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr,
     topk_ids_ptr, expert_map_ptr, num_global_experts,
     N, K, num_valid_slots, num_sorted,
     stride_am, stride_ak, stride_be, stride_bn, stride_bk, stride_cm, stride_cn, stride_bias_e,
     SLOTS_FROM_IDS: tl.constexpr, HAS_MAP: tl.constexpr, TOP_K: tl.constexpr,
     MUL_ROUTED_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, IEEE_FP32: tl.constexpr,
+    B_TMA: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):  # fmt: skip
     if SLOTS_FROM_IDS:
@@ -53,15 +56,16 @@ def grouped_gemm_kernel(
     a_ptrs = a_ptr + (slots // TOP_K)[:, None] * stride_am + offs_k[None, :] * stride_ak
     b_ptrs = (b_ptr + expert * stride_be + offs_n[None, :] * stride_bn
               + offs_k[:, None] * stride_bk)  # fmt: skip
+    b_row = (expert * N + pid_n * BLOCK_N).to(tl.int32)  # the first B row in b_desc's view
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for k_start in range(0, K, BLOCK_K):
         k_ok = offs_k < K - k_start
         a = tl.load(a_ptrs, mask=slot_ok[:, None] & k_ok[None, :], other=0.0)
-        b = tl.load(b_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
-        if IEEE_FP32:
-            acc = tl.dot(a, b, acc, input_precision="ieee")
+        if B_TMA:
+            b = b_desc.load([b_row, k_start]).T
         else:
-            acc = tl.dot(a, b, acc)
+            b = tl.load(b_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+        acc = dot(a, b, acc, IEEE_FP32)
         a_ptrs += BLOCK_K * stride_ak
         b_ptrs += BLOCK_K * stride_bk
 

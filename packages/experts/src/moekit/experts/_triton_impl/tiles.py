@@ -53,3 +53,12 @@ def tile_rows(pid_m, sorted_token_ids_ptr, expert_ids_ptr, num_sorted, num_valid
                                     BLOCK_M)  # fmt: skip
         expert = tl.load(expert_ids_ptr + pid_m).to(tl.int64)
     return slots, slot_ok, expert
+
+
+@triton.jit
+def dot(a, b, acc, IEEE_FP32: tl.constexpr):
+    """``acc + a @ b``; exact float32 products when ``IEEE_FP32`` (tf32 otherwise would round
+    float32 inputs)."""
+    if IEEE_FP32:
+        return tl.dot(a, b, acc, input_precision="ieee")
+    return tl.dot(a, b, acc)

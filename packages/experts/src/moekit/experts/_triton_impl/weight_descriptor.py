@@ -1,0 +1,49 @@
+"""Tensor-memory (TMA) descriptors over the stacked expert weights, for Hopper and later.
+
+A grouped GEMM tile reads ``BLOCK_N`` consecutive weight rows of one expert and ``BLOCK_K``
+columns. With a descriptor, one thread issues that copy and the hardware fills shared memory,
+instead of every thread computing and issuing its own loads. The weights ``[E, N, K]`` are seen
+as one matrix ``[E * N, K]``, so expert ``e``'s rows start at ``e * N``. Rows past an expert's
+``N`` in a tail tile belong to the next expert: they only feed output columns that are masked
+at the store. Columns past ``K`` come back as zeros.
+"""
+
+from __future__ import annotations
+
+import torch
+from triton.tools.tensor_descriptor import TensorDescriptor
+
+from moekit.align import interpreter_enabled
+
+
+def _tma_capable(weights: torch.Tensor) -> bool:
+    if interpreter_enabled():
+        return True
+    if weights.device.type != "cuda":
+        return False
+    return torch.cuda.get_device_capability(weights.device)[0] >= 9
+
+
+def weight_descriptor(weights: torch.Tensor, block_n: int, block_k: int,
+                      row_pairs: bool = False) -> TensorDescriptor | None:  # fmt: skip
+    """A descriptor of ``[block_n, block_k]`` blocks over ``weights [E, N, K]`` seen as
+    ``[E * N, K]``, or None where the layout or the device does not allow one (the caller then
+    loads through pointers).
+
+    With ``row_pairs`` (gpt-oss's interleaved gate/up rows ``2n``, ``2n + 1``) the view is
+    ``[E * N / 2, 2 * K]``: gate row ``n`` of an expert is view row ``n``, columns ``[0, K)``,
+    and its up row the same view row, columns ``[K, 2K)``. That view is only taken when
+    ``block_k`` divides ``K``, so a gate block never reaches into the up columns.
+    """
+    num_experts, n, k = weights.shape
+    if not weights.is_contiguous() or not _tma_capable(weights):
+        return None
+    if (k * weights.element_size()) % 16 or weights.data_ptr() % 16:
+        return None
+    if row_pairs:
+        if n % 2 or k % block_k:
+            return None
+        matrix = weights.view(num_experts * n // 2, 2 * k)
+    else:
+        matrix = weights.view(num_experts * n, k)
+    return TensorDescriptor.from_tensor(matrix, [block_n, block_k])
