@@ -5,7 +5,10 @@ For each shape and token count, in CUDA graphs (median of do_bench_cudagraph):
   * ``unfused``: the path before the activation was fused (GEMM1 writes ``[M*k, 2I]``, the torch
     activation reads it back), kept here as the ablation baseline;
   * ``align``, ``gemm1``, ``gemm2``, ``sum``: each step of the shipped path alone;
-  * ``full_block_n``: the fused GEMM1 with the table's BLOCK_N per half instead of half of it.
+  * ``full_block_n``: the fused GEMM1 with the table's BLOCK_N per half instead of half of it;
+  * ``grouped_mm_gemm1``, ``grouped_mm_gemm2``: ``torch._grouped_mm`` (the vendor grouped GEMM)
+    on the same rows already sorted by expert, no activation: what a library GEMM reaches on
+    these sizes, beside each Triton GEMM.
 Also the largest difference between the fused and unfused outputs, relative to the output scale.
 
     python benchmarks/experts/ablate.py --out ablate.json
@@ -66,7 +69,7 @@ def steps(x, w1, w2, b1, b2, weights, ids, activation):
         invoke_gate_up_gemm(x, w1, activated, b1, tiles, top_k, act, config)
 
     def gemm2():
-        invoke_grouped_gemm(activated, w2, gemm2_out, b2, flat_weights, tiles, 1, config)
+        invoke_grouped_gemm(activated, w2, gemm2_out, b2, flat_weights, tiles, 1, config.gemm2())
 
     def reduce():
         moe_sum(gemm2_out.view(num_tokens, top_k, hidden), out, ids, backend="triton")
@@ -76,11 +79,31 @@ def steps(x, w1, w2, b1, b2, weights, ids, activation):
                                                    ignore_invalid_experts=True, backend="triton"))  # fmt: skip
         invoke_grouped_gemm(x, w1, gemm1_out, b1, None, aligned, top_k, config)
         activated.copy_(apply_activation(gemm1_out, act))
-        invoke_grouped_gemm(activated, w2, gemm2_out, b2, flat_weights, aligned, 1, config)
+        invoke_grouped_gemm(activated, w2, gemm2_out, b2, flat_weights, aligned, 1,
+                            config.gemm2())  # fmt: skip
         moe_sum(gemm2_out.view(num_tokens, top_k, hidden), out, ids, backend="triton")
         return out
 
     return dict(align=align, gemm1=gemm1, gemm2=gemm2, sum=reduce), unfused
+
+
+def grouped_mm_gemms(x, w1, w2, ids):
+    """``torch._grouped_mm`` for GEMM1 and GEMM2 on rows sorted by expert (the sort excluded)."""
+    top_k = ids.shape[1]
+    flat = ids.reshape(-1).long()
+    order = flat.argsort(stable=True)
+    rows = x[order // top_k].contiguous()
+    offsets = torch.bincount(flat, minlength=w1.shape[0]).cumsum(0).to(torch.int32)
+    activated = torch.randn(rows.shape[0], w2.shape[2], device=x.device, dtype=x.dtype)
+    w1_t, w2_t = w1.transpose(1, 2), w2.transpose(1, 2)  # [E, K, N], K contiguous
+
+    def gemm1():
+        return torch._grouped_mm(rows, w1_t, offs=offsets)
+
+    def gemm2():
+        return torch._grouped_mm(activated, w2_t, offs=offsets)
+
+    return gemm1, gemm2
 
 
 def main() -> None:
@@ -119,6 +142,12 @@ def main() -> None:
                     row["full_block_n_us"] = graph_us(path)
                 except OutOfResources:  # twice the B tiles per stage
                     row["full_block_n_us"] = float("nan")
+            for part, fn in zip(("gemm1", "gemm2"), grouped_mm_gemms(x, w1, w2, ids)):
+                try:
+                    row[f"grouped_mm_{part}_us"] = graph_us(fn)
+                except (RuntimeError, AttributeError) as error:  # no _grouped_mm for this build
+                    print(f"  grouped_mm {part}: {error}", file=sys.stderr)
+                    row[f"grouped_mm_{part}_us"] = float("nan")
             active = ids.unique().numel()
             weight_bytes = active * 3 * hidden * inter * 2
             flops = 6 * tokens * top_k * hidden * inter

@@ -6,7 +6,8 @@ GEMMs, the activation and the top-k sum, since a tile that wins on the GEMMs alo
 the path. The fastest (median of do_bench_cudagraph) is kept, then GEMM1's own tile width
 (``BLOCK_N1``), one more or fewer pipeline stage and TMA descriptors for the weights are tried
 on it, then GEMM2's own tile. Every candidate's output is checked against the torch path first.
-``--refine-only`` skips the grid and refines the current entry. With ``--precompile N``, N
+``--refine-only`` skips the grid and refines the current entry (run it twice: each phase starts
+from the best before it). With ``--precompile N``, N
 processes compile the candidates first (Triton's disk cache keeps them), so the timing loop does
 not wait on the compiler one kernel at a time. The table goes to
 ``packages/experts/src/moekit/experts/configs/E=..,N=..,dtype=..,device=....json`` (``--out-dir``),
@@ -51,13 +52,19 @@ def candidates(quick: bool, rows_per_expert: float) -> list[GemmConfig]:
 
 
 def refinements(best: GemmConfig) -> list[GemmConfig]:
-    """GEMM1's own tile width (a quarter or all of BLOCK_N), one stage more or fewer, and the
-    weights read through TMA descriptors or not."""
+    """GEMM1's own tile width (a quarter or all of BLOCK_N), one stage more or fewer, the other
+    BLOCK_K, half or twice BLOCK_M, the weights read through TMA descriptors or not, and Triton's
+    warp specialisation of the K loop or not."""
     widths = [dataclasses.replace(best, BLOCK_N1=w) for w in (best.BLOCK_N // 4, best.BLOCK_N)
               if w >= 16]  # fmt: skip
     stages = [dataclasses.replace(best, num_stages=s) for s in (best.num_stages - 1,
               best.num_stages + 1) if s >= 2]  # fmt: skip
-    return widths + stages + [dataclasses.replace(best, B_TMA=not best.B_TMA)]
+    block_k = [dataclasses.replace(best, BLOCK_K=128 if best.BLOCK_K == 64 else 64)]
+    block_m = [dataclasses.replace(best, BLOCK_M=m) for m in (best.BLOCK_M // 2, best.BLOCK_M * 2)
+               if 16 <= m <= 128]  # fmt: skip
+    toggles = [dataclasses.replace(best, B_TMA=not best.B_TMA),
+               dataclasses.replace(best, WARP_SPEC=not best.WARP_SPEC)]  # fmt: skip
+    return widths + stages + block_k + block_m + toggles
 
 
 def gemm2_tiles(best: GemmConfig) -> list[GemmConfig]:

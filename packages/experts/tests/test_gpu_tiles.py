@@ -1,0 +1,78 @@
+"""The tile variants a tuned table may pick (GEMM2's own tile, TMA weight reads, GEMM1's own
+width) on a real GPU, bf16 included, against the NumPy reference.
+
+The interpreter tests cover the same variants on the CPU but not bf16 (the interpreter's bf16
+``tl.dot`` is wrong) nor the hardware's TMA and wgmma paths. Run on a CUDA machine with the
+interpreter off: ``TRITON_INTERPRET=0 pytest packages/experts/tests/test_gpu_tiles.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+
+import pytest
+import torch
+from helpers import as_tensors, assert_matches, make_problem, reference
+
+from moekit.experts import fused_experts
+
+pytestmark = pytest.mark.skipif(
+    not torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1",
+    reason="needs a CUDA GPU with the Triton interpreter off (TRITON_INTERPRET=0)",
+)
+
+VARIANTS = {  # hardware-sized tiles; hidden 192 and inter 320 leave tail tiles in N and K
+    "shared": dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=3),
+    "tma": dict(
+        BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=3, B_TMA=True
+    ),  # fmt: skip
+    "tma-wide": dict(
+        BLOCK_M=128, BLOCK_N=256, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=2, B_TMA=True
+    ),  # fmt: skip
+    "gemm2-own-tile": dict(
+        BLOCK_M=64,
+        BLOCK_N=128,
+        BLOCK_K=64,
+        GROUP_M=8,
+        num_warps=4,
+        num_stages=3,
+        BLOCK_N2=256,
+        BLOCK_K2=128,
+        num_warps2=8,
+        num_stages2=4,
+    ),  # fmt: skip
+    "tma-gemm2-own-tile-decode": dict(
+        BLOCK_M=16,
+        BLOCK_N=64,
+        BLOCK_K=128,
+        num_warps=4,
+        num_stages=4,
+        BLOCK_N1=64,
+        BLOCK_N2=64,
+        B_TMA=True,
+    ),  # fmt: skip
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("activation", ["silu", "swigluoai", "gelu_no_mul"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=str)
+def test_tile_variant_on_gpu(monkeypatch, variant, activation, dtype):
+    from moekit.experts import triton_experts
+    from moekit.experts._triton_impl.configs import GemmConfig
+
+    if dtype == torch.float32 and variant not in ("shared", "tma"):
+        pytest.skip("float32 tiles this large overflow shared memory; tables serve 16-bit types")
+    config = GemmConfig(**VARIANTS[variant])
+    monkeypatch.setattr(triton_experts, "get_config", lambda *args: config)
+    seed = zlib.crc32(f"{variant}{activation}{dtype}".encode())
+    for num_tokens in (1, 37, 300):
+        problem = make_problem(seed, num_tokens, 8, 2, 192, 320, activation, bias=True)
+        t = {k: v.cuda() if isinstance(v, torch.Tensor) else v
+             for k, v in as_tensors(problem, dtype).items()}  # fmt: skip
+        got = fused_experts(
+            t["hidden_states"], t["w1"], t["w2"], t["topk_weights"], t["topk_ids"],
+            activation=activation, w1_bias=t["w1_bias"], w2_bias=t["w2_bias"], backend="triton",
+        )  # fmt: skip
+        assert_matches(got.cpu(), reference(problem, dtype), dtype, seed)
