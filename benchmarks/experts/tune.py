@@ -53,8 +53,7 @@ def candidates(quick: bool, rows_per_expert: float) -> list[GemmConfig]:
 
 def refinements(best: GemmConfig) -> list[GemmConfig]:
     """GEMM1's own tile width (a quarter or all of BLOCK_N), one stage more or fewer, the other
-    BLOCK_K, half or twice BLOCK_M, the weights read through TMA descriptors or not, and Triton's
-    warp specialisation of the K loop or not."""
+    BLOCK_K, half or twice BLOCK_M, and the weights read through TMA descriptors or not."""
     widths = [dataclasses.replace(best, BLOCK_N1=w) for w in (best.BLOCK_N // 4, best.BLOCK_N)
               if w >= 16]  # fmt: skip
     stages = [dataclasses.replace(best, num_stages=s) for s in (best.num_stages - 1,
@@ -62,9 +61,7 @@ def refinements(best: GemmConfig) -> list[GemmConfig]:
     block_k = [dataclasses.replace(best, BLOCK_K=128 if best.BLOCK_K == 64 else 64)]
     block_m = [dataclasses.replace(best, BLOCK_M=m) for m in (best.BLOCK_M // 2, best.BLOCK_M * 2)
                if 16 <= m <= 128]  # fmt: skip
-    toggles = [dataclasses.replace(best, B_TMA=not best.B_TMA),
-               dataclasses.replace(best, WARP_SPEC=not best.WARP_SPEC)]  # fmt: skip
-    return widths + stages + block_k + block_m + toggles
+    return widths + stages + block_k + block_m + [dataclasses.replace(best, B_TMA=not best.B_TMA)]
 
 
 def gemm2_tiles(best: GemmConfig) -> list[GemmConfig]:

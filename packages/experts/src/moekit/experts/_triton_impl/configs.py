@@ -18,8 +18,7 @@ import torch
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
-OPTIONAL_FIELDS = ("BLOCK_N1", "BLOCK_N2", "BLOCK_K2", "num_warps2", "num_stages2", "B_TMA",
-                   "WARP_SPEC")  # fmt: skip
+OPTIONAL_FIELDS = ("BLOCK_N1", "BLOCK_N2", "BLOCK_K2", "num_warps2", "num_stages2", "B_TMA")
 
 
 @dataclass(frozen=True)
@@ -31,8 +30,7 @@ class GemmConfig:
     otherwise). ``BLOCK_N2``, ``BLOCK_K2``, ``num_warps2`` and ``num_stages2`` are GEMM2's own
     tile when set (0: GEMM1's). With ``B_TMA`` both GEMMs read the expert weights through
     Hopper tensor-memory descriptors instead of per-thread loads, where the layout allows (see
-    ``weight_descriptor``). ``WARP_SPEC`` asks Triton to split loads and MMAs of the K loop
-    into separate warp groups."""
+    ``weight_descriptor``)."""
 
     BLOCK_M: int
     BLOCK_N: int
@@ -46,7 +44,6 @@ class GemmConfig:
     num_warps2: int = 0
     num_stages2: int = 0
     B_TMA: bool = False
-    WARP_SPEC: bool = False
 
     def as_dict(self) -> dict[str, int]:
         """The form the tables store: every field but the optional ones left unset."""

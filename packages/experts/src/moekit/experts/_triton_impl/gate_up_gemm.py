@@ -64,7 +64,6 @@ def invoke_gate_up_gemm(
         ACTIVATION=ACTIVATION_CODES[activation], SWIGLU_ALPHA=SWIGLUOAI_ALPHA,
         SWIGLU_LIMIT=SWIGLUOAI_LIMIT, HAS_BIAS=bias is not None,
         IEEE_FP32=a.dtype == torch.float32, B_TMA=b_desc is not None,
-        WARP_SPEC=config.WARP_SPEC,
         BLOCK_M=config.BLOCK_M, BLOCK_N=block_n, BLOCK_K=config.BLOCK_K,
         GROUP_M=config.GROUP_M, num_warps=config.num_warps, num_stages=config.num_stages,
     )  # fmt: skip

@@ -32,7 +32,6 @@ def gate_up_gemm_kernel(
     GATED: tl.constexpr, GATE_ROW_STEP: tl.constexpr,
     ACTIVATION: tl.constexpr, SWIGLU_ALPHA: tl.constexpr, SWIGLU_LIMIT: tl.constexpr,
     HAS_BIAS: tl.constexpr, IEEE_FP32: tl.constexpr, B_TMA: tl.constexpr,
-    WARP_SPEC: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):  # fmt: skip
     if SLOTS_FROM_IDS:
@@ -66,7 +65,7 @@ def gate_up_gemm_kernel(
     gate_row = (expert * DESC_ROWS + pid_n * BLOCK_N).to(tl.int32)  # in b_desc's view
     gate_acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     up_acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    for k_start in tl.range(0, K, BLOCK_K, warp_specialize=WARP_SPEC):
+    for k_start in range(0, K, BLOCK_K):
         k_ok = offs_k < K - k_start
         a = tl.load(a_ptrs, mask=slot_ok[:, None] & k_ok[None, :], other=0.0)
         b_ok = k_ok[:, None] & n_ok[None, :]

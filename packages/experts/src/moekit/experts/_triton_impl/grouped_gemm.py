@@ -43,7 +43,6 @@ def invoke_grouped_gemm(
         SLOTS_FROM_IDS=tiles.slots_from_ids, HAS_MAP=tiles.expert_map is not None,
         TOP_K=top_k, MUL_ROUTED_WEIGHT=topk_weights is not None, HAS_BIAS=bias is not None,
         IEEE_FP32=a.dtype == torch.float32, B_TMA=b_desc is not None,
-        WARP_SPEC=config.WARP_SPEC,
         BLOCK_M=config.BLOCK_M, BLOCK_N=config.BLOCK_N, BLOCK_K=config.BLOCK_K,
         GROUP_M=config.GROUP_M, num_warps=config.num_warps, num_stages=config.num_stages,
     )  # fmt: skip

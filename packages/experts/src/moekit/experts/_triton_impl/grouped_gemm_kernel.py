@@ -28,7 +28,7 @@ def grouped_gemm_kernel(
     stride_am, stride_ak, stride_be, stride_bn, stride_bk, stride_cm, stride_cn, stride_bias_e,
     SLOTS_FROM_IDS: tl.constexpr, HAS_MAP: tl.constexpr, TOP_K: tl.constexpr,
     MUL_ROUTED_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, IEEE_FP32: tl.constexpr,
-    B_TMA: tl.constexpr, WARP_SPEC: tl.constexpr,
+    B_TMA: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):  # fmt: skip
     if SLOTS_FROM_IDS:
@@ -58,7 +58,7 @@ def grouped_gemm_kernel(
               + offs_k[:, None] * stride_bk)  # fmt: skip
     b_row = (expert * N + pid_n * BLOCK_N).to(tl.int32)  # the first B row in b_desc's view
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    for k_start in tl.range(0, K, BLOCK_K, warp_specialize=WARP_SPEC):
+    for k_start in range(0, K, BLOCK_K):
         k_ok = offs_k < K - k_start
         a = tl.load(a_ptrs, mask=slot_ok[:, None] & k_ok[None, :], other=0.0)
         if B_TMA:
