@@ -38,7 +38,7 @@ VARIANTS = {  # hardware-sized tiles; hidden 192 and inter 320 leave tail tiles 
         num_warps=4,
         num_stages=3,
         BLOCK_N2=256,
-        BLOCK_K2=128,
+        BLOCK_K2=32,
         num_warps2=8,
         num_stages2=4,
     ),  # fmt: skip
