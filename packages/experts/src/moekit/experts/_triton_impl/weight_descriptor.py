@@ -10,13 +10,21 @@ at the store. Columns past ``K`` come back as zeros.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
-from triton.tools.tensor_descriptor import TensorDescriptor
 
 from moekit.align import interpreter_enabled
 
+try:  # host-side descriptors arrived in Triton 3.3; older releases load through pointers
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:  # pragma: no cover (the CI's Triton has them)
+    TensorDescriptor = None
+
 
 def _tma_capable(weights: torch.Tensor) -> bool:
+    if TensorDescriptor is None:
+        return False
     if interpreter_enabled():
         return True
     if weights.device.type != "cuda":
@@ -25,10 +33,11 @@ def _tma_capable(weights: torch.Tensor) -> bool:
 
 
 def weight_descriptor(weights: torch.Tensor, block_n: int, block_k: int,
-                      row_pairs: bool = False) -> TensorDescriptor | None:  # fmt: skip
-    """A descriptor of ``[block_n, block_k]`` blocks over ``weights [E, N, K]`` seen as
-    ``[E * N, K]``, or None where the layout or the device does not allow one (the caller then
-    loads through pointers).
+                      row_pairs: bool = False) -> Any | None:  # fmt: skip
+    """A ``TensorDescriptor`` of ``[block_n, block_k]`` blocks over ``weights [E, N, K]`` seen as
+    ``[E * N, K]``, or None where the layout, the device or the Triton release does not allow one
+    (the caller then loads through pointers: a table entry asking for TMA stays correct, only
+    slower).
 
     With ``row_pairs`` (gpt-oss's interleaved gate/up rows ``2n``, ``2n + 1``) the view is
     ``[E * N / 2, 2 * K]``: gate row ``n`` of an expert is view row ``n``, columns ``[0, K)``,
