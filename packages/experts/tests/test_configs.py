@@ -57,6 +57,7 @@ def test_lookup_takes_nearest_tokens(monkeypatch, tmp_path):
     (tmp_path / name).write_text(json.dumps({"16": small.as_dict(), "4096": large.as_dict()}))
     monkeypatch.setattr(configs, "CONFIG_DIR", tmp_path)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (1, 0))
     configs.load_table.cache_clear()
     try:
         cuda = torch.device("cuda")
@@ -70,5 +71,23 @@ def test_lookup_takes_nearest_tokens(monkeypatch, tmp_path):
         cpu = torch.device("cpu")
         got = configs.get_config(16, 2, 4, 64, torch.float16, cpu, interpreter=False)
         assert got == default_config(16, 2, 4, interpreter=False)
+    finally:
+        configs.load_table.cache_clear()
+
+
+def test_a_device_without_tables_uses_its_architectures(monkeypatch, tmp_path):
+    tuned = GemmConfig(64, 128, 64, 8, 4, 3, B_TMA=True)
+    name = table_name(4, 64, torch.bfloat16, "Tuned GPU")
+    (tmp_path / name).write_text(json.dumps({"256": tuned.as_dict()}))
+    monkeypatch.setattr(configs, "CONFIG_DIR", tmp_path)
+    monkeypatch.setattr(configs, "TUNED_DEVICES", {(9, 0): "Tuned GPU"})
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Sibling GPU")
+    configs.load_table.cache_clear()
+    try:
+        cuda = torch.device("cuda")
+        for capability, want in (((9, 0), tuned), ((8, 0), default_config(256, 2, 4, False))):
+            monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None, c=capability: c)
+            got = configs.get_config(256, 2, 4, 64, torch.bfloat16, cuda, interpreter=False)
+            assert got == want, f"capability {capability}: {got}"
     finally:
         configs.load_table.cache_clear()

@@ -90,13 +90,23 @@ def default_config(num_tokens: int, top_k: int, num_experts: int, interpreter: b
     return GemmConfig(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3)
 
 
+# Devices whose tables also serve devices of the same architecture that have none of their own.
+TUNED_DEVICES = {(9, 0): "NVIDIA H100 80GB HBM3"}
+
+
 def get_config(num_tokens: int, top_k: int, num_experts: int, n: int, dtype: torch.dtype,
                device: torch.device, interpreter: bool) -> GemmConfig:  # fmt: skip
     """The tuned entry of the nearest ``num_tokens`` for ``(E, N, dtype, device)``, else the
-    default heuristic."""
+    table tuned on a device of the same compute capability (``TUNED_DEVICES``: an H200 uses the
+    H100's), else the default heuristic."""
     if device.type == "cuda" and not interpreter:
-        table = load_table(table_name(num_experts, n, dtype, torch.cuda.get_device_name(device)))
-        if table:
-            nearest = min(table, key=lambda m: abs(m - num_tokens))
-            return table[nearest]
+        names = [torch.cuda.get_device_name(device)]
+        sibling = TUNED_DEVICES.get(torch.cuda.get_device_capability(device))
+        if sibling is not None and sibling != names[0]:
+            names.append(sibling)
+        for name in names:
+            table = load_table(table_name(num_experts, n, dtype, name))
+            if table:
+                nearest = min(table, key=lambda m: abs(m - num_tokens))
+                return table[nearest]
     return default_config(num_tokens, top_k, num_experts, interpreter)
