@@ -140,6 +140,11 @@ def main() -> None:
         action="store_true",
         help="skip the grid: refine the current entry (or the default) only",
     )
+    parser.add_argument(
+        "--seed-from",
+        metavar="DEVICE",
+        help="start from this device's table when this device has none (e.g. 'NVIDIA H100 80GB HBM3')",
+    )
     parser.add_argument("--out-dir", type=Path, default=CONFIG_DIR)
     parser.add_argument("--precompile", type=int, default=0, metavar="N",
                         help="compile the candidates first in N processes")  # fmt: skip
@@ -157,6 +162,10 @@ def main() -> None:
     path = args.out_dir / name
     # Merged into an existing table, so a long tuning can be split over several runs.
     table = json.loads(path.read_text()) if path.is_file() else {}
+    if not table and args.seed_from:  # e.g. an H200 starts from the H100's entries
+        seed = args.out_dir / table_name(args.experts, n, dtype, args.seed_from)
+        table = json.loads(seed.read_text()) if seed.is_file() else {}
+        print(f"seeded from {seed.name}: {len(table)} entries", flush=True)
     current = {int(t): GemmConfig(**entry) for t, entry in table.items()}
     if args.precompile:
         every: set[GemmConfig] = set()
