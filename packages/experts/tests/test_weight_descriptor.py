@@ -36,3 +36,24 @@ def test_interleaved_rows_pair_gate_and_up_columns():
 )
 def test_layouts_without_a_descriptor_fall_back(weights, row_pairs, why):
     assert weight_descriptor(weights, 16, 32, row_pairs=row_pairs) is None, why
+
+
+def test_a_triton_without_host_descriptors_loads_through_pointers(monkeypatch):
+    import zlib
+
+    from helpers import as_tensors, assert_matches, make_problem, reference
+
+    from moekit.experts import fused_experts, triton_experts
+    from moekit.experts._triton_impl import weight_descriptor as module
+    from moekit.experts._triton_impl.configs import GemmConfig
+
+    monkeypatch.setattr(module, "TensorDescriptor", None)
+    assert module.weight_descriptor(torch.randn(3, 40, 64), 32, 16) is None
+    config = GemmConfig(BLOCK_M=16, BLOCK_N=32, BLOCK_K=32, num_stages=1, B_TMA=True)
+    monkeypatch.setattr(triton_experts, "get_config", lambda *args: config)
+    seed = zlib.crc32(b"no host descriptors")
+    problem = make_problem(seed, 5, 4, 2, 64, 40, "silu")
+    t = as_tensors(problem, torch.float32)
+    got = fused_experts(t["hidden_states"], t["w1"], t["w2"], t["topk_weights"], t["topk_ids"],
+                        backend="triton")  # fmt: skip
+    assert_matches(got, reference(problem, torch.float32), torch.float32, seed)

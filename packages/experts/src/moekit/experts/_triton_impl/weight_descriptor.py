@@ -10,16 +10,21 @@ at the store. Columns past ``K`` come back as zeros.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch
+import triton
 
 from moekit.align import interpreter_enabled
 
-try:  # host-side descriptors arrived in Triton 3.3; older releases load through pointers
+try:  # kernel arguments that are host-built descriptors: Triton 3.4 and later
     from triton.tools.tensor_descriptor import TensorDescriptor
 except ImportError:  # pragma: no cover (the CI's Triton has them)
     TensorDescriptor = None
+_release = re.match(r"(\d+)\.(\d+)", triton.__version__)
+if _release is None or (int(_release[1]), int(_release[2])) < (3, 4):
+    TensorDescriptor = None  # older releases load through pointers
 
 
 def _tma_capable(weights: torch.Tensor) -> bool:
