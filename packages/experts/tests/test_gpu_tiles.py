@@ -26,10 +26,10 @@ VARIANTS = {  # hardware-sized tiles; hidden 192 and inter 320 leave tail tiles 
     "shared": dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=3),
     "tma": dict(
         BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=3, B_TMA=True
-    ),  # fmt: skip
+    ),
     "tma-wide": dict(
         BLOCK_M=128, BLOCK_N=256, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=2, B_TMA=True
-    ),  # fmt: skip
+    ),
     "gemm2-own-tile": dict(
         BLOCK_M=64,
         BLOCK_N=128,
@@ -41,7 +41,7 @@ VARIANTS = {  # hardware-sized tiles; hidden 192 and inter 320 leave tail tiles 
         BLOCK_K2=32,
         num_warps2=8,
         num_stages2=4,
-    ),  # fmt: skip
+    ),
     "tma-gemm2-own-tile-decode": dict(
         BLOCK_M=16,
         BLOCK_N=64,
@@ -51,7 +51,7 @@ VARIANTS = {  # hardware-sized tiles; hidden 192 and inter 320 leave tail tiles 
         BLOCK_N1=64,
         BLOCK_N2=64,
         B_TMA=True,
-    ),  # fmt: skip
+    ),
 }
 
 
