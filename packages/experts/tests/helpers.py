@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from moekit.experts import fused_experts
 from moekit.reference import experts as ref
 
 TOLERANCE = {torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 2e-2}  # bf16: GPU only
@@ -67,3 +68,22 @@ def assert_matches(got: torch.Tensor, want: np.ndarray, dtype: torch.dtype, seed
     assert np.isfinite(got_np).all(), f"non-finite output (unwritten rows?) seed={seed}"
     tol = TOLERANCE[dtype]
     np.testing.assert_allclose(got_np, want, atol=tol, rtol=tol, err_msg=f"seed={seed}")
+
+
+def run(problem: dict, dtype: torch.dtype, backend: str, on_input: bool = False,
+        device: str = "cpu") -> torch.Tensor:  # fmt: skip
+    """``fused_experts`` on ``problem`` rounded to ``dtype``, on ``device``; the output on the CPU."""
+    t = {k: v.to(device) if isinstance(v, torch.Tensor) else v
+         for k, v in as_tensors(problem, dtype).items()}  # fmt: skip
+    return fused_experts(
+        t["hidden_states"], t["w1"], t["w2"], t["topk_weights"], t["topk_ids"],
+        activation=t["activation"], expert_map=t["expert_map"], w1_bias=t["w1_bias"],
+        w2_bias=t["w2_bias"], apply_router_weight_on_input=on_input, backend=backend,
+    ).cpu()  # fmt: skip
+
+
+def use_config(monkeypatch, config) -> None:
+    """Make the Triton experts run ``config`` (a ``GemmConfig``) whatever the tables say."""
+    from moekit.experts import triton_experts
+
+    monkeypatch.setattr(triton_experts, "get_config", lambda *args: config)

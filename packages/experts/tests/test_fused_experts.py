@@ -8,21 +8,12 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from helpers import as_tensors, assert_matches, make_problem, reference
+from helpers import as_tensors, assert_matches, make_problem, reference, run, use_config
 
 from moekit.experts import MoEActivation, fused_experts
 
 BACKENDS = ["torch", "triton"]
 MAP = np.array([-1, 0, 1, -1, 2, 3, -1, -1], dtype=np.int32)  # 8 global, 4 local
-
-
-def run(problem: dict, dtype: torch.dtype, backend: str, on_input: bool = False) -> torch.Tensor:
-    t = as_tensors(problem, dtype)
-    return fused_experts(
-        t["hidden_states"], t["w1"], t["w2"], t["topk_weights"], t["topk_ids"],
-        activation=t["activation"], expert_map=t["expert_map"], w1_bias=t["w1_bias"],
-        w2_bias=t["w2_bias"], apply_router_weight_on_input=on_input, backend=backend,
-    )  # fmt: skip
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -120,11 +111,10 @@ def test_tile_variants_leave_the_result(monkeypatch, variant, activation, hidden
     """Tuned tables may give GEMM1 its own activation width, GEMM2 its own tile, and read the
     weights through TMA descriptors; none of it may change the result. With ``inter = 40`` a
     tail tile's descriptor rows reach into the next expert and must stay masked."""
-    from moekit.experts import triton_experts
     from moekit.experts._triton_impl.configs import GemmConfig
 
     config = GemmConfig(BLOCK_M=16, BLOCK_N=32, BLOCK_K=32, num_stages=1, **TILE_VARIANTS[variant])
-    monkeypatch.setattr(triton_experts, "get_config", lambda *args: config)
+    use_config(monkeypatch, config)
     seed = zlib.crc32(f"{activation}{variant}{hidden}".encode())
     for num_tokens in (1, 5):  # one token's path (no alignment) and the aligned one
         problem = make_problem(seed, num_tokens, 4, 2, hidden, 40, activation, bias=True)

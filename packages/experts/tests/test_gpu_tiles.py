@@ -13,9 +13,7 @@ import zlib
 
 import pytest
 import torch
-from helpers import as_tensors, assert_matches, make_problem, reference
-
-from moekit.experts import fused_experts
+from helpers import assert_matches, make_problem, reference, run, use_config
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1",
@@ -59,20 +57,14 @@ VARIANTS = {  # hardware-sized tiles; hidden 192 and inter 320 leave tail tiles 
 @pytest.mark.parametrize("activation", ["silu", "swigluoai", "gelu_no_mul"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=str)
 def test_tile_variant_on_gpu(monkeypatch, variant, activation, dtype):
-    from moekit.experts import triton_experts
     from moekit.experts._triton_impl.configs import GemmConfig
 
     if dtype == torch.float32 and variant not in ("shared", "tma"):
         pytest.skip("float32 tiles this large overflow shared memory; tables serve 16-bit types")
     config = GemmConfig(**VARIANTS[variant])
-    monkeypatch.setattr(triton_experts, "get_config", lambda *args: config)
+    use_config(monkeypatch, config)
     seed = zlib.crc32(f"{variant}{activation}{dtype}".encode())
     for num_tokens in (1, 37, 300):
         problem = make_problem(seed, num_tokens, 8, 2, 192, 320, activation, bias=True)
-        t = {k: v.cuda() if isinstance(v, torch.Tensor) else v
-             for k, v in as_tensors(problem, dtype).items()}  # fmt: skip
-        got = fused_experts(
-            t["hidden_states"], t["w1"], t["w2"], t["topk_weights"], t["topk_ids"],
-            activation=activation, w1_bias=t["w1_bias"], w2_bias=t["w2_bias"], backend="triton",
-        )  # fmt: skip
-        assert_matches(got.cpu(), reference(problem, dtype), dtype, seed)
+        got = run(problem, dtype, "triton", device="cuda")
+        assert_matches(got, reference(problem, dtype), dtype, seed)

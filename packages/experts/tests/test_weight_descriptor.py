@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import zlib
+
 import pytest
 import torch
+from helpers import assert_matches, make_problem, reference, run, use_config
 
 from moekit.experts._triton_impl.weight_descriptor import weight_descriptor
 
@@ -39,21 +42,14 @@ def test_layouts_without_a_descriptor_fall_back(weights, row_pairs, why):
 
 
 def test_a_triton_without_host_descriptors_loads_through_pointers(monkeypatch):
-    import zlib
-
-    from helpers import as_tensors, assert_matches, make_problem, reference
-
-    from moekit.experts import fused_experts, triton_experts
     from moekit.experts._triton_impl import weight_descriptor as module
     from moekit.experts._triton_impl.configs import GemmConfig
 
     monkeypatch.setattr(module, "TensorDescriptor", None)
     assert module.weight_descriptor(torch.randn(3, 40, 64), 32, 16) is None
-    config = GemmConfig(BLOCK_M=16, BLOCK_N=32, BLOCK_K=32, num_stages=1, B_TMA=True)
-    monkeypatch.setattr(triton_experts, "get_config", lambda *args: config)
+    use_config(monkeypatch, GemmConfig(BLOCK_M=16, BLOCK_N=32, BLOCK_K=32, num_stages=1,
+                                       B_TMA=True))  # fmt: skip
     seed = zlib.crc32(b"no host descriptors")
     problem = make_problem(seed, 5, 4, 2, 64, 40, "silu")
-    t = as_tensors(problem, torch.float32)
-    got = fused_experts(t["hidden_states"], t["w1"], t["w2"], t["topk_weights"], t["topk_ids"],
-                        backend="triton")  # fmt: skip
-    assert_matches(got, reference(problem, torch.float32), torch.float32, seed)
+    assert_matches(run(problem, torch.float32, "triton"), reference(problem, torch.float32),
+                   torch.float32, seed)  # fmt: skip
