@@ -54,3 +54,9 @@ def time_us(fn: Callable[[], object], graph: bool) -> tuple[float, float, float]
 def write_json(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=1) + "\n")
+
+
+def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    """Largest absolute difference over the largest magnitude of ``want`` (floor 1e-6)."""
+    scale = max(want.float().abs().max().item(), 1e-6)
+    return (got.float() - want.float()).abs().max().item() / scale

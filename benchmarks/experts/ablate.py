@@ -28,7 +28,7 @@ from triton.runtime.errors import OutOfResources
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_fused_moe import SHAPES, make_weights, matmul_tflops
-from common import copy_bandwidth_gbps, environment, write_json
+from common import copy_bandwidth_gbps, environment, relative_error, write_json
 
 from moekit.align import moe_align_block_size, moe_sum
 from moekit.experts import MoEActivation, apply_activation, fused_experts
@@ -131,9 +131,8 @@ def main() -> None:
 
             parts, unfused = steps(x, w1, w2, b1, b2, weights, ids, activation)
             fused_out, old_out = path().float(), unfused().float()
-            scale = old_out.abs().max().item()
             row = dict(shape=name, tokens=tokens, E=num_experts, top_k=top_k, K=hidden, I=inter,
-                       fused_vs_unfused=(fused_out - old_out).abs().max().item() / scale,
+                       fused_vs_unfused=relative_error(fused_out, old_out),
                        path_us=graph_us(path), unfused_us=graph_us(unfused))  # fmt: skip
             for part, fn in parts.items():
                 row[f"{part}_us"] = graph_us(fn)

@@ -82,7 +82,7 @@ def measure(args: argparse.Namespace) -> dict:
     import torch
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from common import copy_bandwidth_gbps, environment, time_us
+    from common import copy_bandwidth_gbps, environment, relative_error, time_us
 
     from moekit.experts import fused_experts
 
@@ -104,9 +104,8 @@ def measure(args: argparse.Namespace) -> dict:
                                      w1_bias=b1, w2_bias=b2, backend=backend, check_ids=False)  # fmt: skip
 
             want = oracle(x, w1, w2, weights, ids, activation, b1, b2)
-            scale = max(want.abs().max().item(), 1e-6)
-            error = (call("triton").float() - want).abs().max().item() / scale
-            torch_error = (call("torch").float() - want).abs().max().item() / scale
+            error = relative_error(call("triton"), want)
+            torch_error = relative_error(call("torch"), want)
             del want
             active = ids.unique().numel()
             weight_bytes = active * 3 * hidden * inter * 2

@@ -30,6 +30,9 @@ from unittest import mock
 import torch
 import triton.testing
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import relative_error
+
 from moekit.experts import fused_experts
 from moekit.experts._triton_impl.configs import CONFIG_DIR, GemmConfig, default_config, table_name
 
@@ -120,10 +123,6 @@ def time_config(config: GemmConfig, run, expected: torch.Tensor) -> float:
     except Exception as error:  # a config that does not fit (shared memory, registers)
         print(f"  skip {config}: {type(error).__name__}", file=sys.stderr)
         return float("inf")
-
-
-def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
-    return ((got.float() - expected.float()).abs().max() / expected.float().abs().max()).item()
 
 
 def main() -> None:
