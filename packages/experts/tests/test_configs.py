@@ -59,6 +59,7 @@ def test_lookup_takes_nearest_tokens(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (1, 0))
     configs.load_table.cache_clear()
+    configs.device_table.cache_clear()
     try:
         cuda = torch.device("cuda")
         for tokens, want in ((1, small), (2000, small), (2100, large), (99999, large)):
@@ -73,6 +74,7 @@ def test_lookup_takes_nearest_tokens(monkeypatch, tmp_path):
         assert got == default_config(16, 2, 4, interpreter=False)
     finally:
         configs.load_table.cache_clear()
+        configs.device_table.cache_clear()
 
 
 def test_a_device_without_tables_uses_its_architectures(monkeypatch, tmp_path):
@@ -83,11 +85,14 @@ def test_a_device_without_tables_uses_its_architectures(monkeypatch, tmp_path):
     monkeypatch.setattr(configs, "TUNED_DEVICES", {(9, 0): "Tuned GPU"})
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Sibling GPU")
     configs.load_table.cache_clear()
+    configs.device_table.cache_clear()
     try:
         cuda = torch.device("cuda")
         for capability, want in (((9, 0), tuned), ((8, 0), default_config(256, 2, 4, False))):
             monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None, c=capability: c)
+            configs.device_table.cache_clear()  # resolved once per device otherwise
             got = configs.get_config(256, 2, 4, 64, torch.bfloat16, cuda, interpreter=False)
             assert got == want, f"capability {capability}: {got}"
     finally:
         configs.load_table.cache_clear()
+        configs.device_table.cache_clear()

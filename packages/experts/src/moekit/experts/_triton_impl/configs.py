@@ -94,19 +94,30 @@ def default_config(num_tokens: int, top_k: int, num_experts: int, interpreter: b
 TUNED_DEVICES = {(9, 0): "NVIDIA H100 80GB HBM3"}
 
 
+@functools.cache
+def device_table(num_experts: int, n: int, dtype: torch.dtype,
+                 device: torch.device) -> dict[int, GemmConfig] | None:  # fmt: skip
+    """The table for ``(E, N, dtype)`` tuned on ``device``'s model, else on a device of the same
+    compute capability (``TUNED_DEVICES``), else None; resolved once per device."""
+    names = [torch.cuda.get_device_name(device)]
+    sibling = TUNED_DEVICES.get(torch.cuda.get_device_capability(device))
+    if sibling is not None and sibling != names[0]:
+        names.append(sibling)
+    for name in names:
+        table = load_table(table_name(num_experts, n, dtype, name))
+        if table:
+            return table
+    return None
+
+
 def get_config(num_tokens: int, top_k: int, num_experts: int, n: int, dtype: torch.dtype,
                device: torch.device, interpreter: bool) -> GemmConfig:  # fmt: skip
     """The tuned entry of the nearest ``num_tokens`` for ``(E, N, dtype, device)``, else the
     table tuned on a device of the same compute capability (``TUNED_DEVICES``: an H200 uses the
     H100's), else the default heuristic."""
     if device.type == "cuda" and not interpreter:
-        names = [torch.cuda.get_device_name(device)]
-        sibling = TUNED_DEVICES.get(torch.cuda.get_device_capability(device))
-        if sibling is not None and sibling != names[0]:
-            names.append(sibling)
-        for name in names:
-            table = load_table(table_name(num_experts, n, dtype, name))
-            if table:
-                nearest = min(table, key=lambda m: abs(m - num_tokens))
-                return table[nearest]
+        table = device_table(num_experts, n, dtype, device)
+        if table:
+            nearest = min(table, key=lambda m: abs(m - num_tokens))
+            return table[nearest]
     return default_config(num_tokens, top_k, num_experts, interpreter)
