@@ -67,6 +67,12 @@ def refinements(best: GemmConfig) -> list[GemmConfig]:
     return widths + stages + block_k + block_m + [dataclasses.replace(best, B_TMA=not best.B_TMA)]
 
 
+def row_layouts(best: GemmConfig) -> list[GemmConfig]:
+    """``best`` with the rows in the aligned order (a copy of the hidden states first, every A
+    tile then one block of rows, through TMA where possible) or back in slot order."""
+    return [dataclasses.replace(best, SORTED_ROWS=not best.SORTED_ROWS)]
+
+
 def gemm2_tiles(best: GemmConfig) -> list[GemmConfig]:
     """GEMM2's own tile on top of ``best`` (GEMM2's K is the intermediate size and its N the
     hidden size, so it may want another tile than GEMM1)."""
@@ -172,8 +178,9 @@ def main() -> None:
             if not args.refine_only:
                 every |= set(candidates(args.quick, t * args.top_k / args.experts))
                 every.add(default_config(t, args.top_k, args.experts, False))
-            if t in current:  # GEMM2's tiles on the current entry, with and without TMA
-                for base in (current[t], dataclasses.replace(current[t], B_TMA=True)):
+            if t in current:  # the phases' candidates around the current entry's variants
+                for tma, rows in itertools.product((False, True), (False, True)):
+                    base = dataclasses.replace(current[t], B_TMA=tma, SORTED_ROWS=rows)
                     every |= {base, *refinements(base), *gemm2_tiles(base)}
         precompile(sorted(every, key=str), args.activation, args.top_k, args.precompile)
         print(f"precompiled {len(every)} configs", flush=True)
@@ -197,12 +204,15 @@ def main() -> None:
         if tokens == 1:  # one token runs 16-row tiles whatever the table says
             grid = list(dict.fromkeys(dataclasses.replace(c, BLOCK_M=16) for c in grid))
         timed = [(time_config(c, run, expected), c) for c in grid]
-        # Each phase refines the best so far: GEMM1's width, stages and TMA, then GEMM2's tile.
-        for phase in (refinements, gemm2_tiles):
+        # Each phase refines the best so far: the row layout, GEMM1's width, stages and TMA,
+        # then GEMM2's tile.
+        for phase in (row_layouts, refinements, gemm2_tiles):
             best = min(timed, key=lambda item: item[0])[1]
             tried = {c for _, c in timed}
-            # one token runs 16-row tiles, so other BLOCK_M values would only repeat a timing
-            fresh = [c for c in phase(best) if c not in tried and (tokens > 1 or c.BLOCK_M == 16)]
+            # one token runs 16-row tiles in slot order: other BLOCK_M values or the aligned
+            # row order would only repeat a timing
+            fresh = [c for c in phase(best) if c not in tried
+                     and (tokens > 1 or (c.BLOCK_M == 16 and not c.SORTED_ROWS))]  # fmt: skip
             timed += [(time_config(c, run, expected), c) for c in fresh]
         best_ms, best = min(timed, key=lambda item: item[0])
         if best_ms == float("inf"):

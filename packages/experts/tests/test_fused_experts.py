@@ -101,6 +101,8 @@ TILE_VARIANTS = {
     "gemm2-own-tile": {"BLOCK_N2": 16, "BLOCK_K2": 16, "num_warps2": 2, "num_stages2": 2},
     "tma": {"B_TMA": True},
     "tma-gemm2-own-tile": {"B_TMA": True, "BLOCK_N1": 16, "BLOCK_N2": 16, "BLOCK_K2": 16},
+    "sorted-rows": {"SORTED_ROWS": True},
+    "sorted-rows-tma": {"SORTED_ROWS": True, "B_TMA": True, "BLOCK_N2": 16, "BLOCK_K2": 16},
 }
 
 
@@ -108,8 +110,9 @@ TILE_VARIANTS = {
 @pytest.mark.parametrize("activation", ["silu", "swigluoai", "gelu_no_mul"])
 @pytest.mark.parametrize("hidden", [48, 64])  # 48: tail tiles in N (GEMM2) and K (GEMM1)
 def test_tile_variants_leave_the_result(monkeypatch, variant, activation, hidden):
-    """Tuned tables may give GEMM1 its own activation width, GEMM2 its own tile, and read the
-    weights through TMA descriptors; none of it may change the result. With ``inter = 40`` a
+    """Tuned tables may give GEMM1 its own activation width, GEMM2 its own tile, read the
+    weights through TMA descriptors and lay the rows out in the aligned order (A through TMA
+    too); none of it may change the result. With ``inter = 40`` a
     tail tile's descriptor rows reach into the next expert and must stay masked."""
     from moekit.experts._triton_impl.configs import GemmConfig
 

@@ -23,15 +23,16 @@ from moekit.experts.topk_weight_and_reduce import (
 
 
 def _gemms():  # type: ignore[no-untyped-def]
-    """The two Triton GEMM launchers, imported on first use so that ``moekit.experts`` (and its
-    torch path) imports without Triton."""
+    """The two Triton GEMM launchers and the aligned-order row copy, imported on first use so
+    that ``moekit.experts`` (and its torch path) imports without Triton."""
     try:
         from moekit.experts._triton_impl.gate_up_gemm import invoke_gate_up_gemm
+        from moekit.experts._triton_impl.gather_rows import gather_sorted_rows
         from moekit.experts._triton_impl.grouped_gemm import invoke_grouped_gemm
     except ImportError as error:
         raise ImportError("the Triton experts need Triton: pip install 'moekit-experts[triton]' "
                           "(or use backend='torch')") from error  # fmt: skip
-    return invoke_gate_up_gemm, invoke_grouped_gemm
+    return invoke_gate_up_gemm, invoke_grouped_gemm, gather_sorted_rows
 
 
 class TritonExperts(FusedMoEExpertsModular):
@@ -76,14 +77,21 @@ class TritonExperts(FusedMoEExpertsModular):
                 topk_ids, config.BLOCK_M, global_num_experts, expert_map,
                 ignore_invalid_experts=True, backend="triton",
             ))  # fmt: skip
-        invoke_gate_up_gemm, invoke_grouped_gemm = _gemms()
-        activated = workspace2.view(-1)[: num_slots * n_act].view(num_slots, n_act)
-        invoke_gate_up_gemm(hidden_states, w1, activated, self.quant_config.w1_bias, tiles,
-                            top_k, MoEActivation.parse(activation), config)  # fmt: skip
+        invoke_gate_up_gemm, invoke_grouped_gemm, gather_sorted_rows = _gemms()
+        sorted_rows = config.SORTED_ROWS and not tiles.slots_from_ids
+        if sorted_rows:  # every A tile of both GEMMs becomes one block of rows
+            a1 = gather_sorted_rows(hidden_states, tiles, top_k)
+            activated = hidden_states.new_empty(a1.shape[0], n_act)
+        else:
+            a1 = hidden_states
+            activated = workspace2.view(-1)[: num_slots * n_act].view(num_slots, n_act)
+        invoke_gate_up_gemm(a1, w1, activated, self.quant_config.w1_bias, tiles, top_k,
+                            MoEActivation.parse(activation), config, a_rows_sorted=sorted_rows,
+                            out_rows_sorted=sorted_rows, num_slots=num_slots)  # fmt: skip
         gemm2_out = workspace13.view(-1)[: num_slots * k].view(num_slots, k)
         weights = None if apply_router_weight_on_input else topk_weights.reshape(-1).float()
         invoke_grouped_gemm(activated, w2, gemm2_out, self.quant_config.w2_bias, weights, tiles,
-                            1, config.gemm2())  # fmt: skip
+                            1, config.gemm2(), a_rows_sorted=sorted_rows)  # fmt: skip
         moe_sum(gemm2_out.view(num_tokens, top_k, k), output, topk_ids, expert_map,
                 backend="triton")  # fmt: skip
 
@@ -126,7 +134,7 @@ class BatchedTritonExperts(FusedMoEExpertsModular):
         tiles = TileSource(*batched_moe_align_block_size(
             rows, config.BLOCK_M, expert_tokens_meta.expert_num_tokens, backend="triton"
         ))  # fmt: skip
-        invoke_gate_up_gemm, invoke_grouped_gemm = _gemms()
+        invoke_gate_up_gemm, invoke_grouped_gemm, _ = _gemms()
         activated = workspace2.view(-1)[: flat_rows * n_act].view(flat_rows, n_act)
         invoke_gate_up_gemm(hidden_states.view(flat_rows, k), w1, activated,
                             self.quant_config.w1_bias, tiles, 1, MoEActivation.parse(activation),

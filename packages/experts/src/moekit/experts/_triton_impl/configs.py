@@ -18,7 +18,15 @@ import torch
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
-OPTIONAL_FIELDS = ("BLOCK_N1", "BLOCK_N2", "BLOCK_K2", "num_warps2", "num_stages2", "B_TMA")
+OPTIONAL_FIELDS = (
+    "BLOCK_N1",
+    "BLOCK_N2",
+    "BLOCK_K2",
+    "num_warps2",
+    "num_stages2",
+    "B_TMA",
+    "SORTED_ROWS",
+)
 
 
 @dataclass(frozen=True)
@@ -30,7 +38,10 @@ class GemmConfig:
     otherwise). ``BLOCK_N2``, ``BLOCK_K2``, ``num_warps2`` and ``num_stages2`` are GEMM2's own
     tile when set (0: GEMM1's). With ``B_TMA`` both GEMMs read the expert weights through
     Hopper tensor-memory descriptors instead of per-thread loads, where the layout allows (see
-    ``weight_descriptor``)."""
+    ``weight_descriptor``). With ``SORTED_ROWS`` the hidden states are first copied in the
+    aligned order and GEMM1 writes its output in that order, so every A tile of both GEMMs is
+    one block of rows, read through TMA where possible (see ``gather_rows``); a single token,
+    which has no aligned order, ignores it."""
 
     BLOCK_M: int
     BLOCK_N: int
@@ -44,6 +55,7 @@ class GemmConfig:
     num_warps2: int = 0
     num_stages2: int = 0
     B_TMA: bool = False
+    SORTED_ROWS: bool = False
 
     def as_dict(self) -> dict[str, int]:
         """The form the tables store: every field but the optional ones left unset."""

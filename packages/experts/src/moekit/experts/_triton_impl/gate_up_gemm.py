@@ -9,7 +9,7 @@ from moekit.experts._triton_impl.activation_epilogue import ACTIVATION_CODES
 from moekit.experts._triton_impl.configs import GemmConfig
 from moekit.experts._triton_impl.gate_up_gemm_kernel import gate_up_gemm_kernel
 from moekit.experts._triton_impl.tile_source import TileSource
-from moekit.experts._triton_impl.weight_descriptor import weight_descriptor
+from moekit.experts._triton_impl.weight_descriptor import rows_descriptor, weight_descriptor
 from moekit.experts.activation import SWIGLUOAI_ALPHA, SWIGLUOAI_LIMIT, MoEActivation
 
 
@@ -31,28 +31,37 @@ def invoke_gate_up_gemm(
     top_k: int,
     activation: MoEActivation,
     config: GemmConfig,
+    a_rows_sorted: bool = False,
+    out_rows_sorted: bool = False,
+    num_slots: int | None = None,
 ) -> None:
     """``out[slot] = act(a[slot // top_k] @ w13[e].T + bias[e])`` for every placed slot of every
     expert ``e`` (zeros for blocks of expert ``-1``).
 
     ``a [rows, K]``, ``w13 [E, N, K]``, ``out [num_slots, N_OUT]`` with ``N_OUT = N / 2`` for
     gated activations (else ``N``), ``bias [E, N]`` or None. ``config.B_TMA`` reads ``w13``
-    through a descriptor where ``weight_descriptor`` gives one.
+    through a descriptor where ``weight_descriptor`` gives one. ``a_rows_sorted`` (``a`` holds
+    one row per sorted position, read through a descriptor where the layout allows) and
+    ``out_rows_sorted`` (``out`` gets one row per sorted position) replace the slot rows with
+    ``tiles.sorted_token_ids`` order, padding included; ``num_slots`` (the flat slot count,
+    default ``out``'s rows) must then be given.
     """
-    num_slots, n_out = out.shape
+    n_out = out.shape[1]
+    num_slots = out.shape[0] if num_slots is None else num_slots
     n, k = w13.shape[1], a.shape[1]
     gated = activation.is_gated
     interleaved = activation is MoEActivation.SWIGLUOAI
     block_n = gate_up_block_n(config, gated)
     grid = (tiles.num_m_tiles(config.BLOCK_M) * triton.cdiv(n_out, block_n),)
     *tile_args, num_sorted = tiles.kernel_args(out)
+    a_desc = rows_descriptor(a, config.BLOCK_M, config.BLOCK_K) if a_rows_sorted else None
     b_desc = None
     if config.B_TMA:
         b_desc = weight_descriptor(w13, block_n, config.BLOCK_K, row_pairs=interleaved)
     # the descriptor's view: rows per expert, then where an up block sits from its gate block
     desc_rows, desc_up_row, desc_up_col = (n // 2, 0, k) if interleaved else (n, n // 2, 0)
     gate_up_gemm_kernel[grid](
-        a, w13, b_desc if b_desc is not None else w13, out, bias if bias is not None else out,
+        a, a_desc if a_desc is not None else a, w13, b_desc if b_desc is not None else w13, out, bias if bias is not None else out,
         *tile_args,
         n_out, k, num_slots, num_sorted, (1 if interleaved else n // 2) if gated else 0,
         a.stride(0), a.stride(1), w13.stride(0), w13.stride(1), w13.stride(2),
@@ -64,6 +73,7 @@ def invoke_gate_up_gemm(
         ACTIVATION=ACTIVATION_CODES[activation], SWIGLU_ALPHA=SWIGLUOAI_ALPHA,
         SWIGLU_LIMIT=SWIGLUOAI_LIMIT, HAS_BIAS=bias is not None,
         IEEE_FP32=a.dtype == torch.float32, B_TMA=b_desc is not None,
+        A_ROWS_SORTED=a_rows_sorted, A_TMA=a_desc is not None, C_ROWS_SORTED=out_rows_sorted,
         BLOCK_M=config.BLOCK_M, BLOCK_N=block_n, BLOCK_K=config.BLOCK_K,
         GROUP_M=config.GROUP_M, num_warps=config.num_warps, num_stages=config.num_stages,
     )  # fmt: skip

@@ -17,12 +17,12 @@ import triton
 import triton.language as tl
 
 from moekit.experts._triton_impl.activation_epilogue import gated_activation, unary_activation
-from moekit.experts._triton_impl.tiles import dot, tile_coordinates, tile_rows
+from moekit.experts._triton_impl.tiles import dot, tile_coordinates, tile_matrix_rows, tile_rows
 
 
 @triton.jit
 def gate_up_gemm_kernel(
-    a_ptr, b_ptr, b_desc, c_ptr, bias_ptr,
+    a_ptr, a_desc, b_ptr, b_desc, c_ptr, bias_ptr,
     sorted_token_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr,
     topk_ids_ptr, expert_map_ptr, num_global_experts,
     N_OUT, K, num_valid_slots, num_sorted, up_offset,
@@ -32,6 +32,7 @@ def gate_up_gemm_kernel(
     GATED: tl.constexpr, GATE_ROW_STEP: tl.constexpr,
     ACTIVATION: tl.constexpr, SWIGLU_ALPHA: tl.constexpr, SWIGLU_LIMIT: tl.constexpr,
     HAS_BIAS: tl.constexpr, IEEE_FP32: tl.constexpr, B_TMA: tl.constexpr,
+    A_ROWS_SORTED: tl.constexpr, A_TMA: tl.constexpr, C_ROWS_SORTED: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):  # fmt: skip
     if SLOTS_FROM_IDS:
@@ -48,8 +49,11 @@ def gate_up_gemm_kernel(
     )  # fmt: skip
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = offs_n < N_OUT
-    c_ptrs = c_ptr + slots[:, None] * stride_cm + offs_n[None, :] * stride_cn
-    c_ok = slot_ok[:, None] & n_ok[None, :]
+    c_rows, c_row_ok = tile_matrix_rows(
+        pid_m, slots, slot_ok, num_sorted, C_ROWS_SORTED, 1, BLOCK_M
+    )
+    c_ptrs = c_ptr + c_rows[:, None] * stride_cm + offs_n[None, :] * stride_cn
+    c_ok = c_row_ok[:, None] & n_ok[None, :]
     if expert == -1:  # aligned: a block of no local expert; from ids: a skipped slot
         if not SLOTS_FROM_IDS:
             tl.store(c_ptrs, tl.zeros([BLOCK_M, BLOCK_N], c_ptr.dtype.element_ty), mask=c_ok)
@@ -58,7 +62,11 @@ def gate_up_gemm_kernel(
     gate_rows = offs_n * GATE_ROW_STEP
     up_rows = gate_rows + up_offset
     offs_k = tl.arange(0, BLOCK_K)
-    a_ptrs = a_ptr + (slots // TOP_K)[:, None] * stride_am + offs_k[None, :] * stride_ak
+    a_rows, a_ok = tile_matrix_rows(
+        pid_m, slots, slot_ok, num_sorted, A_ROWS_SORTED, TOP_K, BLOCK_M
+    )
+    a_ptrs = a_ptr + a_rows[:, None] * stride_am + offs_k[None, :] * stride_ak
+    a_row = (pid_m * BLOCK_M).to(tl.int32)  # the first A row in a_desc's view
     b_expert = b_ptr + expert * stride_be + offs_k[:, None] * stride_bk
     gate_ptrs = b_expert + gate_rows[None, :] * stride_bn
     up_ptrs = b_expert + up_rows[None, :] * stride_bn
@@ -67,7 +75,10 @@ def gate_up_gemm_kernel(
     up_acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for k_start in range(0, K, BLOCK_K):
         k_ok = offs_k < K - k_start
-        a = tl.load(a_ptrs, mask=slot_ok[:, None] & k_ok[None, :], other=0.0)
+        if A_TMA:
+            a = a_desc.load([a_row, k_start])
+        else:
+            a = tl.load(a_ptrs, mask=a_ok[:, None] & k_ok[None, :], other=0.0)
         b_ok = k_ok[:, None] & n_ok[None, :]
         if B_TMA:
             gate = b_desc.load([gate_row, k_start]).T

@@ -8,7 +8,7 @@ import triton
 from moekit.experts._triton_impl.configs import GemmConfig
 from moekit.experts._triton_impl.grouped_gemm_kernel import grouped_gemm_kernel
 from moekit.experts._triton_impl.tile_source import TileSource
-from moekit.experts._triton_impl.weight_descriptor import weight_descriptor
+from moekit.experts._triton_impl.weight_descriptor import rows_descriptor, weight_descriptor
 
 
 def invoke_grouped_gemm(
@@ -20,13 +20,16 @@ def invoke_grouped_gemm(
     tiles: TileSource,
     top_k: int,
     config: GemmConfig,
+    a_rows_sorted: bool = False,
 ) -> None:
     """``c[slot] = (a[slot // top_k] @ b[e].T + bias[e]) * topk_weights[slot]`` for every placed
     slot of every expert ``e`` (zeros for blocks of expert ``-1``).
 
     ``a [rows, K]``, ``b [E, N, K]``, ``c [num_slots, N]``, ``bias [E, N]`` or None,
     ``topk_weights`` flat ``[num_slots]`` or None (no weighting). ``config.B_TMA`` reads ``b``
-    through a descriptor where ``weight_descriptor`` gives one.
+    through a descriptor where ``weight_descriptor`` gives one. With ``a_rows_sorted`` ``a``
+    holds one row per sorted position (``tiles.sorted_token_ids`` order, padding included), so
+    each tile reads one block of rows, through a descriptor where the layout allows.
     """
     num_slots, n = c.shape
     k = a.shape[1]
@@ -34,8 +37,9 @@ def invoke_grouped_gemm(
     dummy = c  # never read when the matching flag is off
     b_desc = weight_descriptor(b, config.BLOCK_N, config.BLOCK_K) if config.B_TMA else None
     *tile_args, num_sorted = tiles.kernel_args(dummy)
+    a_desc = rows_descriptor(a, config.BLOCK_M, config.BLOCK_K) if a_rows_sorted else None
     grouped_gemm_kernel[grid](
-        a, b, b_desc if b_desc is not None else b, c, bias if bias is not None else dummy,
+        a, a_desc if a_desc is not None else a, b, b_desc if b_desc is not None else b, c, bias if bias is not None else dummy,
         topk_weights if topk_weights is not None else dummy, *tile_args,
         n, k, num_slots, num_sorted,
         a.stride(0), a.stride(1), b.stride(0), b.stride(1), b.stride(2),
@@ -43,6 +47,7 @@ def invoke_grouped_gemm(
         SLOTS_FROM_IDS=tiles.slots_from_ids, HAS_MAP=tiles.expert_map is not None,
         TOP_K=top_k, MUL_ROUTED_WEIGHT=topk_weights is not None, HAS_BIAS=bias is not None,
         IEEE_FP32=a.dtype == torch.float32, B_TMA=b_desc is not None,
+        A_ROWS_SORTED=a_rows_sorted, A_TMA=a_desc is not None,
         BLOCK_M=config.BLOCK_M, BLOCK_N=config.BLOCK_N, BLOCK_K=config.BLOCK_K,
         GROUP_M=config.GROUP_M, num_warps=config.num_warps, num_stages=config.num_stages,
     )  # fmt: skip

@@ -16,19 +16,19 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from moekit.experts._triton_impl.tiles import dot, tile_coordinates, tile_rows
+from moekit.experts._triton_impl.tiles import dot, tile_coordinates, tile_matrix_rows, tile_rows
 
 
 @triton.jit
 def grouped_gemm_kernel(
-    a_ptr, b_ptr, b_desc, c_ptr, bias_ptr, topk_weights_ptr,
+    a_ptr, a_desc, b_ptr, b_desc, c_ptr, bias_ptr, topk_weights_ptr,
     sorted_token_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr,
     topk_ids_ptr, expert_map_ptr, num_global_experts,
     N, K, num_valid_slots, num_sorted,
     stride_am, stride_ak, stride_be, stride_bn, stride_bk, stride_cm, stride_cn, stride_bias_e,
     SLOTS_FROM_IDS: tl.constexpr, HAS_MAP: tl.constexpr, TOP_K: tl.constexpr,
     MUL_ROUTED_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, IEEE_FP32: tl.constexpr,
-    B_TMA: tl.constexpr,
+    B_TMA: tl.constexpr, A_ROWS_SORTED: tl.constexpr, A_TMA: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):  # fmt: skip
     if SLOTS_FROM_IDS:
@@ -53,14 +53,21 @@ def grouped_gemm_kernel(
         return
 
     offs_k = tl.arange(0, BLOCK_K)
-    a_ptrs = a_ptr + (slots // TOP_K)[:, None] * stride_am + offs_k[None, :] * stride_ak
+    a_rows, a_ok = tile_matrix_rows(
+        pid_m, slots, slot_ok, num_sorted, A_ROWS_SORTED, TOP_K, BLOCK_M
+    )
+    a_ptrs = a_ptr + a_rows[:, None] * stride_am + offs_k[None, :] * stride_ak
+    a_row = (pid_m * BLOCK_M).to(tl.int32)  # the first A row in a_desc's view
     b_ptrs = (b_ptr + expert * stride_be + offs_n[None, :] * stride_bn
               + offs_k[:, None] * stride_bk)  # fmt: skip
     b_row = (expert * N + pid_n * BLOCK_N).to(tl.int32)  # the first B row in b_desc's view
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for k_start in range(0, K, BLOCK_K):
         k_ok = offs_k < K - k_start
-        a = tl.load(a_ptrs, mask=slot_ok[:, None] & k_ok[None, :], other=0.0)
+        if A_TMA:
+            a = a_desc.load([a_row, k_start])
+        else:
+            a = tl.load(a_ptrs, mask=a_ok[:, None] & k_ok[None, :], other=0.0)
         if B_TMA:
             b = b_desc.load([b_row, k_start]).T
         else:

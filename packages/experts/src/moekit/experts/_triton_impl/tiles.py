@@ -56,6 +56,18 @@ def tile_rows(pid_m, sorted_token_ids_ptr, expert_ids_ptr, num_sorted, num_valid
 
 
 @triton.jit
+def tile_matrix_rows(pid_m, slots, slot_ok, num_sorted, ROWS_SORTED: tl.constexpr,
+                TOP_K: tl.constexpr, BLOCK_M: tl.constexpr):  # fmt: skip
+    """Rows of m-tile ``pid_m`` in a matrix and which of them to read or write: token rows
+    ``slot // TOP_K``, or with ``ROWS_SORTED`` the tile's own sorted positions (a matrix laid out
+    in ``sorted_token_ids`` order, padding rows included, so a tile is one block of rows)."""
+    if ROWS_SORTED:
+        rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        return rows.to(tl.int64), rows < num_sorted
+    return slots // TOP_K, slot_ok
+
+
+@triton.jit
 def dot(a, b, acc, IEEE_FP32: tl.constexpr):
     """``acc + a @ b``; exact float32 products when ``IEEE_FP32`` (tf32 otherwise would round
     float32 inputs)."""

@@ -61,3 +61,14 @@ def weight_descriptor(weights: torch.Tensor, block_n: int, block_k: int,
     else:
         matrix = weights.view(num_experts * n, k)
     return TensorDescriptor.from_tensor(matrix, [block_n, block_k])
+
+
+def rows_descriptor(matrix: torch.Tensor, block_m: int, block_k: int) -> Any | None:
+    """A ``TensorDescriptor`` of ``[block_m, block_k]`` blocks over a row-major ``matrix [R, K]``
+    (rows past ``R`` and columns past ``K`` read as zeros), or None where the layout, the device
+    or the Triton release does not allow one."""
+    if matrix.stride(1) != 1 or not _tma_capable(matrix):
+        return None
+    if (matrix.stride(0) * matrix.element_size()) % 16 or matrix.data_ptr() % 16:
+        return None
+    return TensorDescriptor.from_tensor(matrix, [block_m, block_k])
