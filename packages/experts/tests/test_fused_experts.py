@@ -106,6 +106,33 @@ TILE_VARIANTS = {
 }
 
 
+def test_sorted_rows_share_the_workspace_when_it_has_room(monkeypatch):
+    """With many slots per expert workspace2 is sized for the aligned positions, and a
+    ``SORTED_ROWS`` entry writes its activated rows there instead of into a buffer of its own."""
+    import moekit.experts.kernel as kernel
+    from moekit.experts import triton_experts
+    from moekit.experts._triton_impl.configs import GemmConfig
+
+    monkeypatch.setattr(triton_experts, "MAX_BLOCK_M", 16)  # the room this config's blocks need
+    workspaces = []
+
+    def poisoned(shape, device, dtype):
+        workspaces.append(torch.full(shape, float("nan"), device=device, dtype=dtype))
+        return workspaces[-1]
+
+    monkeypatch.setattr(kernel, "allocate_workspace", poisoned)
+    use_config(monkeypatch, GemmConfig(BLOCK_M=16, BLOCK_N=32, BLOCK_K=32, num_stages=1,
+                                       SORTED_ROWS=True))  # fmt: skip
+    seed = 20261122
+    num_tokens, top_k, inter = 130, 2, 40
+    problem = make_problem(seed, num_tokens, 4, top_k, 48, inter, "silu")
+    assert_matches(run(problem, torch.float32, "triton"), reference(problem, torch.float32),
+                   torch.float32, seed)  # fmt: skip
+    middle = [w for w in workspaces if w.dim() == 2 and w.shape[1] == inter]
+    assert middle and middle[0].shape[0] > num_tokens * top_k, "workspace2 has no aligned room"
+    assert not middle[0].isnan().all(), "GEMM1 wrote its rows elsewhere"
+
+
 @pytest.mark.parametrize("variant", TILE_VARIANTS)
 @pytest.mark.parametrize("activation", ["silu", "swigluoai", "gelu_no_mul"])
 @pytest.mark.parametrize("hidden", [48, 64])  # 48: tail tiles in N (GEMM2) and K (GEMM1)

@@ -35,6 +35,15 @@ def _gemms():  # type: ignore[no-untyped-def]
     return invoke_gate_up_gemm, invoke_grouped_gemm, gather_sorted_rows
 
 
+MAX_BLOCK_M = 128  # the largest tile height tables and the heuristic use
+
+
+def aligned_rows_bound(num_slots: int, num_local_experts: int) -> int:
+    """Most aligned positions ``moe_align_block_size`` gives ``num_slots`` slots over
+    ``num_local_experts`` experts with blocks of up to ``MAX_BLOCK_M`` rows."""
+    return num_slots + num_local_experts * (MAX_BLOCK_M - 1)
+
+
 class TritonExperts(FusedMoEExpertsModular):
     """Standard format. ``moe_align_block_size`` sorts the slots by local expert (non-local and
     ``-1`` slots dropped; a single token skips it, each slot a tile of its own), GEMM1 with the activation in its epilogue (no weight; the float32
@@ -52,8 +61,12 @@ class TritonExperts(FusedMoEExpertsModular):
 
     def workspace_shapes(self, M, N, K, topk, global_num_experts, local_num_experts,
                          expert_tokens_meta, activation):  # fmt: skip
-        # workspace13 holds GEMM2's per-slot rows, workspace2 the activated GEMM1 rows
-        return (M, topk, K), (M, topk, adjust_N_for_activation(N, activation)), (M, K)
+        # workspace13 holds GEMM2's per-slot rows, workspace2 the activated GEMM1 rows: one per
+        # slot, or per aligned position for SORTED_ROWS entries where that room costs little
+        middle_rows = aligned_rows_bound(M * topk, local_num_experts)
+        if middle_rows > M * topk * 5 // 4:
+            middle_rows = M * topk  # a SORTED_ROWS entry then allocates its own
+        return (M, topk, K), (middle_rows, adjust_N_for_activation(N, activation)), (M, K)
 
     def finalize_weight_and_reduce_impl(self):
         return TopKWeightAndReduceNoOP()
@@ -81,7 +94,10 @@ class TritonExperts(FusedMoEExpertsModular):
         sorted_rows = config.SORTED_ROWS and not tiles.slots_from_ids
         if sorted_rows:  # every A tile of both GEMMs becomes one block of rows
             a1 = gather_sorted_rows(hidden_states, tiles, top_k)
-            activated = hidden_states.new_empty(a1.shape[0], n_act)
+            if workspace2.numel() >= a1.shape[0] * n_act:
+                activated = workspace2.view(-1)[: a1.shape[0] * n_act].view(-1, n_act)
+            else:
+                activated = hidden_states.new_empty(a1.shape[0], n_act)
         else:
             a1 = hidden_states
             activated = workspace2.view(-1)[: num_slots * n_act].view(num_slots, n_act)
