@@ -49,7 +49,8 @@ class TritonExperts(FusedMoEExpertsModular):
     ``-1`` slots dropped; a single token skips it, each slot a tile of its own), GEMM1 with the activation in its epilogue (no weight; the float32
     accumulators are activated before the one rounding to the input dtype) -> GEMM2 (routed
     weight unless applied on the input) -> ``moe_sum`` skipping the dropped slots. Output already
-    reduced (``NoOP``)."""
+    reduced (``NoOP``). A ``SORTED_ROWS`` table entry first copies the hidden states in the
+    aligned order and keeps GEMM1's output in it, so both GEMMs read A as blocks of rows."""
 
     @classmethod
     def activation_format(cls) -> FusedMoEActivationFormat:

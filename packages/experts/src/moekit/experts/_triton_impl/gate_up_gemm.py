@@ -61,7 +61,8 @@ def invoke_gate_up_gemm(
     # the descriptor's view: rows per expert, then where an up block sits from its gate block
     desc_rows, desc_up_row, desc_up_col = (n // 2, 0, k) if interleaved else (n, n // 2, 0)
     gate_up_gemm_kernel[grid](
-        a, a_desc if a_desc is not None else a, w13, b_desc if b_desc is not None else w13, out, bias if bias is not None else out,
+        a, a_desc if a_desc is not None else a, w13, b_desc if b_desc is not None else w13, out,
+        bias if bias is not None else out,
         *tile_args,
         n_out, k, num_slots, num_sorted, (1 if interleaved else n // 2) if gated else 0,
         a.stride(0), a.stride(1), w13.stride(0), w13.stride(1), w13.stride(2),

@@ -39,7 +39,8 @@ def invoke_grouped_gemm(
     *tile_args, num_sorted = tiles.kernel_args(dummy)
     a_desc = rows_descriptor(a, config.BLOCK_M, config.BLOCK_K) if a_rows_sorted else None
     grouped_gemm_kernel[grid](
-        a, a_desc if a_desc is not None else a, b, b_desc if b_desc is not None else b, c, bias if bias is not None else dummy,
+        a, a_desc if a_desc is not None else a, b, b_desc if b_desc is not None else b, c,
+        bias if bias is not None else dummy,
         topk_weights if topk_weights is not None else dummy, *tile_args,
         n, k, num_slots, num_sorted,
         a.stride(0), a.stride(1), b.stride(0), b.stride(1), b.stride(2),

@@ -57,7 +57,7 @@ def tile_rows(pid_m, sorted_token_ids_ptr, expert_ids_ptr, num_sorted, num_valid
 
 @triton.jit
 def tile_matrix_rows(pid_m, slots, slot_ok, num_sorted, ROWS_SORTED: tl.constexpr,
-                TOP_K: tl.constexpr, BLOCK_M: tl.constexpr):  # fmt: skip
+                     TOP_K: tl.constexpr, BLOCK_M: tl.constexpr):  # fmt: skip
     """Rows of m-tile ``pid_m`` in a matrix and which of them to read or write: token rows
     ``slot // TOP_K``, or with ``ROWS_SORTED`` the tile's own sorted positions (a matrix laid out
     in ``sorted_token_ids`` order, padding rows included, so a tile is one block of rows)."""
