@@ -205,7 +205,8 @@ class FusedMoEExperts(abc.ABC):
                          local_num_experts: int, expert_tokens_meta: ExpertTokensMetadata | None,
                          activation: MoEActivation,
                          ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:  # fmt: skip
-        """``(workspace13, workspace2, output)`` shapes; the leading dimension is tokens."""
+        """``(workspace13, workspace2, output)`` shapes for one ``apply`` call; the workspaces take
+        whatever layout the experts' ``apply`` views them in."""
 
     @abc.abstractmethod
     def finalize_weight_and_reduce_impl(self) -> TopKWeightAndReduce: ...
