@@ -20,47 +20,18 @@ pytestmark = pytest.mark.skipif(
     reason="needs a CUDA GPU with the Triton interpreter off (TRITON_INTERPRET=0)",
 )
 
+TILE = dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=3)
 VARIANTS = {  # hardware-sized tiles; hidden 192 and inter 320 leave tail tiles in N and K
-    "shared": dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=3),
-    "tma": dict(
-        BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=3, B_TMA=True
-    ),
-    "tma-wide": dict(
-        BLOCK_M=128, BLOCK_N=256, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=2, B_TMA=True
-    ),
-    "gemm2-own-tile": dict(
-        BLOCK_M=64,
-        BLOCK_N=128,
-        BLOCK_K=64,
-        GROUP_M=8,
-        num_warps=4,
-        num_stages=3,
-        BLOCK_N2=256,
-        BLOCK_K2=32,
-        num_warps2=8,
-        num_stages2=4,
-    ),
-    "tma-gemm2-own-tile-decode": dict(
-        BLOCK_M=16,
-        BLOCK_N=64,
-        BLOCK_K=128,
-        num_warps=4,
-        num_stages=4,
-        BLOCK_N1=64,
-        BLOCK_N2=64,
-        B_TMA=True,
-    ),
-    "sorted-rows": dict(
-        BLOCK_M=64,
-        BLOCK_N=128,
-        BLOCK_K=64,
-        GROUP_M=8,
-        num_warps=4,
-        num_stages=3,
-        B_TMA=True,
-        SORTED_ROWS=True,
-    ),
-}
+    "shared": TILE,
+    "tma": {**TILE, "B_TMA": True},
+    "tma-wide": {**TILE, "BLOCK_M": 128, "BLOCK_N": 256, "num_warps": 8, "num_stages": 2,
+                 "B_TMA": True},
+    "gemm2-own-tile": {**TILE, "BLOCK_N2": 256, "BLOCK_K2": 32, "num_warps2": 8,
+                       "num_stages2": 4},
+    "tma-gemm2-own-tile-decode": dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, num_warps=4,
+                                      num_stages=4, BLOCK_N1=64, BLOCK_N2=64, B_TMA=True),
+    "sorted-rows": {**TILE, "B_TMA": True, "SORTED_ROWS": True},
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -50,9 +50,8 @@ def weight_descriptor(weights: torch.Tensor, block_n: int, block_k: int,
     ``block_k`` divides ``K``, so a gate block never reaches into the up columns.
     """
     num_experts, n, k = weights.shape
-    if not weights.is_contiguous() or not _tma_capable(weights):
-        return None
-    if (k * weights.element_size()) % 16 or weights.data_ptr() % 16:
+    # an up block starts K columns into its view row: K itself must keep 16-byte alignment
+    if not weights.is_contiguous() or (k * weights.element_size()) % 16:
         return None
     if row_pairs:
         if n % 2 or k % block_k:
@@ -60,7 +59,7 @@ def weight_descriptor(weights: torch.Tensor, block_n: int, block_k: int,
         matrix = weights.view(num_experts * n // 2, 2 * k)
     else:
         matrix = weights.view(num_experts * n, k)
-    return TensorDescriptor.from_tensor(matrix, [block_n, block_k])
+    return rows_descriptor(matrix, block_n, block_k)
 
 
 def rows_descriptor(matrix: torch.Tensor, block_m: int, block_k: int) -> Any | None:
