@@ -1,0 +1,53 @@
+"""The grouped GEMM launcher on its own: every placed slot against NumPy, and blocks of experts
+not on this rank (``expert_ids`` of ``-1``, which ``TritonExperts`` never produces since its
+alignment drops those slots) written as zeros."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+import torch
+
+from moekit.align import moe_align_block_size
+
+TOLERANCE = 1e-4
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_grouped_gemm_writes_every_slot_and_zeros_for_remote_experts(weighted):
+    from moekit.experts._triton_impl.configs import GemmConfig
+    from moekit.experts._triton_impl.grouped_gemm import invoke_grouped_gemm
+    from moekit.experts._triton_impl.tile_source import TileSource
+
+    seed = zlib.crc32(f"grouped{weighted}".encode())
+    rng = np.random.default_rng(seed)
+    num_tokens, top_k, num_experts, n, k = 23, 2, 6, 40, 48
+    expert_map = np.array([0, -1, 1, 2, -1, 3], dtype=np.int32)  # experts 1 and 4 are remote
+    ids = np.stack([rng.permutation(num_experts)[:top_k] for _ in range(num_tokens)])
+    a = rng.standard_normal((num_tokens * top_k, k)).astype(np.float32) / 10
+    b = rng.standard_normal((4, n, k)).astype(np.float32) / 10
+    bias = rng.standard_normal((4, n)).astype(np.float32) / 10
+    weights = rng.random(num_tokens * top_k).astype(np.float32)
+    tiles = TileSource(*moe_align_block_size(
+        torch.tensor(ids, dtype=torch.int32), 16, num_experts, torch.tensor(expert_map),
+        ignore_invalid_experts=False, backend="torch",
+    ))  # fmt: skip
+    assert (tiles.expert_ids[: int(tiles.num_tokens_post_padded) // 16] == -1).any(), (
+        f"the routing left no remote block to write zeros for, seed={seed}"
+    )
+    c = torch.full((num_tokens * top_k, n), float("nan"))
+    config = GemmConfig(BLOCK_M=16, BLOCK_N=32, BLOCK_K=32, num_stages=1)
+    invoke_grouped_gemm(torch.tensor(a), torch.tensor(b), c, torch.tensor(bias),
+                        torch.tensor(weights) if weighted else None, tiles, 1, config)  # fmt: skip
+
+    local = expert_map[ids.reshape(-1)]
+    want = np.zeros_like(c.numpy())
+    for slot, expert in enumerate(local):
+        if expert >= 0:
+            want[slot] = a[slot] @ b[expert].T + bias[expert]
+            if weighted:
+                want[slot] *= weights[slot]
+    np.testing.assert_allclose(c.numpy(), want, atol=TOLERANCE, rtol=TOLERANCE,
+                               err_msg=f"seed={seed}")  # fmt: skip
