@@ -4,7 +4,9 @@ For each shape and token count, in CUDA graphs (median of do_bench_cudagraph):
   * ``path``: the whole ``fused_experts`` Triton call as shipped;
   * ``unfused``: the path before the activation was fused (GEMM1 writes ``[M*k, 2I]``, the torch
     activation reads it back), kept here as the ablation baseline;
-  * ``align``, ``gemm1``, ``gemm2``, ``sum``: each step of the shipped path alone;
+  * ``align``, ``gemm1``, ``gemm2``, ``sum``: each step of the shipped path alone, in slot
+    order (for a ``SORTED_ROWS`` entry the copy in the aligned order and the sorted A tiles are
+    left out, so its steps time the slot-order form of the same tiles);
   * ``full_block_n``: the fused GEMM1 with the table's BLOCK_N per half instead of half of it;
   * ``grouped_mm_gemm1``, ``grouped_mm_gemm2``: ``torch._grouped_mm`` (the vendor grouped GEMM)
     on the same rows already sorted by expert, no activation: what a library GEMM reaches on
