@@ -16,6 +16,16 @@ def poisoned_workspaces(monkeypatch):
         return torch.full(shape, float("nan"), device=device, dtype=dtype)
 
     monkeypatch.setattr(kernel, "allocate_workspace", poisoned)
+    try:
+        from moekit.experts._triton_impl import grouped_gemm
+    except ImportError:  # the torch-only environments have no Triton
+        return
+    real_counters = grouped_gemm.sum_counters
+
+    def poisoned_counters(*args, **kwargs):  # GEMM1 must zero them
+        return real_counters(*args, **kwargs).fill_(7)
+
+    monkeypatch.setattr(grouped_gemm, "sum_counters", poisoned_counters)
 
 
 def pytest_configure(config):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 
@@ -28,14 +29,29 @@ def _gemms():  # type: ignore[no-untyped-def]
     try:
         from moekit.experts._triton_impl.gate_up_gemm import invoke_gate_up_gemm
         from moekit.experts._triton_impl.gather_rows import gather_sorted_rows
-        from moekit.experts._triton_impl.grouped_gemm import invoke_grouped_gemm
+        from moekit.experts._triton_impl.grouped_gemm import invoke_grouped_gemm, sum_counters
     except ImportError as error:
         raise ImportError("the Triton experts need Triton: pip install 'moekit-experts[triton]' "
                           "(or use backend='torch')") from error  # fmt: skip
-    return invoke_gate_up_gemm, invoke_grouped_gemm, gather_sorted_rows
+    return invoke_gate_up_gemm, invoke_grouped_gemm, gather_sorted_rows, sum_counters
 
 
 MAX_BLOCK_M = 128  # the largest tile height tables and the heuristic use
+# Up to this many slots the GEMMs find their tiles by scanning topk_ids (no alignment launch) and
+# GEMM2 sums the top-k slots itself (no sum launch); above it every program's scan costs more.
+SCAN_MAX_SLOTS = 2048
+# GEMM2 sums the top-k slots itself wherever the tiles come from the ids (benchmarks turn it off
+# to time the separate moe_sum launch against it).
+FUSED_TOPK_SUM = True
+
+
+def scan_m_tiles(num_tokens: int, num_slots: int, num_global_experts: int, block_m: int) -> int:
+    """M-tiles per expert the scanning grid plans: room for an expert's mean share of the slots
+    plus four standard deviations (random routing), at most one per ``block_m`` tokens. An
+    expert with more slots is still computed, by programs that take several tiles in turn."""
+    mean = num_slots / max(num_global_experts, 1)
+    planned = math.ceil((mean + 4 * math.sqrt(mean) + 1) / block_m)
+    return max(1, min(planned, -(-num_tokens // block_m)))
 
 
 def aligned_rows_bound(num_slots: int, num_local_experts: int) -> int:
@@ -46,11 +62,16 @@ def aligned_rows_bound(num_slots: int, num_local_experts: int) -> int:
 
 class TritonExperts(FusedMoEExpertsModular):
     """Standard format. ``moe_align_block_size`` sorts the slots by local expert (non-local and
-    ``-1`` slots dropped; a single token skips it, each slot a tile of its own), GEMM1 with the activation in its epilogue (no weight; the float32
+    ``-1`` slots dropped), GEMM1 with the activation in its epilogue (no weight; the float32
     accumulators are activated before the one rounding to the input dtype) -> GEMM2 (routed
     weight unless applied on the input) -> ``moe_sum`` skipping the dropped slots. Output already
     reduced (``NoOP``). A ``SORTED_ROWS`` table entry first copies the hidden states in the
-    aligned order and keeps GEMM1's output in it, so both GEMMs read A as blocks of rows."""
+    aligned order and keeps GEMM1's output in it, so both GEMMs read A as blocks of rows.
+
+    Decode launches two kernels: up to ``SCAN_MAX_SLOTS`` slots there is no alignment pass
+    (each GEMM program scans ``topk_ids`` for its expert's slots; a single token's slots are
+    each a tile of their own) and GEMM2 sums the top-k slots itself, in the same slot order and
+    float32 as ``moe_sum``, so the result is the same."""
 
     @classmethod
     def activation_format(cls) -> FusedMoEActivationFormat:
@@ -86,12 +107,22 @@ class TritonExperts(FusedMoEExpertsModular):
             config = dataclasses.replace(config, BLOCK_M=16)
             tiles = TileSource(topk_ids=topk_ids.reshape(-1), expert_map=expert_map,
                                num_global_experts=global_num_experts)  # fmt: skip
+        elif num_slots <= SCAN_MAX_SLOTS and not config.SORTED_ROWS:
+            tiles = TileSource(
+                topk_ids=topk_ids.reshape(-1), expert_map=expert_map,
+                num_global_experts=global_num_experts, scan_experts=num_local,
+                scan_m_tiles=scan_m_tiles(num_tokens, num_slots, global_num_experts,
+                                          config.BLOCK_M),
+            )  # fmt: skip
         else:
             tiles = TileSource(*moe_align_block_size(
                 topk_ids, config.BLOCK_M, global_num_experts, expert_map,
                 ignore_invalid_experts=True, backend="triton",
             ))  # fmt: skip
-        invoke_gate_up_gemm, invoke_grouped_gemm, gather_sorted_rows = _gemms()
+        invoke_gate_up_gemm, invoke_grouped_gemm, gather_sorted_rows, sum_counters = _gemms()
+        counters = None
+        if FUSED_TOPK_SUM and tiles.topk_ids is not None:  # GEMM2 sums the top-k slots too
+            counters = sum_counters(num_tokens, k, config.gemm2(), hidden_states.device)
         sorted_rows = config.SORTED_ROWS and not tiles.slots_from_ids
         if sorted_rows:  # every A tile of both GEMMs becomes one block of rows
             a1 = gather_sorted_rows(hidden_states, tiles, top_k)
@@ -104,13 +135,16 @@ class TritonExperts(FusedMoEExpertsModular):
             activated = workspace2.view(-1)[: num_slots * n_act].view(num_slots, n_act)
         invoke_gate_up_gemm(a1, w1, activated, self.quant_config.w1_bias, tiles, top_k,
                             MoEActivation.parse(activation), config, a_rows_sorted=sorted_rows,
-                            out_rows_sorted=sorted_rows, num_slots=num_slots)  # fmt: skip
+                            out_rows_sorted=sorted_rows, num_slots=num_slots,
+                            counters=counters)  # fmt: skip
         gemm2_out = workspace13.view(-1)[: num_slots * k].view(num_slots, k)
         weights = None if apply_router_weight_on_input else topk_weights.reshape(-1).float()
         invoke_grouped_gemm(activated, w2, gemm2_out, self.quant_config.w2_bias, weights, tiles,
-                            1, config.gemm2(), a_rows_sorted=sorted_rows)  # fmt: skip
-        moe_sum(gemm2_out.view(num_tokens, top_k, k), output, topk_ids, expert_map,
-                backend="triton")  # fmt: skip
+                            1, config.gemm2(), a_rows_sorted=sorted_rows,
+                            summed=(output, counters, top_k) if counters is not None else None)  # fmt: skip
+        if counters is None:
+            moe_sum(gemm2_out.view(num_tokens, top_k, k), output, topk_ids, expert_map,
+                    backend="triton")  # fmt: skip
 
 
 class BatchedTritonExperts(FusedMoEExpertsModular):
@@ -151,7 +185,7 @@ class BatchedTritonExperts(FusedMoEExpertsModular):
         tiles = TileSource(*batched_moe_align_block_size(
             rows, config.BLOCK_M, expert_tokens_meta.expert_num_tokens, backend="triton"
         ))  # fmt: skip
-        invoke_gate_up_gemm, invoke_grouped_gemm, _ = _gemms()
+        invoke_gate_up_gemm, invoke_grouped_gemm, _, _ = _gemms()
         activated = workspace2.view(-1)[: flat_rows * n_act].view(flat_rows, n_act)
         invoke_gate_up_gemm(hidden_states.view(flat_rows, k), w1, activated,
                             self.quant_config.w1_bias, tiles, 1, MoEActivation.parse(activation),

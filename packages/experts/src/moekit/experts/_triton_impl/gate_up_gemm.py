@@ -9,6 +9,7 @@ from moekit.experts._triton_impl.activation_epilogue import ACTIVATION_CODES
 from moekit.experts._triton_impl.configs import GemmConfig
 from moekit.experts._triton_impl.gate_up_gemm_kernel import gate_up_gemm_kernel
 from moekit.experts._triton_impl.tile_source import TileSource
+from moekit.experts._triton_impl.topk_sum_epilogue import counter_block
 from moekit.experts._triton_impl.weight_descriptor import rows_descriptor, weight_descriptor
 from moekit.experts.activation import SWIGLUOAI_ALPHA, SWIGLUOAI_LIMIT, MoEActivation
 
@@ -34,6 +35,7 @@ def invoke_gate_up_gemm(
     a_rows_sorted: bool = False,
     out_rows_sorted: bool = False,
     num_slots: int | None = None,
+    counters: torch.Tensor | None = None,
 ) -> None:
     """``out[slot] = act(a[slot // top_k] @ w13[e].T + bias[e])`` for every placed slot of every
     expert ``e`` (zeros for blocks of expert ``-1``).
@@ -44,7 +46,8 @@ def invoke_gate_up_gemm(
     one row per sorted position, read through a descriptor where the layout allows) and
     ``out_rows_sorted`` (``out`` gets one row per sorted position) replace the slot rows with
     ``tiles.sorted_token_ids`` order, padding included; ``num_slots`` (the flat slot count,
-    default ``out``'s rows) must then be given.
+    default ``out``'s rows) must then be given. ``counters`` (int32, GEMM2's top-k sum counters,
+    see ``topk_sum_epilogue``) are zeroed on the way.
     """
     n_out = out.shape[1]
     num_slots = out.shape[0] if num_slots is None else num_slots
@@ -54,6 +57,7 @@ def invoke_gate_up_gemm(
     block_n = gate_up_block_n(config, gated)
     grid = (tiles.num_m_tiles(config.BLOCK_M) * triton.cdiv(n_out, block_n),)
     *tile_args, num_sorted = tiles.kernel_args(out)
+    num_counters = counters.numel() if counters is not None else 0
     a_desc = rows_descriptor(a, config.BLOCK_M, config.BLOCK_K) if a_rows_sorted else None
     b_desc = None
     if config.B_TMA:
@@ -63,14 +67,14 @@ def invoke_gate_up_gemm(
     gate_up_gemm_kernel[grid](
         a, a_desc if a_desc is not None else a, w13, b_desc if b_desc is not None else w13, out,
         bias if bias is not None else out,
-        *tile_args,
+        *tile_args, counters if counters is not None else out, num_counters,
         n_out, k, num_slots, num_sorted, (1 if interleaved else n // 2) if gated else 0,
         a.stride(0), a.stride(1), w13.stride(0), w13.stride(1), w13.stride(2),
         out.stride(0), out.stride(1),
         bias.stride(0) if bias is not None else 0, bias.stride(1) if bias is not None else 0,
         desc_rows, desc_up_row, desc_up_col,
-        SLOTS_FROM_IDS=tiles.slots_from_ids, HAS_MAP=tiles.expert_map is not None,
-        TOP_K=top_k, GATED=gated, GATE_ROW_STEP=2 if interleaved else 1,
+        **tiles.kernel_flags(), ZERO_COUNTERS=counters is not None,
+        COUNTER_BLOCK=counter_block(num_counters, grid[0]), TOP_K=top_k, GATED=gated, GATE_ROW_STEP=2 if interleaved else 1,
         ACTIVATION=ACTIVATION_CODES[activation], SWIGLU_ALPHA=SWIGLUOAI_ALPHA,
         SWIGLU_LIMIT=SWIGLUOAI_LIMIT, HAS_BIAS=bias is not None,
         IEEE_FP32=a.dtype == torch.float32, B_TMA=b_desc is not None,

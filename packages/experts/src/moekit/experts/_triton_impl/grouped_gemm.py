@@ -21,6 +21,7 @@ def invoke_grouped_gemm(
     top_k: int,
     config: GemmConfig,
     a_rows_sorted: bool = False,
+    summed: tuple[torch.Tensor, torch.Tensor, int] | None = None,
 ) -> None:
     """``c[slot] = (a[slot // top_k] @ b[e].T + bias[e]) * topk_weights[slot]`` for every placed
     slot of every expert ``e`` (zeros for blocks of expert ``-1``).
@@ -30,11 +31,25 @@ def invoke_grouped_gemm(
     through a descriptor where ``weight_descriptor`` gives one. With ``a_rows_sorted`` ``a``
     holds one row per sorted position (``tiles.sorted_token_ids`` order, padding included), so
     each tile reads one block of rows, through a descriptor where the layout allows.
+
+    ``summed = (out [num_tokens, N], counters, sum_top_k)`` (decode tiles from ``topk_ids``
+    only) also writes ``out[t]`` = the float32 sum of token ``t``'s local slot rows of ``c`` in
+    slot order, cast, zeros for a token with none (see ``topk_sum_epilogue``); ``counters``
+    (int32, ``num_tokens * cdiv(N, BLOCK_N)``, see ``sum_counters``) must be zero, as GEMM1
+    leaves them.
     """
     num_slots, n = c.shape
     k = a.shape[1]
-    grid = (tiles.num_m_tiles(config.BLOCK_M) * triton.cdiv(n, config.BLOCK_N),)
+    num_m_tiles = tiles.num_m_tiles(config.BLOCK_M) + (summed is not None)
+    grid = (num_m_tiles * triton.cdiv(n, config.BLOCK_N),)
     dummy = c  # never read when the matching flag is off
+    out, counters, sum_top_k = summed if summed is not None else (dummy, dummy, 1)
+    if summed is not None:
+        if tiles.topk_ids is None:
+            raise ValueError("summed: the fused top-k sum needs tiles from topk_ids")
+        if out.stride(1) != 1 or counters.numel() < out.shape[0] * triton.cdiv(n, config.BLOCK_N):
+            raise ValueError("summed: out needs unit column stride and counters one per token "
+                             "and n-tile")  # fmt: skip
     b_desc = weight_descriptor(b, config.BLOCK_N, config.BLOCK_K) if config.B_TMA else None
     *tile_args, num_sorted = tiles.kernel_args(dummy)
     a_desc = rows_descriptor(a, config.BLOCK_M, config.BLOCK_K) if a_rows_sorted else None
@@ -42,13 +57,22 @@ def invoke_grouped_gemm(
         a, a_desc if a_desc is not None else a, b, b_desc if b_desc is not None else b, c,
         bias if bias is not None else dummy,
         topk_weights if topk_weights is not None else dummy, *tile_args,
+        out, counters, out.shape[0] if summed is not None else 0,
         n, k, num_slots, num_sorted,
         a.stride(0), a.stride(1), b.stride(0), b.stride(1), b.stride(2),
         c.stride(0), c.stride(1), bias.stride(0) if bias is not None else 0,
-        SLOTS_FROM_IDS=tiles.slots_from_ids, HAS_MAP=tiles.expert_map is not None,
+        out.stride(0),
+        **tiles.kernel_flags(), FUSED_SUM=summed is not None, SUM_TOP_K=sum_top_k,
         TOP_K=top_k, MUL_ROUTED_WEIGHT=topk_weights is not None, HAS_BIAS=bias is not None,
         IEEE_FP32=a.dtype == torch.float32, B_TMA=b_desc is not None,
         A_ROWS_SORTED=a_rows_sorted, A_TMA=a_desc is not None,
         BLOCK_M=config.BLOCK_M, BLOCK_N=config.BLOCK_N, BLOCK_K=config.BLOCK_K,
         GROUP_M=config.GROUP_M, num_warps=config.num_warps, num_stages=config.num_stages,
     )  # fmt: skip
+
+
+def sum_counters(num_tokens: int, n: int, config: GemmConfig, device: torch.device) -> torch.Tensor:
+    """Uninitialised int32 counters for ``invoke_grouped_gemm(summed=...)`` with GEMM2 tile
+    ``config``: one per token and n-tile (GEMM1 zeroes them)."""
+    return torch.empty(num_tokens * triton.cdiv(n, config.BLOCK_N), dtype=torch.int32,
+                       device=device)  # fmt: skip

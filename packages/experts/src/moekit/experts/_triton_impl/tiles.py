@@ -30,6 +30,17 @@ def tile_slots(sorted_token_ids_ptr, pid_m, num_sorted, num_valid_slots,
 
 
 @triton.jit
+def local_expert_of(ids, expert_map_ptr, num_global_experts, HAS_MAP: tl.constexpr):
+    """The local expert (int64) of global ids, or -1 for a skipped slot: an id below 0, at or
+    past ``num_global_experts``, or (with ``HAS_MAP``) of an expert on another rank."""
+    ids = ids.to(tl.int64)
+    valid = (ids >= 0) & (ids < num_global_experts)
+    if HAS_MAP:
+        ids = tl.load(expert_map_ptr + ids, mask=valid, other=-1).to(tl.int64)
+    return tl.where(valid, ids, -1)
+
+
+@triton.jit
 def tile_rows(pid_m, sorted_token_ids_ptr, expert_ids_ptr, num_sorted, num_valid_slots,
               topk_ids_ptr, expert_map_ptr, num_global_experts, SLOTS_FROM_IDS: tl.constexpr,
               HAS_MAP: tl.constexpr, BLOCK_M: tl.constexpr):  # fmt: skip
@@ -43,11 +54,8 @@ def tile_rows(pid_m, sorted_token_ids_ptr, expert_ids_ptr, num_sorted, num_valid
         row = tl.arange(0, BLOCK_M)
         slots = tl.full([BLOCK_M], 0, tl.int64) + pid_m
         slot_ok = row == 0
-        expert = tl.load(topk_ids_ptr + pid_m).to(tl.int64)
-        valid = (expert >= 0) & (expert < num_global_experts)
-        if HAS_MAP:
-            expert = tl.load(expert_map_ptr + expert, mask=valid, other=-1).to(tl.int64)
-        expert = tl.where(valid, expert, -1)
+        expert = local_expert_of(tl.load(topk_ids_ptr + pid_m), expert_map_ptr,
+                                 num_global_experts, HAS_MAP)  # fmt: skip
     else:
         slots, slot_ok = tile_slots(sorted_token_ids_ptr, pid_m, num_sorted, num_valid_slots,
                                     BLOCK_M)  # fmt: skip

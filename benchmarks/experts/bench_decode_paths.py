@@ -1,0 +1,116 @@
+"""Decode with two launches against the aligned path, on a GPU (bf16), with the same numbers.
+
+For each model shape and decode token count, three paths of ``TritonExperts``:
+
+- ``aligned``: ``moe_align_block_size``, GEMM1, GEMM2, ``moe_sum`` (one token: no alignment);
+- ``scan``: the GEMMs scan ``topk_ids`` for their tiles, ``moe_sum`` still its own launch;
+- ``scan_sum``: the same with GEMM2 summing the top-k slots itself (the shipped default).
+
+Each path's bf16 output must equal the aligned one bit for bit, and stay equal over repeated
+CUDA-graph replays (the fused sum's order is fixed). Times are medians of
+``do_bench_cudagraph``, each beside the floor of ``bench_fused_moe.py``. Writes JSON.
+
+    python benchmarks/experts/bench_decode_paths.py --out benchmarks/results/experts_decode_paths_h100.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+PATHS = {"aligned": (0, False), "scan": (None, False), "scan_sum": (None, True)}
+
+
+def run_path(name: str, call):  # type: ignore[no-untyped-def]
+    """``call()`` with ``TritonExperts`` switched to path ``name``."""
+    from moekit.experts import triton_experts
+
+    scan_max, fused = PATHS[name]
+    saved = triton_experts.SCAN_MAX_SLOTS, triton_experts.FUSED_TOPK_SUM
+    triton_experts.SCAN_MAX_SLOTS = saved[0] if scan_max is None else scan_max
+    triton_experts.FUSED_TOPK_SUM = fused
+    try:
+        return call()
+    finally:
+        triton_experts.SCAN_MAX_SLOTS, triton_experts.FUSED_TOPK_SUM = saved
+
+
+def graph_replays_agree(fn, want, replays: int = 20) -> bool:  # type: ignore[no-untyped-def]
+    import torch
+
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        fn()  # compile and warm up outside the capture
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+    same = True
+    for _ in range(replays):
+        graph.replay()
+        torch.cuda.synchronize()
+        same &= bool(torch.equal(out, want))
+    return same
+
+
+def main() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import torch
+    from bench_fused_moe import SHAPES, make_weights, matmul_tflops, oracle
+    from common import copy_bandwidth_gbps, environment, relative_error, time_us, write_json
+
+    from moekit.experts import fused_experts, triton_experts
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--tokens", nargs="+", type=int, default=[1, 16, 64, 256, 1024])
+    args = parser.parse_args()
+
+    bandwidth, tflops = copy_bandwidth_gbps(), matmul_tflops()
+    print(f"copy {bandwidth:.0f} GB/s, bf16 matmul {tflops:.0f} TFLOP/s", flush=True)
+    rows = []
+    for shape in args.shapes:
+        num_experts, top_k, hidden, inter, activation = SHAPES[shape]
+        w1, w2, b1, b2 = make_weights(num_experts, top_k, hidden, inter, activation)
+        gen = torch.Generator(device="cuda").manual_seed(1)
+        for tokens in args.tokens:
+            x = torch.randn(tokens, hidden, device="cuda", generator=gen, dtype=torch.bfloat16)
+            logits = torch.randn(tokens, num_experts, device="cuda", generator=gen)
+            weights, ids = torch.softmax(logits, -1).topk(top_k, -1)
+            ids = ids.int()
+
+            def call(x=x, weights=weights, ids=ids):  # type: ignore[no-untyped-def]
+                return fused_experts(x, w1, w2, weights, ids, activation=activation,
+                                     w1_bias=b1, w2_bias=b2, backend="triton", check_ids=False)  # fmt: skip
+
+            active = ids.unique().numel()
+            floor_us = max(active * 3 * hidden * inter * 2 / (bandwidth * 1e3),
+                           6 * tokens * top_k * hidden * inter / (tflops * 1e6))  # fmt: skip
+            want = run_path("aligned", call)
+            row = dict(shape=shape, tokens=tokens, E=num_experts, top_k=top_k, K=hidden,
+                       I=inter, floor_us=floor_us,
+                       rel_error=relative_error(want, oracle(x, w1, w2, weights, ids, activation,
+                                                             b1, b2)))  # fmt: skip
+            scans = tokens * top_k <= triton_experts.SCAN_MAX_SLOTS or tokens == 1
+            for path in PATHS if scans else ["aligned"]:  # else every path is the aligned one
+                got = run_path(path, call)
+                row[f"{path}_equal"] = bool(torch.equal(got, want))
+                row[f"{path}_replays_equal"] = run_path(
+                    path, lambda: graph_replays_agree(call, want)
+                )
+                row[f"{path}_us"] = run_path(path, lambda: time_us(call, graph=True)[0])
+            print(f"{shape:18s} M={tokens:5d} floor {floor_us:7.1f}  "
+                  + "  ".join(f"{p} {row[f'{p}_us']:7.1f} ({row[f'{p}_us'] / floor_us:.3f}x"
+                              f"{'' if row[f'{p}_equal'] and row[f'{p}_replays_equal'] else ' DIFFERS'})"
+                              for p in PATHS if f"{p}_us" in row), flush=True)  # fmt: skip
+            rows.append(row)
+        torch.cuda.empty_cache()
+    write_json(args.out, dict(environment=environment(), bandwidth_gbps=bandwidth,
+                              matmul_tflops=tflops, rows=rows))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
