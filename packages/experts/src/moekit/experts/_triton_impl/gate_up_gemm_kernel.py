@@ -124,10 +124,23 @@ def gate_up_gemm_kernel(
         expert = (pid_m // scan_m_tiles).to(tl.int64)
         running, count = expert_slot_counts(topk_ids_ptr, expert_map_ptr, num_valid_slots,
                                             num_global_experts, expert, HAS_MAP, NUM_SCAN)  # fmt: skip
-        for tile in range(pid_m % scan_m_tiles, tl.cdiv(count, BLOCK_M), scan_m_tiles):
+        # the planned tile outside any loop (the common case), then tiles past the plan
+        tile = pid_m % scan_m_tiles
+        num_tiles = tl.cdiv(count, BLOCK_M)
+        if tile < num_tiles:
             slots, slot_ok = scan_tile_slots(running, count, tile, BLOCK_M)
             gate_up_tile(
                 a_ptr, a_desc, b_ptr, b_desc, c_ptr, bias_ptr, slots, slot_ok, expert, tile,
+                pid_n, N_OUT, K, num_sorted, up_offset, stride_am, stride_ak, stride_be,
+                stride_bn, stride_bk, stride_cm, stride_cn, stride_bias_e, stride_bias_n,
+                DESC_ROWS, DESC_UP_ROW, DESC_UP_COL, TOP_K, GATED, GATE_ROW_STEP, ACTIVATION,
+                SWIGLU_ALPHA, SWIGLU_LIMIT, HAS_BIAS, IEEE_FP32, B_TMA, A_ROWS_SORTED, A_TMA,
+                C_ROWS_SORTED, BLOCK_M, BLOCK_N, BLOCK_K,
+            )  # fmt: skip
+        for extra in range(tile + scan_m_tiles, num_tiles, scan_m_tiles):
+            slots, slot_ok = scan_tile_slots(running, count, extra, BLOCK_M)
+            gate_up_tile(
+                a_ptr, a_desc, b_ptr, b_desc, c_ptr, bias_ptr, slots, slot_ok, expert, extra,
                 pid_n, N_OUT, K, num_sorted, up_offset, stride_am, stride_ak, stride_be,
                 stride_bn, stride_bk, stride_cm, stride_cn, stride_bias_e, stride_bias_n,
                 DESC_ROWS, DESC_UP_ROW, DESC_UP_COL, TOP_K, GATED, GATE_ROW_STEP, ACTIVATION,

@@ -21,7 +21,11 @@ import triton.language as tl
 
 from moekit.experts._triton_impl.scan_tiles import expert_slot_counts, scan_tile_slots
 from moekit.experts._triton_impl.tiles import dot, tile_coordinates, tile_matrix_rows, tile_rows
-from moekit.experts._triton_impl.topk_sum_epilogue import store_and_sum_tokens, zero_unrouted_tokens
+from moekit.experts._triton_impl.topk_sum_epilogue import (
+    local_slot_count,
+    store_and_sum_tokens,
+    zero_unrouted_tokens,
+)
 
 
 @triton.jit
@@ -108,18 +112,27 @@ def grouped_gemm_kernel(
         expert = (pid_m // scan_m_tiles).to(tl.int64)
         running, count = expert_slot_counts(topk_ids_ptr, expert_map_ptr, num_valid_slots,
                                             num_global_experts, expert, HAS_MAP, NUM_SCAN)  # fmt: skip
-        for tile in range(pid_m % scan_m_tiles, tl.cdiv(count, BLOCK_M), scan_m_tiles):
-            slots, slot_ok = scan_tile_slots(running, count, tile, BLOCK_M)
-            acc = grouped_gemm_tile(
-                a_ptr, a_desc, b_ptr, b_desc, bias_ptr, topk_weights_ptr, slots, slot_ok,
-                expert, tile, pid_n, N, K, num_sorted, stride_am, stride_ak, stride_be,
-                stride_bn, stride_bk, stride_bias_e, TOP_K, MUL_ROUTED_WEIGHT, HAS_BIAS,
-                IEEE_FP32, B_TMA, A_ROWS_SORTED, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K,
+        # the planned tile outside any loop (the common case), then tiles past the plan
+        tile = pid_m % scan_m_tiles
+        num_tiles = tl.cdiv(count, BLOCK_M)
+        if tile < num_tiles:
+            scanned_tile(
+                a_ptr, a_desc, b_ptr, b_desc, c_ptr, bias_ptr, topk_weights_ptr, out_ptr,
+                counters_ptr, topk_ids_ptr, expert_map_ptr, num_global_experts, running, count,
+                tile, expert, pid_n, num_n_tiles, N, K, stride_am, stride_ak, stride_be,
+                stride_bn, stride_bk, stride_cm, stride_cn, stride_bias_e, stride_om,
+                HAS_MAP, TOP_K, FUSED_SUM, SUM_TOP_K, MUL_ROUTED_WEIGHT, HAS_BIAS, IEEE_FP32,
+                B_TMA, BLOCK_M, BLOCK_N, BLOCK_K,
             )  # fmt: skip
-            store_tile(acc.to(c_ptr.dtype.element_ty), c_ptr, out_ptr, counters_ptr,
-                       topk_ids_ptr, expert_map_ptr, num_global_experts, slots, slot_ok, offs_n,
-                       n_ok, pid_n, num_n_tiles, stride_cm, stride_cn, stride_om, FUSED_SUM,
-                       HAS_MAP, SUM_TOP_K)  # fmt: skip
+        for extra in range(tile + scan_m_tiles, num_tiles, scan_m_tiles):
+            scanned_tile(
+                a_ptr, a_desc, b_ptr, b_desc, c_ptr, bias_ptr, topk_weights_ptr, out_ptr,
+                counters_ptr, topk_ids_ptr, expert_map_ptr, num_global_experts, running, count,
+                extra, expert, pid_n, num_n_tiles, N, K, stride_am, stride_ak, stride_be,
+                stride_bn, stride_bk, stride_cm, stride_cn, stride_bias_e, stride_om,
+                HAS_MAP, TOP_K, FUSED_SUM, SUM_TOP_K, MUL_ROUTED_WEIGHT, HAS_BIAS, IEEE_FP32,
+                B_TMA, BLOCK_M, BLOCK_N, BLOCK_K,
+            )  # fmt: skip
     else:
         if not SLOTS_FROM_IDS:  # noqa: SIM102 (a compile-time branch: no load when it is off)
             if pid_m * BLOCK_M >= tl.load(num_tokens_post_padded_ptr):
@@ -134,6 +147,10 @@ def grouped_gemm_kernel(
                          tl.zeros([BLOCK_M, BLOCK_N], c_ptr.dtype.element_ty),
                          mask=slot_ok[:, None] & n_ok[None, :])  # fmt: skip
             return
+        expected = slot_ok.to(tl.int32)  # unused without FUSED_SUM
+        if FUSED_SUM:  # loaded before the K loop, so their latency hides behind it
+            expected = local_slot_count(topk_ids_ptr, expert_map_ptr, num_global_experts,
+                                        slots // SUM_TOP_K, slot_ok, HAS_MAP, SUM_TOP_K)  # fmt: skip
         acc = grouped_gemm_tile(
             a_ptr, a_desc, b_ptr, b_desc, bias_ptr, topk_weights_ptr, slots, slot_ok, expert,
             pid_m, pid_n, N, K, num_sorted, stride_am, stride_ak, stride_be, stride_bn,
@@ -141,21 +158,50 @@ def grouped_gemm_kernel(
             A_ROWS_SORTED, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K,
         )  # fmt: skip
         store_tile(acc.to(c_ptr.dtype.element_ty), c_ptr, out_ptr, counters_ptr, topk_ids_ptr,
-                   expert_map_ptr, num_global_experts, slots, slot_ok, offs_n, n_ok, pid_n,
-                   num_n_tiles, stride_cm, stride_cn, stride_om, FUSED_SUM, HAS_MAP,
+                   expert_map_ptr, num_global_experts, slots, slot_ok, expected, offs_n, n_ok,
+                   pid_n, num_n_tiles, stride_cm, stride_cn, stride_om, FUSED_SUM, HAS_MAP,
                    SUM_TOP_K)  # fmt: skip
 
 
 @triton.jit
+def scanned_tile(
+    a_ptr, a_desc, b_ptr, b_desc, c_ptr, bias_ptr, topk_weights_ptr, out_ptr, counters_ptr,
+    topk_ids_ptr, expert_map_ptr, num_global_experts, running, count, tile, expert, pid_n,
+    num_n_tiles, N, K, stride_am, stride_ak, stride_be, stride_bn, stride_bk, stride_cm,
+    stride_cn, stride_bias_e, stride_om, HAS_MAP: tl.constexpr, TOP_K: tl.constexpr,
+    FUSED_SUM: tl.constexpr, SUM_TOP_K: tl.constexpr, MUL_ROUTED_WEIGHT: tl.constexpr,
+    HAS_BIAS: tl.constexpr, IEEE_FP32: tl.constexpr, B_TMA: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    """Tile ``tile`` of ``expert``'s scanned slots (see ``scan_tiles``): GEMM, then store."""
+    slots, slot_ok = scan_tile_slots(running, count, tile, BLOCK_M)
+    expected = slot_ok.to(tl.int32)  # unused without FUSED_SUM
+    if FUSED_SUM:  # loaded before the K loop, so their latency hides behind it
+        expected = local_slot_count(topk_ids_ptr, expert_map_ptr, num_global_experts,
+                                    slots // SUM_TOP_K, slot_ok, HAS_MAP, SUM_TOP_K)  # fmt: skip
+    acc = grouped_gemm_tile(
+        a_ptr, a_desc, b_ptr, b_desc, bias_ptr, topk_weights_ptr, slots, slot_ok, expert, tile,
+        pid_n, N, K, 0, stride_am, stride_ak, stride_be, stride_bn, stride_bk, stride_bias_e,
+        TOP_K, MUL_ROUTED_WEIGHT, HAS_BIAS, IEEE_FP32, B_TMA, False, False,
+        BLOCK_M, BLOCK_N, BLOCK_K,
+    )  # fmt: skip
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    store_tile(acc.to(c_ptr.dtype.element_ty), c_ptr, out_ptr, counters_ptr, topk_ids_ptr,
+               expert_map_ptr, num_global_experts, slots, slot_ok, expected, offs_n, offs_n < N,
+               pid_n, num_n_tiles, stride_cm, stride_cn, stride_om, FUSED_SUM, HAS_MAP,
+               SUM_TOP_K)  # fmt: skip
+
+
+@triton.jit
 def store_tile(rows, c_ptr, out_ptr, counters_ptr, topk_ids_ptr, expert_map_ptr,
-               num_global_experts, slots, slot_ok, offs_n, n_ok, pid_n, num_n_tiles, stride_cm,
+               num_global_experts, slots, slot_ok, expected, offs_n, n_ok, pid_n, num_n_tiles, stride_cm,
                stride_cn, stride_om, FUSED_SUM: tl.constexpr, HAS_MAP: tl.constexpr,
                SUM_TOP_K: tl.constexpr):  # fmt: skip
     """``c[slot] = rows``, and with ``FUSED_SUM`` the top-k sum of the tokens this tile
     completes."""
     if FUSED_SUM:
         store_and_sum_tokens(rows, c_ptr, out_ptr, counters_ptr, topk_ids_ptr, expert_map_ptr,
-                             num_global_experts, slots, slot_ok, offs_n, n_ok, pid_n,
+                             num_global_experts, slots, slot_ok, expected, offs_n, n_ok, pid_n,
                              num_n_tiles, stride_cm, stride_cn, stride_om, HAS_MAP, SUM_TOP_K)  # fmt: skip
     else:
         tl.store(c_ptr + slots[:, None] * stride_cm + offs_n[None, :] * stride_cn, rows,

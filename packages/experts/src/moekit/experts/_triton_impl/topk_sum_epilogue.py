@@ -35,7 +35,7 @@ def local_slot_count(topk_ids_ptr, expert_map_ptr, num_global_experts, tokens, t
                      HAS_MAP: tl.constexpr, TOP_K: tl.constexpr):  # fmt: skip
     """How many of each token's ``TOP_K`` slots go to a local expert (int32)."""
     count = tl.zeros(tokens.shape, tl.int32)
-    for j in range(TOP_K):
+    for j in tl.static_range(TOP_K):  # unrolled: the loads go out together
         ids = tl.load(topk_ids_ptr + tokens * TOP_K + j, mask=token_ok, other=-1)
         local = local_expert_of(ids, expert_map_ptr, num_global_experts, HAS_MAP)
         count += (local >= 0).to(tl.int32)
@@ -45,12 +45,13 @@ def local_slot_count(topk_ids_ptr, expert_map_ptr, num_global_experts, tokens, t
 @triton.jit
 def store_and_sum_tokens(
     rows, c_ptr, out_ptr, counters_ptr, topk_ids_ptr, expert_map_ptr, num_global_experts,
-    slots, slot_ok, offs_n, n_ok, pid_n, num_n_tiles, stride_cm, stride_cn, stride_om,
+    slots, slot_ok, expected, offs_n, n_ok, pid_n, num_n_tiles, stride_cm, stride_cn, stride_om,
     HAS_MAP: tl.constexpr, TOP_K: tl.constexpr,
 ):  # fmt: skip
     """Store ``rows`` (this tile's per-slot rows, already cast) at ``c[slot]``; where this tile
     brings a token's last local slot for columns ``offs_n``, write ``out[token]`` = the float32
-    sum of its local slots' rows of ``c`` in slot order, cast to ``out``'s dtype."""
+    sum of its local slots' rows of ``c`` in slot order, cast to ``out``'s dtype. ``expected``
+    is each row's ``local_slot_count``, loaded by the caller before its K loop."""
     c_cols = offs_n[None, :] * stride_cn
     tl.store(c_ptr + slots[:, None] * stride_cm + c_cols, rows,
              mask=slot_ok[:, None] & n_ok[None, :])  # fmt: skip
@@ -58,13 +59,11 @@ def store_and_sum_tokens(
     tokens = slots // TOP_K
     counters = counters_ptr + tokens * num_n_tiles + pid_n
     arrived = tl.atomic_add(counters, 1, mask=slot_ok, sem="acq_rel", scope="gpu")
-    expected = local_slot_count(topk_ids_ptr, expert_map_ptr, num_global_experts, tokens,
-                                slot_ok, HAS_MAP, TOP_K)  # fmt: skip
     last = slot_ok & (arrived == expected - 1)
     tl.debug_barrier()  # the arrivals are seen before any thread reads the other tiles' rows
     if tl.sum(last.to(tl.int32), 0) > 0:
         total = tl.zeros(rows.shape, tl.float32)
-        for j in range(TOP_K):
+        for j in tl.static_range(TOP_K):
             slot_j = tokens * TOP_K + j
             ids = tl.load(topk_ids_ptr + slot_j, mask=last, other=-1)
             keep = last & (local_expert_of(ids, expert_map_ptr, num_global_experts, HAS_MAP) >= 0)
