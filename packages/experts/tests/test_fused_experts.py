@@ -141,15 +141,12 @@ def test_tile_variants_leave_the_result(monkeypatch, variant, activation, hidden
     weights through TMA descriptors and lay the rows out in the aligned order (A through TMA
     too); none of it may change the result. With ``inter = 40`` a
     tail tile's descriptor rows reach into the next expert and must stay masked."""
-    from moekit.experts import triton_experts
     from moekit.experts._triton_impl.configs import GemmConfig
 
     config = GemmConfig(BLOCK_M=16, BLOCK_N=32, BLOCK_K=32, num_stages=1, **TILE_VARIANTS[variant])
     use_config(monkeypatch, config)
     seed = zlib.crc32(f"{activation}{variant}{hidden}".encode())
-    # one token (a tile per slot), a few (tiles scanned from the ids), the same aligned
-    for num_tokens, scan_max_slots in ((1, 2048), (5, 2048), (5, 0)):
-        monkeypatch.setattr(triton_experts, "SCAN_MAX_SLOTS", scan_max_slots)
+    for num_tokens in (1, 5):  # one token's path (no alignment) and the aligned one
         problem = make_problem(seed, num_tokens, 4, 2, hidden, 40, activation, bias=True)
         assert_matches(run(problem, torch.float32, "triton"), reference(problem, torch.float32),
                        torch.float32, seed)  # fmt: skip

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import torch
 
@@ -37,21 +36,9 @@ def _gemms():  # type: ignore[no-untyped-def]
 
 
 MAX_BLOCK_M = 128  # the largest tile height tables and the heuristic use
-# Up to this many slots the GEMMs find their tiles by scanning topk_ids (no alignment launch) and
-# GEMM2 sums the top-k slots itself (no sum launch); above it every program's scan costs more.
-SCAN_MAX_SLOTS = 2048
-# GEMM2 sums the top-k slots itself wherever the tiles come from the ids (benchmarks turn it off
-# to time the separate moe_sum launch against it).
+# One token: GEMM2 sums the top-k slots itself, so the call is two launches (benchmarks turn it
+# off to time the separate moe_sum launch against it).
 FUSED_TOPK_SUM = True
-
-
-def scan_m_tiles(num_tokens: int, num_slots: int, num_global_experts: int, block_m: int) -> int:
-    """M-tiles per expert the scanning grid plans: room for an expert's mean share of the slots
-    plus four standard deviations (random routing), at most one per ``block_m`` tokens. An
-    expert with more slots is still computed, by programs that take several tiles in turn."""
-    mean = num_slots / max(num_global_experts, 1)
-    planned = math.ceil((mean + 4 * math.sqrt(mean) + 1) / block_m)
-    return max(1, min(planned, -(-num_tokens // block_m)))
 
 
 def aligned_rows_bound(num_slots: int, num_local_experts: int) -> int:
@@ -68,10 +55,9 @@ class TritonExperts(FusedMoEExpertsModular):
     reduced (``NoOP``). A ``SORTED_ROWS`` table entry first copies the hidden states in the
     aligned order and keeps GEMM1's output in it, so both GEMMs read A as blocks of rows.
 
-    Decode launches two kernels: up to ``SCAN_MAX_SLOTS`` slots there is no alignment pass
-    (each GEMM program scans ``topk_ids`` for its expert's slots; a single token's slots are
-    each a tile of their own) and GEMM2 sums the top-k slots itself, in the same slot order and
-    float32 as ``moe_sum``, so the result is the same."""
+    A single token launches two kernels: no alignment pass (each slot is a tile of its own,
+    its expert read from ``topk_ids``) and GEMM2 sums the top-k slots itself, in the same slot
+    order and float32 as ``moe_sum``, so the result is the same."""
 
     @classmethod
     def activation_format(cls) -> FusedMoEActivationFormat:
@@ -107,13 +93,6 @@ class TritonExperts(FusedMoEExpertsModular):
             config = dataclasses.replace(config, BLOCK_M=16)
             tiles = TileSource(topk_ids=topk_ids.reshape(-1), expert_map=expert_map,
                                num_global_experts=global_num_experts)  # fmt: skip
-        elif num_slots <= SCAN_MAX_SLOTS and not config.SORTED_ROWS:
-            tiles = TileSource(
-                topk_ids=topk_ids.reshape(-1), expert_map=expert_map,
-                num_global_experts=global_num_experts, scan_experts=num_local,
-                scan_m_tiles=scan_m_tiles(num_tokens, num_slots, global_num_experts,
-                                          config.BLOCK_M),
-            )  # fmt: skip
         else:
             tiles = TileSource(*moe_align_block_size(
                 topk_ids, config.BLOCK_M, global_num_experts, expert_map,
@@ -121,7 +100,7 @@ class TritonExperts(FusedMoEExpertsModular):
             ))  # fmt: skip
         invoke_gate_up_gemm, invoke_grouped_gemm, gather_sorted_rows, sum_counters = _gemms()
         counters = None
-        if FUSED_TOPK_SUM and tiles.topk_ids is not None:  # GEMM2 sums the top-k slots too
+        if FUSED_TOPK_SUM and tiles.slots_from_ids:  # GEMM2 sums the top-k slots too
             counters = sum_counters(num_tokens, k, config.gemm2(), hidden_states.device)
         sorted_rows = config.SORTED_ROWS and not tiles.slots_from_ids
         if sorted_rows:  # every A tile of both GEMMs becomes one block of rows

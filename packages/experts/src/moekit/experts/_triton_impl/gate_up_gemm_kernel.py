@@ -9,9 +9,8 @@ memory. Gate column ``n`` is W13 row ``n * GATE_ROW_STEP`` and up column ``n`` t
 Non-gated activations use one accumulator over rows ``n``. With ``B_TMA`` the W13 tiles come
 through ``b_desc`` (see ``weight_descriptor``): expert ``e``'s gate column ``n`` is view row
 ``e * DESC_ROWS + n``, its up column view row ``+ DESC_UP_ROW``, columns ``+ DESC_UP_COL``.
-With ``SCAN_IDS`` (decode) each program finds its expert's slots in ``topk_ids`` itself (see
-``scan_tiles``). With ``ZERO_COUNTERS`` the first programs also zero GEMM2's top-k sum counters
-(see ``topk_sum_epilogue``), which GEMM2 runs after this kernel in stream order.
+With ``ZERO_COUNTERS`` the first programs also zero GEMM2's top-k sum counters (see
+``topk_sum_epilogue``), which GEMM2 uses after this kernel in stream order.
 """
 
 from __future__ import annotations
@@ -20,26 +19,51 @@ import triton
 import triton.language as tl
 
 from moekit.experts._triton_impl.activation_epilogue import gated_activation, unary_activation
-from moekit.experts._triton_impl.scan_tiles import expert_slot_counts, scan_tile_slots
 from moekit.experts._triton_impl.tiles import dot, tile_coordinates, tile_matrix_rows, tile_rows
 from moekit.experts._triton_impl.topk_sum_epilogue import zero_counters
 
 
 @triton.jit
-def gate_up_tile(
-    a_ptr, a_desc, b_ptr, b_desc, c_ptr, bias_ptr, slots, slot_ok, expert, pid_m, pid_n,
-    N_OUT, K, num_sorted, up_offset,
+def gate_up_gemm_kernel(
+    a_ptr, a_desc, b_ptr, b_desc, c_ptr, bias_ptr,
+    sorted_token_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr,
+    topk_ids_ptr, expert_map_ptr, num_global_experts, counters_ptr, num_counters,
+    N_OUT, K, num_valid_slots, num_sorted, up_offset,
     stride_am, stride_ak, stride_be, stride_bn, stride_bk, stride_cm, stride_cn,
     stride_bias_e, stride_bias_n, DESC_ROWS, DESC_UP_ROW, DESC_UP_COL,
-    TOP_K: tl.constexpr, GATED: tl.constexpr, GATE_ROW_STEP: tl.constexpr,
+    SLOTS_FROM_IDS: tl.constexpr, HAS_MAP: tl.constexpr, ZERO_COUNTERS: tl.constexpr,
+    COUNTER_BLOCK: tl.constexpr, TOP_K: tl.constexpr, GATED: tl.constexpr, GATE_ROW_STEP: tl.constexpr,
     ACTIVATION: tl.constexpr, SWIGLU_ALPHA: tl.constexpr, SWIGLU_LIMIT: tl.constexpr,
     HAS_BIAS: tl.constexpr, IEEE_FP32: tl.constexpr, B_TMA: tl.constexpr,
     A_ROWS_SORTED: tl.constexpr, A_TMA: tl.constexpr, C_ROWS_SORTED: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):  # fmt: skip
-    """Compute and store the activated tile of local ``expert >= 0`` for these rows."""
+    if ZERO_COUNTERS:
+        zero_counters(counters_ptr, num_counters, COUNTER_BLOCK)
+    if SLOTS_FROM_IDS:
+        num_m_tiles = num_valid_slots
+    else:
+        num_m_tiles = tl.cdiv(num_sorted, BLOCK_M)
+    pid_m, pid_n = tile_coordinates(num_m_tiles, tl.cdiv(N_OUT, BLOCK_N), GROUP_M)
+    if not SLOTS_FROM_IDS:  # noqa: SIM102 (a compile-time branch: no load when it is off)
+        if pid_m * BLOCK_M >= tl.load(num_tokens_post_padded_ptr):
+            return
+    slots, slot_ok, expert = tile_rows(
+        pid_m, sorted_token_ids_ptr, expert_ids_ptr, num_sorted, num_valid_slots, topk_ids_ptr,
+        expert_map_ptr, num_global_experts, SLOTS_FROM_IDS, HAS_MAP, BLOCK_M,
+    )  # fmt: skip
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = offs_n < N_OUT
+    c_rows, c_row_ok = tile_matrix_rows(
+        pid_m, slots, slot_ok, num_sorted, C_ROWS_SORTED, 1, BLOCK_M
+    )
+    c_ptrs = c_ptr + c_rows[:, None] * stride_cm + offs_n[None, :] * stride_cn
+    c_ok = c_row_ok[:, None] & n_ok[None, :]
+    if expert == -1:  # aligned: a block of no local expert; from ids: a skipped slot
+        if not SLOTS_FROM_IDS:
+            tl.store(c_ptrs, tl.zeros([BLOCK_M, BLOCK_N], c_ptr.dtype.element_ty), mask=c_ok)
+        return
+
     gate_rows = offs_n * GATE_ROW_STEP
     up_rows = gate_rows + up_offset
     offs_k = tl.arange(0, BLOCK_K)
@@ -47,7 +71,7 @@ def gate_up_tile(
         pid_m, slots, slot_ok, num_sorted, A_ROWS_SORTED, TOP_K, BLOCK_M
     )
     a_ptrs = a_ptr + a_rows[:, None] * stride_am + offs_k[None, :] * stride_ak
-    a_row = pid_m * BLOCK_M  # the first A row in a_desc's view (int32: pid_m is)
+    a_row = (pid_m * BLOCK_M).to(tl.int32)  # the first A row in a_desc's view
     b_expert = b_ptr + expert * stride_be + offs_k[:, None] * stride_bk
     gate_ptrs = b_expert + gate_rows[None, :] * stride_bn
     up_ptrs = b_expert + up_rows[None, :] * stride_bn
@@ -87,89 +111,4 @@ def gate_up_tile(
         out = gated_activation(gate_acc, up_acc, ACTIVATION, SWIGLU_ALPHA, SWIGLU_LIMIT)
     else:
         out = unary_activation(gate_acc, ACTIVATION)
-    c_rows, c_row_ok = tile_matrix_rows(
-        pid_m, slots, slot_ok, num_sorted, C_ROWS_SORTED, 1, BLOCK_M
-    )
-    tl.store(c_ptr + c_rows[:, None] * stride_cm + offs_n[None, :] * stride_cn,
-             out.to(c_ptr.dtype.element_ty), mask=c_row_ok[:, None] & n_ok[None, :])  # fmt: skip
-
-
-@triton.jit
-def gate_up_gemm_kernel(
-    a_ptr, a_desc, b_ptr, b_desc, c_ptr, bias_ptr,
-    sorted_token_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr,
-    topk_ids_ptr, expert_map_ptr, num_global_experts, num_scan_experts, scan_m_tiles,
-    counters_ptr, num_counters,
-    N_OUT, K, num_valid_slots, num_sorted, up_offset,
-    stride_am, stride_ak, stride_be, stride_bn, stride_bk, stride_cm, stride_cn,
-    stride_bias_e, stride_bias_n, DESC_ROWS, DESC_UP_ROW, DESC_UP_COL,
-    SLOTS_FROM_IDS: tl.constexpr, SCAN_IDS: tl.constexpr, NUM_SCAN: tl.constexpr,
-    HAS_MAP: tl.constexpr, ZERO_COUNTERS: tl.constexpr, COUNTER_BLOCK: tl.constexpr,
-    TOP_K: tl.constexpr, GATED: tl.constexpr, GATE_ROW_STEP: tl.constexpr,
-    ACTIVATION: tl.constexpr, SWIGLU_ALPHA: tl.constexpr, SWIGLU_LIMIT: tl.constexpr,
-    HAS_BIAS: tl.constexpr, IEEE_FP32: tl.constexpr, B_TMA: tl.constexpr,
-    A_ROWS_SORTED: tl.constexpr, A_TMA: tl.constexpr, C_ROWS_SORTED: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-):  # fmt: skip
-    if ZERO_COUNTERS:
-        zero_counters(counters_ptr, num_counters, COUNTER_BLOCK)
-    if SCAN_IDS:
-        num_m_tiles = num_scan_experts * scan_m_tiles
-    elif SLOTS_FROM_IDS:
-        num_m_tiles = num_valid_slots
-    else:
-        num_m_tiles = tl.cdiv(num_sorted, BLOCK_M)
-    pid_m, pid_n = tile_coordinates(num_m_tiles, tl.cdiv(N_OUT, BLOCK_N), GROUP_M)
-    if SCAN_IDS:
-        expert = (pid_m // scan_m_tiles).to(tl.int64)
-        running, count = expert_slot_counts(topk_ids_ptr, expert_map_ptr, num_valid_slots,
-                                            num_global_experts, expert, HAS_MAP, NUM_SCAN)  # fmt: skip
-        # the planned tile outside any loop (the common case), then tiles past the plan
-        tile = pid_m % scan_m_tiles
-        num_tiles = tl.cdiv(count, BLOCK_M)
-        if tile < num_tiles:
-            slots, slot_ok = scan_tile_slots(running, count, tile, BLOCK_M)
-            gate_up_tile(
-                a_ptr, a_desc, b_ptr, b_desc, c_ptr, bias_ptr, slots, slot_ok, expert, tile,
-                pid_n, N_OUT, K, num_sorted, up_offset, stride_am, stride_ak, stride_be,
-                stride_bn, stride_bk, stride_cm, stride_cn, stride_bias_e, stride_bias_n,
-                DESC_ROWS, DESC_UP_ROW, DESC_UP_COL, TOP_K, GATED, GATE_ROW_STEP, ACTIVATION,
-                SWIGLU_ALPHA, SWIGLU_LIMIT, HAS_BIAS, IEEE_FP32, B_TMA, A_ROWS_SORTED, A_TMA,
-                C_ROWS_SORTED, BLOCK_M, BLOCK_N, BLOCK_K,
-            )  # fmt: skip
-        for extra in range(tile + scan_m_tiles, num_tiles, scan_m_tiles):
-            slots, slot_ok = scan_tile_slots(running, count, extra, BLOCK_M)
-            gate_up_tile(
-                a_ptr, a_desc, b_ptr, b_desc, c_ptr, bias_ptr, slots, slot_ok, expert, extra,
-                pid_n, N_OUT, K, num_sorted, up_offset, stride_am, stride_ak, stride_be,
-                stride_bn, stride_bk, stride_cm, stride_cn, stride_bias_e, stride_bias_n,
-                DESC_ROWS, DESC_UP_ROW, DESC_UP_COL, TOP_K, GATED, GATE_ROW_STEP, ACTIVATION,
-                SWIGLU_ALPHA, SWIGLU_LIMIT, HAS_BIAS, IEEE_FP32, B_TMA, A_ROWS_SORTED, A_TMA,
-                C_ROWS_SORTED, BLOCK_M, BLOCK_N, BLOCK_K,
-            )  # fmt: skip
-    else:
-        if not SLOTS_FROM_IDS:  # noqa: SIM102 (a compile-time branch: no load when it is off)
-            if pid_m * BLOCK_M >= tl.load(num_tokens_post_padded_ptr):
-                return
-        slots, slot_ok, expert = tile_rows(
-            pid_m, sorted_token_ids_ptr, expert_ids_ptr, num_sorted, num_valid_slots,
-            topk_ids_ptr, expert_map_ptr, num_global_experts, SLOTS_FROM_IDS, HAS_MAP, BLOCK_M,
-        )  # fmt: skip
-        if expert == -1:  # aligned: a block of no local expert; from ids: a skipped slot
-            if not SLOTS_FROM_IDS:
-                offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-                c_rows, c_row_ok = tile_matrix_rows(
-                    pid_m, slots, slot_ok, num_sorted, C_ROWS_SORTED, 1, BLOCK_M
-                )
-                tl.store(c_ptr + c_rows[:, None] * stride_cm + offs_n[None, :] * stride_cn,
-                         tl.zeros([BLOCK_M, BLOCK_N], c_ptr.dtype.element_ty),
-                         mask=c_row_ok[:, None] & (offs_n < N_OUT)[None, :])  # fmt: skip
-            return
-        gate_up_tile(
-            a_ptr, a_desc, b_ptr, b_desc, c_ptr, bias_ptr, slots, slot_ok, expert, pid_m, pid_n,
-            N_OUT, K, num_sorted, up_offset, stride_am, stride_ak, stride_be, stride_bn,
-            stride_bk, stride_cm, stride_cn, stride_bias_e, stride_bias_n, DESC_ROWS,
-            DESC_UP_ROW, DESC_UP_COL, TOP_K, GATED, GATE_ROW_STEP, ACTIVATION, SWIGLU_ALPHA,
-            SWIGLU_LIMIT, HAS_BIAS, IEEE_FP32, B_TMA, A_ROWS_SORTED, A_TMA, C_ROWS_SORTED,
-            BLOCK_M, BLOCK_N, BLOCK_K,
-        )  # fmt: skip
+    tl.store(c_ptrs, out.to(c_ptr.dtype.element_ty), mask=c_ok)

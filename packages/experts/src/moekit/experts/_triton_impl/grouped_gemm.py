@@ -32,8 +32,8 @@ def invoke_grouped_gemm(
     holds one row per sorted position (``tiles.sorted_token_ids`` order, padding included), so
     each tile reads one block of rows, through a descriptor where the layout allows.
 
-    ``summed = (out [num_tokens, N], counters, sum_top_k)`` (decode tiles from ``topk_ids``
-    only) also writes ``out[t]`` = the float32 sum of token ``t``'s local slot rows of ``c`` in
+    ``summed = (out [num_tokens, N], counters, sum_top_k)`` (tiles from one token's
+    ``topk_ids`` only) also writes ``out[t]`` = the float32 sum of token ``t``'s local slot rows of ``c`` in
     slot order, cast, zeros for a token with none (see ``topk_sum_epilogue``); ``counters``
     (int32, ``num_tokens * cdiv(N, BLOCK_N)``, see ``sum_counters``) must be zero, as GEMM1
     leaves them.
@@ -45,8 +45,8 @@ def invoke_grouped_gemm(
     dummy = c  # never read when the matching flag is off
     out, counters, sum_top_k = summed if summed is not None else (dummy, dummy, 1)
     if summed is not None:
-        if tiles.topk_ids is None:
-            raise ValueError("summed: the fused top-k sum needs tiles from topk_ids")
+        if not tiles.slots_from_ids:
+            raise ValueError("summed: the fused top-k sum needs one token's tiles from topk_ids")
         if out.stride(1) != 1 or counters.numel() < out.shape[0] * triton.cdiv(n, config.BLOCK_N):
             raise ValueError("summed: out needs unit column stride and counters one per token "
                              "and n-tile")  # fmt: skip
@@ -62,7 +62,8 @@ def invoke_grouped_gemm(
         a.stride(0), a.stride(1), b.stride(0), b.stride(1), b.stride(2),
         c.stride(0), c.stride(1), bias.stride(0) if bias is not None else 0,
         out.stride(0),
-        **tiles.kernel_flags(), FUSED_SUM=summed is not None, SUM_TOP_K=sum_top_k,
+        SLOTS_FROM_IDS=tiles.slots_from_ids, HAS_MAP=tiles.expert_map is not None,
+        FUSED_SUM=summed is not None, SUM_TOP_K=sum_top_k,
         TOP_K=top_k, MUL_ROUTED_WEIGHT=topk_weights is not None, HAS_BIAS=bias is not None,
         IEEE_FP32=a.dtype == torch.float32, B_TMA=b_desc is not None,
         A_ROWS_SORTED=a_rows_sorted, A_TMA=a_desc is not None,

@@ -6,11 +6,10 @@ reads A rows ``slot // TOP_K`` (GEMM1 reads each token once per slot; GEMM2 runs
 ``TOP_K = 1`` on per-slot rows), multiplies by its expert's ``B [N, K]``, accumulates in float32,
 adds the bias, multiplies by the routed weight and stores C rows ``slot``. Sentinel rows are
 skipped; a tile whose expert is ``-1`` (not on this rank) writes zeros. With ``SLOTS_FROM_IDS``
-(one token) each tile is one slot whose expert comes from ``topk_ids`` (see ``tile_rows``).
-With ``SCAN_IDS`` (decode) each program finds its expert's slots in ``topk_ids`` itself (see
-``scan_tiles``). With ``FUSED_SUM`` the kernel also sums each token's ``SUM_TOP_K`` slot rows into
-``out`` (see ``topk_sum_epilogue``), and one extra row of programs zeroes the tokens with no local
-slot. With ``B_TMA`` the B tiles come through ``b_desc``, a descriptor over ``b`` seen as
+(one token) each tile is one slot whose expert comes from ``topk_ids`` (see ``tile_rows``), and
+with ``FUSED_SUM`` the kernel also sums the token's ``SUM_TOP_K`` slot rows into ``out`` (see
+``topk_sum_epilogue``; one extra row of programs zeroes ``out`` when no slot is local).
+With ``B_TMA`` the B tiles come through ``b_desc``, a descriptor over ``b`` seen as
 ``[E * N, K]`` (see ``weight_descriptor``), instead of pointer loads.
 """
 
@@ -19,7 +18,6 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from moekit.experts._triton_impl.scan_tiles import expert_slot_counts, scan_tile_slots
 from moekit.experts._triton_impl.tiles import dot, tile_coordinates, tile_matrix_rows, tile_rows
 from moekit.experts._triton_impl.topk_sum_epilogue import (
     local_slot_count,
@@ -29,23 +27,59 @@ from moekit.experts._triton_impl.topk_sum_epilogue import (
 
 
 @triton.jit
-def grouped_gemm_tile(
-    a_ptr, a_desc, b_ptr, b_desc, bias_ptr, topk_weights_ptr, slots, slot_ok, expert, pid_m,
-    pid_n, N, K, num_sorted, stride_am, stride_ak, stride_be, stride_bn, stride_bk,
-    stride_bias_e, TOP_K: tl.constexpr, MUL_ROUTED_WEIGHT: tl.constexpr,
-    HAS_BIAS: tl.constexpr, IEEE_FP32: tl.constexpr, B_TMA: tl.constexpr,
-    A_ROWS_SORTED: tl.constexpr, A_TMA: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+def grouped_gemm_kernel(
+    a_ptr, a_desc, b_ptr, b_desc, c_ptr, bias_ptr, topk_weights_ptr,
+    sorted_token_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr,
+    topk_ids_ptr, expert_map_ptr, num_global_experts, out_ptr, counters_ptr, num_tokens,
+    N, K, num_valid_slots, num_sorted,
+    stride_am, stride_ak, stride_be, stride_bn, stride_bk, stride_cm, stride_cn, stride_bias_e,
+    stride_om,
+    SLOTS_FROM_IDS: tl.constexpr, HAS_MAP: tl.constexpr, FUSED_SUM: tl.constexpr,
+    SUM_TOP_K: tl.constexpr, TOP_K: tl.constexpr,
+    MUL_ROUTED_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, IEEE_FP32: tl.constexpr,
+    B_TMA: tl.constexpr, A_ROWS_SORTED: tl.constexpr, A_TMA: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):  # fmt: skip
-    """The float32 tile ``(a[rows] @ b[expert].T + bias) * weight`` of local ``expert >= 0``."""
+    if SLOTS_FROM_IDS:
+        num_m_tiles = num_valid_slots
+    else:
+        num_m_tiles = tl.cdiv(num_sorted, BLOCK_M)
+    num_n_tiles = tl.cdiv(N, BLOCK_N)
+    grid_m_tiles = num_m_tiles
+    if FUSED_SUM:
+        grid_m_tiles += 1  # the row of programs that zeroes tokens with no local slot
+    pid_m, pid_n = tile_coordinates(grid_m_tiles, num_n_tiles, GROUP_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = offs_n < N
+    if FUSED_SUM:  # noqa: SIM102 (a compile-time branch)
+        if pid_m == num_m_tiles:
+            zero_unrouted_tokens(out_ptr, topk_ids_ptr, expert_map_ptr, num_global_experts,
+                                 num_tokens, offs_n, n_ok, stride_om, HAS_MAP, SUM_TOP_K,
+                                 BLOCK_M, BLOCK_N)  # fmt: skip
+            return
+    if not SLOTS_FROM_IDS:  # noqa: SIM102 (a compile-time branch: no load when it is off)
+        if pid_m * BLOCK_M >= tl.load(num_tokens_post_padded_ptr):
+            return
+    slots, slot_ok, expert = tile_rows(
+        pid_m, sorted_token_ids_ptr, expert_ids_ptr, num_sorted, num_valid_slots, topk_ids_ptr,
+        expert_map_ptr, num_global_experts, SLOTS_FROM_IDS, HAS_MAP, BLOCK_M,
+    )  # fmt: skip
+    c_ptrs = c_ptr + slots[:, None] * stride_cm + offs_n[None, :] * stride_cn
+    c_ok = slot_ok[:, None] & n_ok[None, :]
+    if expert == -1:  # aligned: a block of no local expert; from ids: a skipped slot
+        if not SLOTS_FROM_IDS:
+            tl.store(c_ptrs, tl.zeros([BLOCK_M, BLOCK_N], c_ptr.dtype.element_ty), mask=c_ok)
+        return
+
+    if FUSED_SUM:  # loaded before the K loop, so their latency hides behind it
+        expected = local_slot_count(topk_ids_ptr, expert_map_ptr, num_global_experts,
+                                    slots // SUM_TOP_K, slot_ok, HAS_MAP, SUM_TOP_K)  # fmt: skip
     offs_k = tl.arange(0, BLOCK_K)
     a_rows, a_ok = tile_matrix_rows(
         pid_m, slots, slot_ok, num_sorted, A_ROWS_SORTED, TOP_K, BLOCK_M
     )
     a_ptrs = a_ptr + a_rows[:, None] * stride_am + offs_k[None, :] * stride_ak
-    a_row = pid_m * BLOCK_M  # the first A row in a_desc's view (int32: pid_m is)
+    a_row = (pid_m * BLOCK_M).to(tl.int32)  # the first A row in a_desc's view
     b_ptrs = (b_ptr + expert * stride_be + offs_n[None, :] * stride_bn
               + offs_k[:, None] * stride_bk)  # fmt: skip
     b_row = (expert * N + pid_n * BLOCK_N).to(tl.int32)  # the first B row in b_desc's view
@@ -70,139 +104,10 @@ def grouped_gemm_tile(
     if MUL_ROUTED_WEIGHT:
         weight = tl.load(topk_weights_ptr + slots, mask=slot_ok, other=0.0)
         acc *= weight.to(tl.float32)[:, None]
-    return acc
-
-
-@triton.jit
-def grouped_gemm_kernel(
-    a_ptr, a_desc, b_ptr, b_desc, c_ptr, bias_ptr, topk_weights_ptr,
-    sorted_token_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr,
-    topk_ids_ptr, expert_map_ptr, num_global_experts, num_scan_experts, scan_m_tiles,
-    out_ptr, counters_ptr, num_tokens,
-    N, K, num_valid_slots, num_sorted,
-    stride_am, stride_ak, stride_be, stride_bn, stride_bk, stride_cm, stride_cn, stride_bias_e,
-    stride_om,
-    SLOTS_FROM_IDS: tl.constexpr, SCAN_IDS: tl.constexpr, NUM_SCAN: tl.constexpr,
-    HAS_MAP: tl.constexpr, TOP_K: tl.constexpr, FUSED_SUM: tl.constexpr,
-    SUM_TOP_K: tl.constexpr,
-    MUL_ROUTED_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, IEEE_FP32: tl.constexpr,
-    B_TMA: tl.constexpr, A_ROWS_SORTED: tl.constexpr, A_TMA: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-):  # fmt: skip
-    if SCAN_IDS:
-        num_m_tiles = num_scan_experts * scan_m_tiles
-    elif SLOTS_FROM_IDS:
-        num_m_tiles = num_valid_slots
-    else:
-        num_m_tiles = tl.cdiv(num_sorted, BLOCK_M)
-    num_n_tiles = tl.cdiv(N, BLOCK_N)
-    grid_m_tiles = num_m_tiles
     if FUSED_SUM:
-        grid_m_tiles += 1  # the row of programs that zeroes unrouted tokens
-    pid_m, pid_n = tile_coordinates(grid_m_tiles, num_n_tiles, GROUP_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    n_ok = offs_n < N
-    if FUSED_SUM:  # noqa: SIM102 (a compile-time branch)
-        if pid_m == num_m_tiles:
-            zero_unrouted_tokens(out_ptr, topk_ids_ptr, expert_map_ptr, num_global_experts,
-                                 num_tokens, offs_n, n_ok, stride_om, HAS_MAP, SUM_TOP_K,
-                                 BLOCK_M, BLOCK_N)  # fmt: skip
-            return
-    if SCAN_IDS:
-        expert = (pid_m // scan_m_tiles).to(tl.int64)
-        running, count = expert_slot_counts(topk_ids_ptr, expert_map_ptr, num_valid_slots,
-                                            num_global_experts, expert, HAS_MAP, NUM_SCAN)  # fmt: skip
-        # the planned tile outside any loop (the common case), then tiles past the plan
-        tile = pid_m % scan_m_tiles
-        num_tiles = tl.cdiv(count, BLOCK_M)
-        if tile < num_tiles:
-            scanned_tile(
-                a_ptr, a_desc, b_ptr, b_desc, c_ptr, bias_ptr, topk_weights_ptr, out_ptr,
-                counters_ptr, topk_ids_ptr, expert_map_ptr, num_global_experts, running, count,
-                tile, expert, pid_n, num_n_tiles, N, K, stride_am, stride_ak, stride_be,
-                stride_bn, stride_bk, stride_cm, stride_cn, stride_bias_e, stride_om,
-                HAS_MAP, TOP_K, FUSED_SUM, SUM_TOP_K, MUL_ROUTED_WEIGHT, HAS_BIAS, IEEE_FP32,
-                B_TMA, BLOCK_M, BLOCK_N, BLOCK_K,
-            )  # fmt: skip
-        for extra in range(tile + scan_m_tiles, num_tiles, scan_m_tiles):
-            scanned_tile(
-                a_ptr, a_desc, b_ptr, b_desc, c_ptr, bias_ptr, topk_weights_ptr, out_ptr,
-                counters_ptr, topk_ids_ptr, expert_map_ptr, num_global_experts, running, count,
-                extra, expert, pid_n, num_n_tiles, N, K, stride_am, stride_ak, stride_be,
-                stride_bn, stride_bk, stride_cm, stride_cn, stride_bias_e, stride_om,
-                HAS_MAP, TOP_K, FUSED_SUM, SUM_TOP_K, MUL_ROUTED_WEIGHT, HAS_BIAS, IEEE_FP32,
-                B_TMA, BLOCK_M, BLOCK_N, BLOCK_K,
-            )  # fmt: skip
+        store_and_sum_tokens(acc.to(c_ptr.dtype.element_ty), c_ptr, out_ptr, counters_ptr,
+                             topk_ids_ptr, expert_map_ptr, num_global_experts, slots, slot_ok,
+                             expected, offs_n, n_ok, pid_n, num_n_tiles, stride_cm, stride_cn,
+                             stride_om, HAS_MAP, SUM_TOP_K)  # fmt: skip
     else:
-        if not SLOTS_FROM_IDS:  # noqa: SIM102 (a compile-time branch: no load when it is off)
-            if pid_m * BLOCK_M >= tl.load(num_tokens_post_padded_ptr):
-                return
-        slots, slot_ok, expert = tile_rows(
-            pid_m, sorted_token_ids_ptr, expert_ids_ptr, num_sorted, num_valid_slots,
-            topk_ids_ptr, expert_map_ptr, num_global_experts, SLOTS_FROM_IDS, HAS_MAP, BLOCK_M,
-        )  # fmt: skip
-        if expert == -1:  # aligned: a block of no local expert; from ids: a skipped slot
-            if not SLOTS_FROM_IDS:
-                tl.store(c_ptr + slots[:, None] * stride_cm + offs_n[None, :] * stride_cn,
-                         tl.zeros([BLOCK_M, BLOCK_N], c_ptr.dtype.element_ty),
-                         mask=slot_ok[:, None] & n_ok[None, :])  # fmt: skip
-            return
-        expected = slot_ok.to(tl.int32)  # unused without FUSED_SUM
-        if FUSED_SUM:  # loaded before the K loop, so their latency hides behind it
-            expected = local_slot_count(topk_ids_ptr, expert_map_ptr, num_global_experts,
-                                        slots // SUM_TOP_K, slot_ok, HAS_MAP, SUM_TOP_K)  # fmt: skip
-        acc = grouped_gemm_tile(
-            a_ptr, a_desc, b_ptr, b_desc, bias_ptr, topk_weights_ptr, slots, slot_ok, expert,
-            pid_m, pid_n, N, K, num_sorted, stride_am, stride_ak, stride_be, stride_bn,
-            stride_bk, stride_bias_e, TOP_K, MUL_ROUTED_WEIGHT, HAS_BIAS, IEEE_FP32, B_TMA,
-            A_ROWS_SORTED, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K,
-        )  # fmt: skip
-        store_tile(acc.to(c_ptr.dtype.element_ty), c_ptr, out_ptr, counters_ptr, topk_ids_ptr,
-                   expert_map_ptr, num_global_experts, slots, slot_ok, expected, offs_n, n_ok,
-                   pid_n, num_n_tiles, stride_cm, stride_cn, stride_om, FUSED_SUM, HAS_MAP,
-                   SUM_TOP_K)  # fmt: skip
-
-
-@triton.jit
-def scanned_tile(
-    a_ptr, a_desc, b_ptr, b_desc, c_ptr, bias_ptr, topk_weights_ptr, out_ptr, counters_ptr,
-    topk_ids_ptr, expert_map_ptr, num_global_experts, running, count, tile, expert, pid_n,
-    num_n_tiles, N, K, stride_am, stride_ak, stride_be, stride_bn, stride_bk, stride_cm,
-    stride_cn, stride_bias_e, stride_om, HAS_MAP: tl.constexpr, TOP_K: tl.constexpr,
-    FUSED_SUM: tl.constexpr, SUM_TOP_K: tl.constexpr, MUL_ROUTED_WEIGHT: tl.constexpr,
-    HAS_BIAS: tl.constexpr, IEEE_FP32: tl.constexpr, B_TMA: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-):  # fmt: skip
-    """Tile ``tile`` of ``expert``'s scanned slots (see ``scan_tiles``): GEMM, then store."""
-    slots, slot_ok = scan_tile_slots(running, count, tile, BLOCK_M)
-    expected = slot_ok.to(tl.int32)  # unused without FUSED_SUM
-    if FUSED_SUM:  # loaded before the K loop, so their latency hides behind it
-        expected = local_slot_count(topk_ids_ptr, expert_map_ptr, num_global_experts,
-                                    slots // SUM_TOP_K, slot_ok, HAS_MAP, SUM_TOP_K)  # fmt: skip
-    acc = grouped_gemm_tile(
-        a_ptr, a_desc, b_ptr, b_desc, bias_ptr, topk_weights_ptr, slots, slot_ok, expert, tile,
-        pid_n, N, K, 0, stride_am, stride_ak, stride_be, stride_bn, stride_bk, stride_bias_e,
-        TOP_K, MUL_ROUTED_WEIGHT, HAS_BIAS, IEEE_FP32, B_TMA, False, False,
-        BLOCK_M, BLOCK_N, BLOCK_K,
-    )  # fmt: skip
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    store_tile(acc.to(c_ptr.dtype.element_ty), c_ptr, out_ptr, counters_ptr, topk_ids_ptr,
-               expert_map_ptr, num_global_experts, slots, slot_ok, expected, offs_n, offs_n < N,
-               pid_n, num_n_tiles, stride_cm, stride_cn, stride_om, FUSED_SUM, HAS_MAP,
-               SUM_TOP_K)  # fmt: skip
-
-
-@triton.jit
-def store_tile(rows, c_ptr, out_ptr, counters_ptr, topk_ids_ptr, expert_map_ptr,
-               num_global_experts, slots, slot_ok, expected, offs_n, n_ok, pid_n, num_n_tiles, stride_cm,
-               stride_cn, stride_om, FUSED_SUM: tl.constexpr, HAS_MAP: tl.constexpr,
-               SUM_TOP_K: tl.constexpr):  # fmt: skip
-    """``c[slot] = rows``, and with ``FUSED_SUM`` the top-k sum of the tokens this tile
-    completes."""
-    if FUSED_SUM:
-        store_and_sum_tokens(rows, c_ptr, out_ptr, counters_ptr, topk_ids_ptr, expert_map_ptr,
-                             num_global_experts, slots, slot_ok, expected, offs_n, n_ok, pid_n,
-                             num_n_tiles, stride_cm, stride_cn, stride_om, HAS_MAP, SUM_TOP_K)  # fmt: skip
-    else:
-        tl.store(c_ptr + slots[:, None] * stride_cm + offs_n[None, :] * stride_cn, rows,
-                 mask=slot_ok[:, None] & n_ok[None, :])  # fmt: skip
+        tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=c_ok)

@@ -1,16 +1,17 @@
-"""Decode with two launches against the aligned path, on a GPU (bf16), with the same numbers.
+"""One token's call with GEMM2 summing the top-k slots against the separate sum launch (GPU, bf16).
 
-For each model shape and decode token count, three paths of ``TritonExperts``:
+For each model shape, one token through ``TritonExperts`` with ``FUSED_TOPK_SUM`` off
+(``separate_sum``: GEMM1, GEMM2, ``moe_sum``) and on (``fused_sum``: GEMM1, GEMM2). The fused
+output must equal the separate one bit for bit, also over repeated CUDA-graph replays (its sum
+order is fixed). Times are medians of ``do_bench_cudagraph``, each beside the floor of
+``bench_fused_moe.py``. Writes JSON.
 
-- ``aligned``: ``moe_align_block_size``, GEMM1, GEMM2, ``moe_sum`` (one token: no alignment);
-- ``scan``: the GEMMs scan ``topk_ids`` for their tiles, ``moe_sum`` still its own launch;
-- ``scan_sum``: the same with GEMM2 summing the top-k slots itself (the shipped default).
+At commits 533738f and e838a35, as ``bench_decode_paths.py``, this script also timed decode
+tiles found by scanning ``topk_ids`` (no alignment pass) for 16–256 tokens, with and without
+the fused sum. The results are ``benchmarks/results/experts_decode_paths_h100_*.json``, and
+lever 18 of ``NOTES.md`` says why that path was dropped.
 
-Each path's bf16 output must equal the aligned one bit for bit, and stay equal over repeated
-CUDA-graph replays (the fused sum's order is fixed). Times are medians of
-``do_bench_cudagraph``, each beside the floor of ``bench_fused_moe.py``. Writes JSON.
-
-    python benchmarks/experts/bench_decode_paths.py --out benchmarks/results/experts_decode_paths_h100.json
+    python benchmarks/experts/bench_one_token_sum.py --out benchmarks/results/experts_one_token_sum_h100.json
 """
 
 from __future__ import annotations
@@ -19,21 +20,19 @@ import argparse
 import sys
 from pathlib import Path
 
-PATHS = {"aligned": (0, False), "scan": (None, False), "scan_sum": (None, True)}
+PATHS = {"separate_sum": False, "fused_sum": True}
 
 
 def run_path(name: str, call):  # type: ignore[no-untyped-def]
     """``call()`` with ``TritonExperts`` switched to path ``name``."""
     from moekit.experts import triton_experts
 
-    scan_max, fused = PATHS[name]
-    saved = triton_experts.SCAN_MAX_SLOTS, triton_experts.FUSED_TOPK_SUM
-    triton_experts.SCAN_MAX_SLOTS = saved[0] if scan_max is None else scan_max
-    triton_experts.FUSED_TOPK_SUM = fused
+    saved = triton_experts.FUSED_TOPK_SUM
+    triton_experts.FUSED_TOPK_SUM = PATHS[name]
     try:
         return call()
     finally:
-        triton_experts.SCAN_MAX_SLOTS, triton_experts.FUSED_TOPK_SUM = saved
+        triton_experts.FUSED_TOPK_SUM = saved
 
 
 def graph_replays_agree(fn, want, replays: int = 20) -> bool:  # type: ignore[no-untyped-def]
@@ -61,12 +60,13 @@ def main() -> None:
     from bench_fused_moe import SHAPES, make_weights, matmul_tflops, oracle
     from common import copy_bandwidth_gbps, environment, relative_error, time_us, write_json
 
-    from moekit.experts import fused_experts, triton_experts
+    from moekit.experts import fused_experts
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
-    parser.add_argument("--tokens", nargs="+", type=int, default=[1, 16, 64, 256, 1024])
+    parser.add_argument("--tokens", nargs="+", type=int, default=[1],
+                        help="more than one token always takes the separate sum")  # fmt: skip
     args = parser.parse_args()
 
     bandwidth, tflops = copy_bandwidth_gbps(), matmul_tflops()
@@ -89,13 +89,12 @@ def main() -> None:
             active = ids.unique().numel()
             floor_us = max(active * 3 * hidden * inter * 2 / (bandwidth * 1e3),
                            6 * tokens * top_k * hidden * inter / (tflops * 1e6))  # fmt: skip
-            want = run_path("aligned", call)
+            want = run_path("separate_sum", call)
             row = dict(shape=shape, tokens=tokens, E=num_experts, top_k=top_k, K=hidden,
                        I=inter, floor_us=floor_us,
                        rel_error=relative_error(want, oracle(x, w1, w2, weights, ids, activation,
                                                              b1, b2)))  # fmt: skip
-            scans = tokens * top_k <= triton_experts.SCAN_MAX_SLOTS or tokens == 1
-            for path in PATHS if scans else ["aligned"]:  # else every path is the aligned one
+            for path in PATHS:
                 got = run_path(path, call)
                 row[f"{path}_equal"] = bool(torch.equal(got, want))
                 row[f"{path}_replays_equal"] = run_path(
