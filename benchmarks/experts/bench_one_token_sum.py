@@ -101,10 +101,13 @@ def main() -> None:
                     path, lambda: graph_replays_agree(call, want)
                 )
                 row[f"{path}_us"] = run_path(path, lambda: time_us(call, graph=True)[0])
-            print(f"{shape:18s} M={tokens:5d} floor {floor_us:7.1f}  "
-                  + "  ".join(f"{p} {row[f'{p}_us']:7.1f} ({row[f'{p}_us'] / floor_us:.3f}x"
-                              f"{'' if row[f'{p}_equal'] and row[f'{p}_replays_equal'] else ' DIFFERS'})"
-                              for p in PATHS if f"{p}_us" in row), flush=True)  # fmt: skip
+            cells = []
+            for path in PATHS:
+                same = row[f"{path}_equal"] and row[f"{path}_replays_equal"]
+                us = row[f"{path}_us"]
+                cells.append(f"{path} {us:7.1f} ({us / floor_us:.3f}x{'' if same else ' DIFFERS'})")
+            print(f"{shape:18s} M={tokens:5d} floor {floor_us:7.1f}  " + "  ".join(cells),
+                  flush=True)  # fmt: skip
             rows.append(row)
         torch.cuda.empty_cache()
     write_json(args.out, dict(environment=environment(), bandwidth_gbps=bandwidth,

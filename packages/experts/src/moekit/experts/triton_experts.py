@@ -120,7 +120,7 @@ class TritonExperts(FusedMoEExpertsModular):
         weights = None if apply_router_weight_on_input else topk_weights.reshape(-1).float()
         invoke_grouped_gemm(activated, w2, gemm2_out, self.quant_config.w2_bias, weights, tiles,
                             1, config.gemm2(), a_rows_sorted=sorted_rows,
-                            summed=(output, counters, top_k) if counters is not None else None)  # fmt: skip
+                            summed=None if counters is None else (output, counters, top_k))  # fmt: skip
         if counters is None:
             moe_sum(gemm2_out.view(num_tokens, top_k, k), output, topk_ids, expert_map,
                     backend="triton")  # fmt: skip

@@ -33,10 +33,10 @@ def invoke_grouped_gemm(
     each tile reads one block of rows, through a descriptor where the layout allows.
 
     ``summed = (out [num_tokens, N], counters, sum_top_k)`` (tiles from one token's
-    ``topk_ids`` only) also writes ``out[t]`` = the float32 sum of token ``t``'s local slot rows of ``c`` in
-    slot order, cast, zeros for a token with none (see ``topk_sum_epilogue``); ``counters``
-    (int32, ``num_tokens * cdiv(N, BLOCK_N)``, see ``sum_counters``) must be zero, as GEMM1
-    leaves them.
+    ``topk_ids`` only) also writes ``out[t]`` = the float32 sum of token ``t``'s local slot
+    rows of ``c`` in slot order, cast, zeros for a token with none (see
+    ``topk_sum_epilogue``); ``counters`` (int32, ``num_tokens * cdiv(N, BLOCK_N)``, see
+    ``sum_counters``) must be zero, as GEMM1 leaves them.
     """
     num_slots, n = c.shape
     k = a.shape[1]
