@@ -29,7 +29,7 @@ from triton.runtime.errors import OutOfResources
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_fused_moe import SHAPES, make_weights, matmul_tflops
+from bench_fused_moe import SHAPES, floor_us, make_routed_tokens, make_weights, matmul_tflops
 from common import copy_bandwidth_gbps, environment, relative_error, write_json
 
 from moekit.align import moe_align_block_size, moe_sum
@@ -122,10 +122,7 @@ def main() -> None:
         w1, w2, b1, b2 = make_weights(num_experts, top_k, hidden, inter, activation)
         gen = torch.Generator(device="cuda").manual_seed(1)
         for tokens in args.tokens:
-            x = torch.randn(tokens, hidden, device="cuda", generator=gen, dtype=torch.bfloat16)
-            logits = torch.randn(tokens, num_experts, device="cuda", generator=gen)
-            weights, ids = torch.softmax(logits, -1).topk(top_k, -1)
-            ids = ids.int()
+            x, weights, ids = make_routed_tokens(tokens, num_experts, top_k, hidden, gen)
 
             def path(x=x, weights=weights, ids=ids):
                 return fused_experts(x, w1, w2, weights, ids, activation=activation, w1_bias=b1,
@@ -149,10 +146,7 @@ def main() -> None:
                 except (RuntimeError, AttributeError) as error:  # no _grouped_mm for this build
                     print(f"  grouped_mm {part}: {error}", file=sys.stderr)
                     row[f"grouped_mm_{part}_us"] = float("nan")
-            active = ids.unique().numel()
-            weight_bytes = active * 3 * hidden * inter * 2
-            flops = 6 * tokens * top_k * hidden * inter
-            row["floor_us"] = max(weight_bytes / (bandwidth * 1e3), flops / (tflops * 1e6))
+            row["floor_us"] = floor_us(ids, top_k, hidden, inter, bandwidth, tflops)
             print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                            for k, v in row.items()), flush=True)  # fmt: skip
             rows.append(row)

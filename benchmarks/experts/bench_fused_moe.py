@@ -57,6 +57,25 @@ def make_weights(num_experts: int, top_k: int, hidden: int, inter: int, activati
             randn(num_experts, hidden) if has_bias else None)  # fmt: skip
 
 
+def make_routed_tokens(tokens: int, num_experts: int, top_k: int, hidden: int, gen):
+    """``(x [M, K] bf16, weights [M, k], ids int32 [M, k])``: random hidden states and softmax
+    top-k routing over random logits, drawn from ``gen`` in that order."""
+    import torch
+
+    x = torch.randn(tokens, hidden, device="cuda", generator=gen, dtype=torch.bfloat16)
+    logits = torch.randn(tokens, num_experts, device="cuda", generator=gen)
+    weights, ids = torch.softmax(logits, -1).topk(top_k, -1)
+    return x, weights, ids.int()
+
+
+def floor_us(ids, top_k: int, hidden: int, inter: int, bandwidth_gbps: float,
+             tflops: float) -> float:  # fmt: skip
+    """max(bytes of the active experts' weights / copy rate, 6·M·k·K·I FLOPs / matmul rate)."""
+    weight_bytes = ids.unique().numel() * 3 * hidden * inter * 2
+    flops = 6 * ids.shape[0] * top_k * hidden * inter
+    return max(weight_bytes / (bandwidth_gbps * 1e3), flops / (tflops * 1e6))
+
+
 def oracle(x, w1, w2, weights, ids, activation, b1, b2):
     """float32 per-expert loop on the bf16 inputs."""
     import torch
@@ -94,10 +113,7 @@ def measure(args: argparse.Namespace) -> dict:
         w1, w2, b1, b2 = make_weights(num_experts, top_k, hidden, inter, activation)
         gen = torch.Generator(device="cuda").manual_seed(1)
         for tokens in args.tokens:
-            x = torch.randn(tokens, hidden, device="cuda", generator=gen, dtype=torch.bfloat16)
-            logits = torch.randn(tokens, num_experts, device="cuda", generator=gen)
-            weights, ids = torch.softmax(logits, -1).topk(top_k, -1)
-            ids = ids.int()
+            x, weights, ids = make_routed_tokens(tokens, num_experts, top_k, hidden, gen)
 
             def call(backend, x=x, weights=weights, ids=ids):
                 return fused_experts(x, w1, w2, weights, ids, activation=activation,
@@ -107,20 +123,17 @@ def measure(args: argparse.Namespace) -> dict:
             error = relative_error(call("triton"), want)
             torch_error = relative_error(call("torch"), want)
             del want
-            active = ids.unique().numel()
-            weight_bytes = active * 3 * hidden * inter * 2
-            flops = 6 * tokens * top_k * hidden * inter
-            floor_us = max(weight_bytes / (bandwidth * 1e3), flops / (tflops * 1e6))
+            floor = floor_us(ids, top_k, hidden, inter, bandwidth, tflops)
             row = dict(shape=name, tokens=tokens, E=num_experts, top_k=top_k, K=hidden, I=inter,
-                       rel_error_triton=error, rel_error_torch=torch_error, floor_us=floor_us,
+                       rel_error_triton=error, rel_error_torch=torch_error, floor_us=floor,
                        triton_eager_us=time_us(lambda: call("triton"), graph=False)[0],
                        triton_graph_us=time_us(lambda: call("triton"), graph=True)[0],
                        torch_eager_us=time_us(lambda: call("torch"), graph=False)[0])  # fmt: skip
             best = row["triton_graph_us"]
             print(f"{name:18s} M={tokens:5d}: err {error:.1e}/{torch_error:.1e}  triton "
-                  f"{best:9.1f} us ({best / floor_us:4.2f}x floor; eager "
-                  f"{row['triton_eager_us'] / floor_us:4.2f}x)  torch "
-                  f"{row['torch_eager_us'] / floor_us:4.2f}x  floor {floor_us:8.1f}", flush=True)  # fmt: skip
+                  f"{best:9.1f} us ({best / floor:4.2f}x floor; eager "
+                  f"{row['triton_eager_us'] / floor:4.2f}x)  torch "
+                  f"{row['torch_eager_us'] / floor:4.2f}x  floor {floor:8.1f}", flush=True)  # fmt: skip
             rows.append(row)
         torch.cuda.empty_cache()
     return dict(environment=environment(), bandwidth_gbps=bandwidth, matmul_tflops=tflops,

@@ -57,7 +57,14 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import torch
-    from bench_fused_moe import SHAPES, make_weights, matmul_tflops, oracle
+    from bench_fused_moe import (
+        SHAPES,
+        floor_us,
+        make_routed_tokens,
+        make_weights,
+        matmul_tflops,
+        oracle,
+    )
     from common import copy_bandwidth_gbps, environment, relative_error, time_us, write_json
 
     from moekit.experts import fused_experts
@@ -77,21 +84,16 @@ def main() -> None:
         w1, w2, b1, b2 = make_weights(num_experts, top_k, hidden, inter, activation)
         gen = torch.Generator(device="cuda").manual_seed(1)
         for tokens in args.tokens:
-            x = torch.randn(tokens, hidden, device="cuda", generator=gen, dtype=torch.bfloat16)
-            logits = torch.randn(tokens, num_experts, device="cuda", generator=gen)
-            weights, ids = torch.softmax(logits, -1).topk(top_k, -1)
-            ids = ids.int()
+            x, weights, ids = make_routed_tokens(tokens, num_experts, top_k, hidden, gen)
 
             def call(x=x, weights=weights, ids=ids):  # type: ignore[no-untyped-def]
                 return fused_experts(x, w1, w2, weights, ids, activation=activation,
                                      w1_bias=b1, w2_bias=b2, backend="triton", check_ids=False)  # fmt: skip
 
-            active = ids.unique().numel()
-            floor_us = max(active * 3 * hidden * inter * 2 / (bandwidth * 1e3),
-                           6 * tokens * top_k * hidden * inter / (tflops * 1e6))  # fmt: skip
+            floor = floor_us(ids, top_k, hidden, inter, bandwidth, tflops)
             want = run_path("separate_sum", call)
             row = dict(shape=shape, tokens=tokens, E=num_experts, top_k=top_k, K=hidden,
-                       I=inter, floor_us=floor_us,
+                       I=inter, floor_us=floor,
                        rel_error=relative_error(want, oracle(x, w1, w2, weights, ids, activation,
                                                              b1, b2)))  # fmt: skip
             for path in PATHS:
@@ -105,8 +107,8 @@ def main() -> None:
             for path in PATHS:
                 same = row[f"{path}_equal"] and row[f"{path}_replays_equal"]
                 us = row[f"{path}_us"]
-                cells.append(f"{path} {us:7.1f} ({us / floor_us:.3f}x{'' if same else ' DIFFERS'})")
-            print(f"{shape:18s} M={tokens:5d} floor {floor_us:7.1f}  " + "  ".join(cells),
+                cells.append(f"{path} {us:7.1f} ({us / floor:.3f}x{'' if same else ' DIFFERS'})")
+            print(f"{shape:18s} M={tokens:5d} floor {floor:7.1f}  " + "  ".join(cells),
                   flush=True)  # fmt: skip
             rows.append(row)
         torch.cuda.empty_cache()
