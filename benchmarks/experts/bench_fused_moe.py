@@ -76,6 +76,31 @@ def floor_us(ids, top_k: int, hidden: int, inter: int, bandwidth_gbps: float,
     return max(weight_bytes / (bandwidth_gbps * 1e3), flops / (tflops * 1e6))
 
 
+def expected_active_experts(num_experts: int, top_k: int, tokens: int) -> float:
+    """Experts hit at least once when each token picks ``top_k`` distinct ones at random."""
+    return num_experts * (1 - (1 - top_k / num_experts) ** tokens)
+
+
+def rows_path_bound_us(active_experts: float, tokens: int, top_k: int, hidden: int, inter: int,
+                       bandwidth_gbps: float, tflops: float) -> float:  # fmt: skip
+    """Least time of any path that, like moekit's, writes each slot's GEMM2 row and then sums a
+    token's top-k rows in a fixed order (so the result is deterministic), all in bf16.
+
+    The GEMMs move the active weights, read the hidden states, write and read back the
+    activated rows and write the ``[M·k, K]`` slot rows; at best that overlaps with their
+    FLOPs. The sum then reads those rows and writes ``[M, K]``. It cannot start before the
+    last GEMM2 tile, so its time adds. Unlike the issue's floor, this one counts the bytes
+    that per-slot rows cost: above the floor where ``M·k·K`` rivals the weights (top-8 at
+    1024 tokens or more)."""
+    slot_rows = tokens * top_k
+    gemm_bytes = (active_experts * 3 * hidden * inter + tokens * hidden
+                  + 2 * slot_rows * inter + slot_rows * hidden) * 2  # fmt: skip
+    sum_bytes = (slot_rows * hidden + tokens * hidden) * 2
+    flops = 6 * slot_rows * hidden * inter
+    rate = bandwidth_gbps * 1e3  # bytes per microsecond
+    return max(gemm_bytes / rate, flops / (tflops * 1e6)) + sum_bytes / rate
+
+
 def oracle(x, w1, w2, weights, ids, activation, b1, b2):
     """float32 per-expert loop on the bf16 inputs."""
     import torch
@@ -124,8 +149,11 @@ def measure(args: argparse.Namespace) -> dict:
             torch_error = relative_error(call("torch"), want)
             del want
             floor = floor_us(ids, top_k, hidden, inter, bandwidth, tflops)
+            bound = rows_path_bound_us(ids.unique().numel(), tokens, top_k, hidden, inter,
+                                       bandwidth, tflops)  # fmt: skip
             row = dict(shape=name, tokens=tokens, E=num_experts, top_k=top_k, K=hidden, I=inter,
                        rel_error_triton=error, rel_error_torch=torch_error, floor_us=floor,
+                       rows_bound_us=bound,
                        triton_eager_us=time_us(lambda: call("triton"), graph=False)[0],
                        triton_graph_us=time_us(lambda: call("triton"), graph=True)[0],
                        torch_eager_us=time_us(lambda: call("torch"), graph=False)[0])  # fmt: skip
@@ -133,7 +161,8 @@ def measure(args: argparse.Namespace) -> dict:
             print(f"{name:18s} M={tokens:5d}: err {error:.1e}/{torch_error:.1e}  triton "
                   f"{best:9.1f} us ({best / floor:4.2f}x floor; eager "
                   f"{row['triton_eager_us'] / floor:4.2f}x)  torch "
-                  f"{row['torch_eager_us'] / floor:4.2f}x  floor {floor:8.1f}", flush=True)  # fmt: skip
+                  f"{row['torch_eager_us'] / floor:4.2f}x  floor {floor:8.1f}  per-slot rows "
+                  f"bound {bound / floor:4.2f}x", flush=True)  # fmt: skip
             rows.append(row)
         torch.cuda.empty_cache()
     return dict(environment=environment(), bandwidth_gbps=bandwidth, matmul_tflops=tflops,
@@ -156,6 +185,42 @@ def table(rows: list[dict]) -> str:
                           f"{row['triton_graph_us'] / row['floor_us']:.2f} "
                           f"({row['torch_eager_us'] / row['floor_us']:.2f})")  # fmt: skip
         lines.append(f"| {label} | " + " | ".join(values) + " |")
+    return "\n".join(lines)
+
+
+def bound_table(result: dict) -> str:
+    """Markdown: each cell ``Triton (graph) / floor`` beside the per-slot rows bound / floor
+    (``rows_path_bound_us``). Rows written before the bound was recorded get it from the run's
+    own rates and the active experts their floor implies (the expected number where the floor
+    is the FLOPs term, which then hides it)."""
+    rate = result["bandwidth_gbps"] * 1e3
+
+    def active_experts(row: dict) -> float:
+        flops_us = 6 * row["tokens"] * row["top_k"] * row["K"] * row["I"] / (
+            result["matmul_tflops"] * 1e6)  # fmt: skip
+        if row["floor_us"] > flops_us * (1 + 1e-9):
+            return row["floor_us"] * rate / (3 * row["K"] * row["I"] * 2)
+        return expected_active_experts(row["E"], row["top_k"], row["tokens"])
+
+    rows = result["rows"]
+    tokens = sorted({row["tokens"] for row in rows})
+    lines = ["| shape | " + " | ".join(f"M={m}" for m in tokens) + " |",
+             "|---|" + "---|" * len(tokens)]  # fmt: skip
+    for name in dict.fromkeys(row["shape"] for row in rows):
+        cells = {row["tokens"]: row for row in rows if row["shape"] == name}
+        values = []
+        for m in tokens:
+            row = cells.get(m)
+            if row is None:
+                values.append("")
+                continue
+            bound = row.get("rows_bound_us") or rows_path_bound_us(
+                active_experts(row), m, row["top_k"], row["K"], row["I"],
+                result["bandwidth_gbps"], result["matmul_tflops"],
+            )  # fmt: skip
+            values.append(f"{row['triton_graph_us'] / row['floor_us']:.2f} "
+                          f"({bound / row['floor_us']:.2f})")  # fmt: skip
+        lines.append(f"| {name} | " + " | ".join(values) + " |")
     return "\n".join(lines)
 
 
@@ -204,6 +269,8 @@ def main() -> None:
     else:
         result = json.loads(args.source.read_text())
     print(table(result["rows"]))
+    print("\ntime / floor (per-slot rows bound / floor):")
+    print(bound_table(result))
     if args.plot is not None:
         plot(result["rows"], result["environment"], args.plot)
 

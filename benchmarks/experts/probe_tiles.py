@@ -1,0 +1,156 @@
+"""Time tiles that ``tune.py`` never tries against the shipped entry (GPU, bf16, CUDA graph).
+
+Each family varies the shipped table entry of a set of cells:
+  * ``wide``: 256-row tiles with 16 warps (four warpgroups), 128-row tiles with 16 warps, and
+    256 x 128 tiles with 8 warps; the whole path at 1024 tokens and in prefill.
+  * ``block_k``: ``BLOCK_K = 256`` for GEMM1, GEMM2 or both, with the entry's stages or one
+    fewer; the whole path at decode sizes.
+  * ``block_m``: twice and half the entry's ``BLOCK_M``; GEMM1 and GEMM2 timed alone (as in
+    ``ablate.py``) on cells with about 64 rows per expert.
+Whole-path variants are checked against the torch path (2% of the output scale) and compared
+bit for bit with the entry's output. A variant that does not compile (shared memory, registers)
+is recorded with its error.
+
+    python benchmarks/experts/probe_tiles.py --family wide --out wide.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from unittest import mock
+
+import torch
+import triton.testing
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import ablate
+from bench_fused_moe import SHAPES, floor_us, make_routed_tokens, make_weights, matmul_tflops
+from common import copy_bandwidth_gbps, environment, relative_error, write_json
+
+from moekit.experts import fused_experts
+from moekit.experts._triton_impl.configs import GemmConfig, get_config
+
+CELLS = {
+    "wide": [("mixtral", 1024), ("mixtral", 4096), ("mixtral-tp2", 1024), ("mixtral-tp2", 4096),
+             ("mixtral-tp2", 16384), ("qwen3-30b-a3b", 4096), ("qwen3-30b-a3b", 16384),
+             ("qwen3-30b-a3b-tp2", 16384), ("deepseek-v3-tp4", 16384), ("gpt-oss-120b", 4096),
+             ("gpt-oss-120b", 16384)],
+    "block_k": [("qwen3-30b-a3b-tp2", 16), ("qwen3-30b-a3b-tp2", 64), ("qwen3-30b-a3b-tp2", 256),
+                ("qwen3-30b-a3b-tp2", 1024), ("qwen3-30b-a3b", 16), ("qwen3-30b-a3b", 256),
+                ("qwen3-30b-a3b", 1024), ("mixtral", 256), ("mixtral-tp2", 256),
+                ("deepseek-v3-tp4", 1024), ("gpt-oss-120b", 256), ("gpt-oss-120b", 1024)],
+    "block_m": [("mixtral", 256), ("mixtral-tp2", 256), ("qwen3-30b-a3b-tp2", 256),
+                ("qwen3-30b-a3b-tp2", 1024), ("qwen3-30b-a3b", 1024), ("deepseek-v3-tp4", 1024),
+                ("gpt-oss-120b", 1024), ("mixtral", 1024)],
+}  # fmt: skip
+
+
+def variants(family: str, entry: GemmConfig) -> dict[str, GemmConfig]:
+    """The entry and its variants of ``family``, GEMM2's own fields spelled out where the
+    variant changes GEMM1's."""
+    swap = dataclasses.replace
+    gemm2 = entry.gemm2()
+    own2 = swap(entry, BLOCK_N2=gemm2.BLOCK_N, BLOCK_K2=gemm2.BLOCK_K,
+                num_warps2=gemm2.num_warps, num_stages2=gemm2.num_stages)  # fmt: skip
+    if family == "wide":
+        return {
+            "entry": entry,
+            "m256_w16": swap(
+                own2, BLOCK_M=256, num_warps=16, num_warps2=16, num_stages=3, num_stages2=3
+            ),
+            "m128_w16": swap(entry, num_warps=16, num_warps2=16),
+            "m256_n128_w8": swap(
+                own2,
+                BLOCK_M=256,
+                BLOCK_N=128,
+                BLOCK_N2=128,
+                num_warps=8,
+                num_warps2=8,
+                num_stages=3,
+                num_stages2=3,
+            ),
+        }
+    if family == "block_k":
+        fewer = max(2, entry.num_stages - 1)
+        return {
+            "entry": entry,
+            "k256_gemm1": swap(own2, BLOCK_K=256),
+            "k256_gemm1_fewer_stages": swap(own2, BLOCK_K=256, num_stages=fewer),
+            "k256_both": swap(own2, BLOCK_K=256, BLOCK_K2=256),
+            "k256_both_fewer_stages": swap(
+                own2,
+                BLOCK_K=256,
+                BLOCK_K2=256,
+                num_stages=fewer,
+                num_stages2=max(2, own2.num_stages2 - 1),
+            ),
+            "k256_gemm2": swap(own2, BLOCK_K2=256),
+        }
+    return {
+        "entry": entry,
+        "twice_block_m": swap(entry, BLOCK_M=2 * entry.BLOCK_M),
+        "twice_block_m_8_warps": swap(entry, BLOCK_M=2 * entry.BLOCK_M, num_warps=8, num_warps2=8),
+        "half_block_m": swap(entry, BLOCK_M=max(16, entry.BLOCK_M // 2)),
+    }
+
+
+def graph_us(fn) -> float:
+    return 1e3 * triton.testing.do_bench_cudagraph(fn, rep=30, return_mode="median")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--family", choices=list(CELLS), required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    bandwidth, tflops = copy_bandwidth_gbps(), matmul_tflops()
+    print(f"copy {bandwidth:.0f} GB/s, bf16 matmul {tflops:.0f} TFLOP/s", flush=True)
+    rows = []
+    for name in dict.fromkeys(shape for shape, _ in CELLS[args.family]):
+        num_experts, top_k, hidden, inter, activation = SHAPES[name]
+        w1, w2, b1, b2 = make_weights(num_experts, top_k, hidden, inter, activation)
+        for tokens in [m for shape, m in CELLS[args.family] if shape == name]:
+            gen = torch.Generator(device="cuda").manual_seed(1)
+            x, weights, ids = make_routed_tokens(tokens, num_experts, top_k, hidden, gen)
+
+            def path(x=x, weights=weights, ids=ids, backend="triton"):
+                return fused_experts(x, w1, w2, weights, ids, activation=activation, w1_bias=b1,
+                                     w2_bias=b2, backend=backend, check_ids=False)  # fmt: skip
+
+            expected = path(backend="torch")
+            entry = get_config(tokens, top_k, num_experts, 2 * inter, x.dtype, x.device, False)
+            floor = floor_us(ids, top_k, hidden, inter, bandwidth, tflops)
+            entry_out = None
+            for variant, config in variants(args.family, entry).items():
+                row = dict(shape=name, tokens=tokens, variant=variant, floor_us=floor,
+                           config=config.as_dict())  # fmt: skip
+                try:
+                    if args.family == "block_m":
+                        with mock.patch.object(ablate, "get_config", lambda *_, c=config: c):
+                            parts, _ = ablate.steps(x, w1, w2, b1, b2, weights, ids, activation)
+                            row |= {f"{p}_us": graph_us(parts[p]) for p in ("gemm1", "gemm2")}
+                    else:
+                        with mock.patch("moekit.experts.triton_experts.get_config",
+                                        lambda *_, c=config: c):  # fmt: skip
+                            out = path()
+                            row["rel_error"] = relative_error(out, expected)
+                            if entry_out is None:
+                                entry_out = out.clone()
+                            row["bit_identical_to_entry"] = bool(torch.equal(out, entry_out))
+                            row["path_us"] = graph_us(path)
+                except Exception as error:  # does not compile: shared memory, registers
+                    row["error"] = f"{type(error).__name__}: {str(error)[:200]}"
+                print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                               for k, v in row.items() if k != "config"), flush=True)  # fmt: skip
+                rows.append(row)
+        torch.cuda.empty_cache()
+    write_json(args.out, dict(environment=environment(), bandwidth_gbps=bandwidth,
+                              matmul_tflops=tflops, family=args.family, rows=rows))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
