@@ -56,12 +56,13 @@ def candidates(quick: bool, rows_per_expert: float) -> list[GemmConfig]:
 
 def refinements(best: GemmConfig) -> list[GemmConfig]:
     """GEMM1's own tile width (a quarter or all of BLOCK_N), one stage more or fewer, the other
-    BLOCK_K, half or twice BLOCK_M, and the weights read through TMA descriptors or not."""
+    BLOCK_K values (256 won on gpt-oss at 256 tokens: ``probe_tiles.py``), half or twice BLOCK_M,
+    and the weights read through TMA descriptors or not."""
     widths = [dataclasses.replace(best, BLOCK_N1=w) for w in (best.BLOCK_N // 4, best.BLOCK_N)
               if w >= 16]  # fmt: skip
     stages = [dataclasses.replace(best, num_stages=s) for s in (best.num_stages - 1,
               best.num_stages + 1) if s >= 2]  # fmt: skip
-    block_k = [dataclasses.replace(best, BLOCK_K=128 if best.BLOCK_K == 64 else 64)]
+    block_k = [dataclasses.replace(best, BLOCK_K=k) for k in (64, 128, 256) if k != best.BLOCK_K]
     block_m = [dataclasses.replace(best, BLOCK_M=m) for m in (best.BLOCK_M // 2, best.BLOCK_M * 2)
                if 16 <= m <= 128]  # fmt: skip
     return widths + stages + block_k + block_m + [dataclasses.replace(best, B_TMA=not best.B_TMA)]
@@ -76,7 +77,7 @@ def row_layouts(best: GemmConfig) -> list[GemmConfig]:
 def gemm2_tiles(best: GemmConfig) -> list[GemmConfig]:
     """GEMM2's own tile on top of ``best`` (GEMM2's K is the intermediate size and its N the
     hidden size, so it may want another tile than GEMM1)."""
-    grid = itertools.product((64, 128, 256), (64, 128), (4, 8), (3, 4))
+    grid = itertools.product((64, 128, 256), (64, 128, 256), (4, 8), (3, 4))
     return [dataclasses.replace(best, BLOCK_N2=n, BLOCK_K2=k, num_warps2=w, num_stages2=s)
             for n, k, w, s in grid]  # fmt: skip
 
