@@ -5,7 +5,8 @@ result is compared with a float32 computation on the same bf16 inputs (max error
 output's scale), then timed eagerly and inside a CUDA graph (median of do_bench /
 do_bench_cudagraph); TorchExperts syncs once per call, so it is timed eagerly. Every time is
 reported beside the floor: max(bytes of the active experts' weights / measured copy bandwidth,
-6*M*k*K*I FLOPs / measured bf16 matmul rate). Prints the table of time/floor and writes JSON;
+6*M*k*K*I FLOPs / measured bf16 matmul rate), and beside the least time of any path with per-slot
+GEMM2 rows (``rows_path_bound_us``). Prints the tables of time/floor and writes JSON;
 ``--plot`` draws the docs' figure from a JSON already written (no GPU needed).
 
     python benchmarks/experts/bench_fused_moe.py --out benchmarks/results/experts_h100.json
