@@ -36,9 +36,24 @@ def _gemms():  # type: ignore[no-untyped-def]
 
 
 MAX_BLOCK_M = 128  # the largest tile height tables and the heuristic use
-# One token: GEMM2 sums the top-k slots itself, so the call is two launches (benchmarks turn it
-# off to time the separate moe_sum launch against it).
+# Tiles from topk_ids (no alignment pass; each slot its own 16-row tile) for one token, and for
+# a few tokens while the slots number at most this share of the local experts: two slots then
+# seldom share an expert, and those that do run side by side (IDS_TILES_GROUP_M), so they share
+# the weight tiles in L2. Measured on the H100 at 2-8 tokens
+# (benchmarks/results/experts_small_batch_h100.json): 3-11% less time on the top-8 and top-4
+# shapes; Mixtral (8 experts) keeps the aligned path from 2 tokens.
+IDS_TILES_MAX_SLOTS_PER_EXPERT = 0.25
+IDS_TILES_GROUP_M = 64  # at least the slots of any call that takes the path on 256 experts
+# Calls with tiles from topk_ids: GEMM2 sums the top-k slots itself, so the call is two launches
+# (benchmarks turn it off to time the separate moe_sum launch against it).
 FUSED_TOPK_SUM = True
+
+
+def tiles_from_ids(num_tokens: int, num_slots: int, num_local_experts: int) -> bool:
+    """Whether a call skips the alignment pass (see ``IDS_TILES_MAX_SLOTS_PER_EXPERT``)."""
+    return num_tokens == 1 or (
+        num_tokens > 1 and num_slots <= IDS_TILES_MAX_SLOTS_PER_EXPERT * num_local_experts
+    )
 
 
 def aligned_rows_bound(num_slots: int, num_local_experts: int) -> int:
@@ -55,9 +70,10 @@ class TritonExperts(FusedMoEExpertsModular):
     reduced (``NoOP``). A ``SORTED_ROWS`` table entry first copies the hidden states in the
     aligned order and keeps GEMM1's output in it, so both GEMMs read A as blocks of rows.
 
-    A single token launches two kernels: no alignment pass (each slot is a tile of its own,
-    its expert read from ``topk_ids``) and GEMM2 sums the top-k slots itself, in the same slot
-    order and float32 as ``moe_sum``, so the result is the same."""
+    A single token, or a few whose slots number at most a quarter of the local experts
+    (``IDS_TILES_MAX_SLOTS_PER_EXPERT``), launches two kernels: no alignment pass (each slot is a
+    tile of its own, its expert read from ``topk_ids``) and GEMM2 sums the top-k slots itself,
+    in the same slot order and float32 as ``moe_sum``, so the result is the same."""
 
     @classmethod
     def activation_format(cls) -> FusedMoEActivationFormat:
@@ -88,9 +104,12 @@ class TritonExperts(FusedMoEExpertsModular):
         n_act = adjust_N_for_activation(n, activation)
         config = get_config(num_tokens, top_k, num_local, n, hidden_states.dtype,
                             hidden_states.device, interpreter_enabled())  # fmt: skip
-        if num_tokens == 1:
-            # One token's slots each fill their own 16-row tile: no alignment pass to launch.
-            config = dataclasses.replace(config, BLOCK_M=16)
+        if tiles_from_ids(num_tokens, num_slots, num_local):
+            # Each slot fills its own 16-row tile: no alignment pass to launch. With several
+            # tokens, every slot's tile of an n-tile runs side by side, so slots that share an
+            # expert read its weights once from HBM.
+            group_m = config.GROUP_M if num_tokens == 1 else IDS_TILES_GROUP_M
+            config = dataclasses.replace(config, BLOCK_M=16, GROUP_M=group_m)
             tiles = TileSource(topk_ids=topk_ids.reshape(-1), expert_map=expert_map,
                                num_global_experts=global_num_experts)  # fmt: skip
         else:

@@ -40,8 +40,8 @@ class GemmConfig:
     Hopper tensor-memory descriptors instead of per-thread loads, where the layout allows (see
     ``weight_descriptor``). With ``SORTED_ROWS`` the hidden states are first copied in the
     aligned order and GEMM1 writes its output in that order, so every A tile of both GEMMs is
-    one block of rows, read through TMA where possible (see ``gather_rows``); a single token,
-    which has no aligned order, ignores it."""
+    one block of rows, read through TMA where possible (see ``gather_rows``); a call with tiles
+    from ``topk_ids`` (one or a few tokens), which has no aligned order, ignores it."""
 
     BLOCK_M: int
     BLOCK_N: int

@@ -17,7 +17,7 @@ def gather_sorted_rows(hidden_states: torch.Tensor, tiles: TileSource, top_k: in
     """``out [num_sorted, K]`` (``num_sorted = tiles.sorted_token_ids.shape[0]``; allocated when
     None): row ``p`` is the token row of sorted slot ``p``, zeros at padding positions, left
     alone past the last aligned block. ``hidden_states [M, K]``; ``tiles`` from the alignment
-    pass (not one token's ids)."""
+    pass (not tiles from ``topk_ids``)."""
     if tiles.sorted_token_ids is None or tiles.num_tokens_post_padded is None:
         raise ValueError("tiles: the aligned order needs moe_align_block_size's output")
     num_tokens, k = hidden_states.shape

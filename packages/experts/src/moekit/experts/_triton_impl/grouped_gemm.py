@@ -32,8 +32,8 @@ def invoke_grouped_gemm(
     holds one row per sorted position (``tiles.sorted_token_ids`` order, padding included), so
     each tile reads one block of rows, through a descriptor where the layout allows.
 
-    ``summed = (out [num_tokens, N], counters, sum_top_k)`` (tiles from one token's
-    ``topk_ids`` only) also writes ``out[t]`` = the float32 sum of token ``t``'s local slot
+    ``summed = (out [num_tokens, N], counters, sum_top_k)`` (tiles from ``topk_ids``
+    only) also writes ``out[t]`` = the float32 sum of token ``t``'s local slot
     rows of ``c`` in slot order, cast, zeros for a token with none (see
     ``topk_sum_epilogue``); ``counters`` (int32, ``num_tokens * cdiv(N, BLOCK_N)``, see
     ``sum_counters``) must be zero, as GEMM1 leaves them.
@@ -46,7 +46,7 @@ def invoke_grouped_gemm(
     out, counters, sum_top_k = summed if summed is not None else (dummy, dummy, 1)
     if summed is not None:
         if not tiles.slots_from_ids:
-            raise ValueError("summed: the fused top-k sum needs one token's tiles from topk_ids")
+            raise ValueError("summed: the fused top-k sum needs tiles from topk_ids")
         if out.stride(1) != 1 or counters.numel() < out.shape[0] * triton.cdiv(n, config.BLOCK_N):
             raise ValueError("summed: out needs unit column stride and counters one per token "
                              "and n-tile")  # fmt: skip

@@ -1,4 +1,4 @@
-"""The top-k sum done by GEMM2 itself, deterministically, for one token's tiles.
+"""The top-k sum done by GEMM2 itself, deterministically, for tiles from ``topk_ids``.
 
 Each GEMM2 tile stores its per-slot rows as before, then counts its arrival on a per-(token,
 n-tile) counter. The tile that brings a token's last local slot sums that token's ``TOP_K`` rows
