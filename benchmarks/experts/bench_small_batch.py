@@ -1,13 +1,13 @@
 """A few tokens with tiles from ``topk_ids`` against the aligned path (GPU, bf16, CUDA graph).
 
 For each model shape and token count, ``TritonExperts`` runs three ways, set by
-``IDS_TILES_MAX_SLOTS_PER_EXPERT``:
-  * ``aligned`` (0): the alignment pass, both GEMMs, ``moe_sum`` (one token still takes its
-    tiles from the ids);
-  * ``shipped`` (the library's share): tiles from the ids where the slots number at most that
-    share of the experts, each slot its own tile, and GEMM2's own top-k sum;
-  * ``forced`` (no limit): tiles from the ids for every token count, to show where the share
-    should end.
+``IDS_TILES_MAX_TOKENS`` and ``IDS_TILES_MAX_SLOTS_PER_EXPERT``:
+  * ``aligned`` (share 0): the alignment pass, both GEMMs, ``moe_sum`` (one token still takes
+    its tiles from the ids);
+  * ``shipped`` (the library's limits): tiles from the ids, each slot its own tile, and GEMM2's
+    own top-k sum, where the call is within both limits;
+  * ``forced`` (no limits): tiles from the ids for every token count, to show where the limits
+    should be.
 Each output must equal the aligned one bit for bit, also over CUDA-graph replays. Times are
 medians of ``do_bench_cudagraph`` beside the floor of ``bench_fused_moe.py``. Writes JSON.
 
@@ -38,16 +38,18 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--tokens", nargs="+", type=int, default=list(TOKENS))
     args = parser.parse_args()
-    shares = {"aligned": 0.0, "shipped": triton_experts.IDS_TILES_MAX_SLOTS_PER_EXPERT,
-              "forced": float("inf")}  # fmt: skip
+    shipped = (triton_experts.IDS_TILES_MAX_TOKENS, triton_experts.IDS_TILES_MAX_SLOTS_PER_EXPERT)
+    limits = {"aligned": (1, 0.0), "shipped": shipped, "forced": (2**31, float("inf"))}
 
-    def with_share(path: str, fn):  # type: ignore[no-untyped-def]
-        saved = triton_experts.IDS_TILES_MAX_SLOTS_PER_EXPERT
-        triton_experts.IDS_TILES_MAX_SLOTS_PER_EXPERT = shares[path]
+    def with_limits(path: str, fn):  # type: ignore[no-untyped-def]
+        (triton_experts.IDS_TILES_MAX_TOKENS,
+         triton_experts.IDS_TILES_MAX_SLOTS_PER_EXPERT) = limits[path]  # fmt: skip
         try:
             return fn()
         finally:
-            triton_experts.IDS_TILES_MAX_SLOTS_PER_EXPERT = saved
+            triton_experts.IDS_TILES_MAX_TOKENS, triton_experts.IDS_TILES_MAX_SLOTS_PER_EXPERT = (
+                shipped
+            )
 
     bandwidth, tflops = copy_bandwidth_gbps(), matmul_tflops()
     print(f"copy {bandwidth:.0f} GB/s, bf16 matmul {tflops:.0f} TFLOP/s", flush=True)
@@ -63,28 +65,28 @@ def main() -> None:
                 return fused_experts(x, w1, w2, weights, ids, activation=activation,
                                      w1_bias=b1, w2_bias=b2, backend="triton", check_ids=False)  # fmt: skip
 
-            want = with_share("aligned", call)
+            want = with_limits("aligned", call)
             floor = floor_us(ids, top_k, hidden, inter, bandwidth, tflops)
             row = dict(shape=shape, tokens=tokens, E=num_experts, top_k=top_k,
                        distinct_experts=int(ids.unique().numel()), floor_us=floor,
                        shipped_takes_ids=triton_experts.tiles_from_ids(
                            tokens, tokens * top_k, num_experts))  # fmt: skip
-            for path in shares:
+            for path in limits:
                 if path != "aligned":
-                    row[f"{path}_equal"] = bool(torch.equal(with_share(path, call), want))
-                    row[f"{path}_replays_equal"] = with_share(
+                    row[f"{path}_equal"] = bool(torch.equal(with_limits(path, call), want))
+                    row[f"{path}_replays_equal"] = with_limits(
                         path, lambda: graph_replays_agree(call, want)
                     )
-                row[f"{path}_us"] = with_share(path, lambda: time_us(call, graph=True)[0])
-            same = all(row[f"{p}_equal"] and row[f"{p}_replays_equal"] for p in shares
+                row[f"{path}_us"] = with_limits(path, lambda: time_us(call, graph=True)[0])
+            same = all(row[f"{p}_equal"] and row[f"{p}_replays_equal"] for p in limits
                        if p != "aligned")  # fmt: skip
             print(f"{shape:18s} M={tokens:3d} distinct {row['distinct_experts']:4d} floor "
-                  f"{floor:7.1f} " + " ".join(f"{p} {row[f'{p}_us']:7.1f}" for p in shares)
+                  f"{floor:7.1f} " + " ".join(f"{p} {row[f'{p}_us']:7.1f}" for p in limits)
                   + ("" if same else "  DIFFERS"), flush=True)  # fmt: skip
             rows.append(row)
         torch.cuda.empty_cache()
     write_json(args.out, dict(environment=environment(), bandwidth_gbps=bandwidth,
-                              matmul_tflops=tflops, shares=shares, rows=rows))  # fmt: skip
+                              matmul_tflops=tflops, limits=limits, rows=rows))  # fmt: skip
 
 
 if __name__ == "__main__":

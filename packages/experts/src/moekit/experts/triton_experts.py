@@ -37,22 +37,25 @@ def _gemms():  # type: ignore[no-untyped-def]
 
 MAX_BLOCK_M = 128  # the largest tile height tables and the heuristic use
 # Tiles from topk_ids (no alignment pass; each slot its own 16-row tile) for one token, and for
-# a few tokens while the slots number at most this share of the local experts: two slots then
-# seldom share an expert, and those that do run side by side (IDS_TILES_GROUP_M), so they share
-# the weight tiles in L2. Measured on the H100 at 2-8 tokens
-# (benchmarks/results/experts_small_batch_h100.json): 3-11% less time on the top-8 and top-4
-# shapes; Mixtral (8 experts) keeps the aligned path from 2 tokens.
+# up to IDS_TILES_MAX_TOKENS tokens while the slots number at most IDS_TILES_MAX_SLOTS_PER_EXPERT
+# of the local experts: two slots then seldom share an expert, and those that do run side by
+# side (IDS_TILES_GROUP_M), so they share the weight tiles in L2. The path saves a fixed few µs
+# (the alignment launch and the sum's), while slots that share an expert cost more with every
+# token; on the H100 (benchmarks/results/experts_small_batch_h100.json) 2-4 tokens gained 1-10%
+# on the top-8 and top-4 shapes, and DeepSeek-V3 lost up to 1.2% at 6 and 8 tokens.
+IDS_TILES_MAX_TOKENS = 4
 IDS_TILES_MAX_SLOTS_PER_EXPERT = 0.25
-IDS_TILES_GROUP_M = 64  # at least the slots of any call that takes the path on 256 experts
+IDS_TILES_GROUP_M = 64  # at least the slots of any call that takes the path
 # Calls with tiles from topk_ids: GEMM2 sums the top-k slots itself, so the call is two launches
 # (benchmarks turn it off to time the separate moe_sum launch against it).
 FUSED_TOPK_SUM = True
 
 
 def tiles_from_ids(num_tokens: int, num_slots: int, num_local_experts: int) -> bool:
-    """Whether a call skips the alignment pass (see ``IDS_TILES_MAX_SLOTS_PER_EXPERT``)."""
+    """Whether a call skips the alignment pass (see ``IDS_TILES_MAX_TOKENS``)."""
     return num_tokens == 1 or (
-        num_tokens > 1 and num_slots <= IDS_TILES_MAX_SLOTS_PER_EXPERT * num_local_experts
+        1 < num_tokens <= IDS_TILES_MAX_TOKENS
+        and num_slots <= IDS_TILES_MAX_SLOTS_PER_EXPERT * num_local_experts
     )
 
 
@@ -70,8 +73,8 @@ class TritonExperts(FusedMoEExpertsModular):
     reduced (``NoOP``). A ``SORTED_ROWS`` table entry first copies the hidden states in the
     aligned order and keeps GEMM1's output in it, so both GEMMs read A as blocks of rows.
 
-    A single token, or a few whose slots number at most a quarter of the local experts
-    (``IDS_TILES_MAX_SLOTS_PER_EXPERT``), launches two kernels: no alignment pass (each slot is a
+    A single token, or up to four whose slots number at most a quarter of the local experts
+    (``IDS_TILES_MAX_TOKENS``), launches two kernels: no alignment pass (each slot is a
     tile of its own, its expert read from ``topk_ids``) and GEMM2 sums the top-k slots itself,
     in the same slot order and float32 as ``moe_sum``, so the result is the same."""
 
