@@ -41,11 +41,12 @@ MAX_BLOCK_M = 128  # the largest tile height tables and the heuristic use
 # of the local experts: two slots then seldom share an expert, and those that do run side by
 # side (IDS_TILES_GROUP_M), so they share the weight tiles in L2. The path saves a fixed few µs
 # (the alignment launch and the sum's), while slots that share an expert cost more with every
-# token; on the H100 (benchmarks/results/experts_small_batch_h100.json) 2-4 tokens gained 1-10%
-# on the top-8 and top-4 shapes, and DeepSeek-V3 lost up to 1.2% at 6 and 8 tokens.
+# token. On the H100 (benchmarks/results/experts_small_batch_h100.json) 2-4 tokens gained up to
+# 11% on the top-8 and top-4 shapes (DeepSeek-V3's one-GPU slice: -1.6% to +0.2%), and the path
+# lost up to 1.1% on DeepSeek-V3 at 6 and 8 tokens.
 IDS_TILES_MAX_TOKENS = 4
 IDS_TILES_MAX_SLOTS_PER_EXPERT = 0.25
-IDS_TILES_GROUP_M = 64  # at least the slots of any call that takes the path
+IDS_TILES_GROUP_M = 64  # the slots of any call on the path, for top-k up to 16
 # Calls with tiles from topk_ids: GEMM2 sums the top-k slots itself, so the call is two launches
 # (benchmarks turn it off to time the separate moe_sum launch against it).
 FUSED_TOPK_SUM = True

@@ -6,8 +6,9 @@ reads A rows ``slot // TOP_K`` (GEMM1 reads each token once per slot; GEMM2 runs
 ``TOP_K = 1`` on per-slot rows), multiplies by its expert's ``B [N, K]``, accumulates in float32,
 adds the bias, multiplies by the routed weight and stores C rows ``slot``. Sentinel rows are
 skipped; a tile whose expert is ``-1`` (not on this rank) writes zeros. With ``SLOTS_FROM_IDS``
-(one or a few tokens) each tile is one slot whose expert comes from ``topk_ids`` (see ``tile_rows``), and
-with ``FUSED_SUM`` the kernel also sums each token's ``SUM_TOP_K`` slot rows into ``out`` (see
+(one or a few tokens) each tile is one slot whose expert comes from ``topk_ids`` (see
+``tile_rows``), and with ``FUSED_SUM`` the kernel also sums each token's ``SUM_TOP_K`` slot rows
+into ``out`` (see
 ``topk_sum_epilogue``; one extra row of programs zeroes ``out`` when no slot is local).
 With ``B_TMA`` the B tiles come through ``b_desc``, a descriptor over ``b`` seen as
 ``[E * N, K]`` (see ``weight_descriptor``), instead of pointer loads.

@@ -1,4 +1,4 @@
-"""Where the grouped GEMMs find their tiles: the alignment pass's output, or the ids (one or a few tokens)."""
+"""Where the grouped GEMMs find their tiles: the alignment pass's output, or the ids (few tokens)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import torch
 class TileSource:
     """Either ``moe_align_block_size``'s ``(sorted_token_ids, expert_ids,
     num_tokens_post_padded)``, or, with ``slots_from_ids``, the flat ``topk_ids`` of one or a
-    few tokens (each slot its own tile) with the optional ``expert_map`` and the global expert count."""
+    few tokens (each slot its own tile) with the optional ``expert_map`` and the global expert
+    count."""
 
     sorted_token_ids: torch.Tensor | None = None
     expert_ids: torch.Tensor | None = None

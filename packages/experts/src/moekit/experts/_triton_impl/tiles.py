@@ -46,8 +46,8 @@ def tile_rows(pid_m, sorted_token_ids_ptr, expert_ids_ptr, num_sorted, num_valid
               HAS_MAP: tl.constexpr, BLOCK_M: tl.constexpr):  # fmt: skip
     """``(slots, slot_ok, expert)`` of m-tile ``pid_m``; ``expert`` is the local id or -1.
 
-    Aligned tiles read ``moe_align_block_size``'s output. With ``SLOTS_FROM_IDS`` (decode of one or a
-    few tokens) tile ``pid_m`` holds slot ``pid_m`` alone and its expert comes straight from
+    Aligned tiles read ``moe_align_block_size``'s output. With ``SLOTS_FROM_IDS`` (decode of one
+    or a few tokens) tile ``pid_m`` holds slot ``pid_m`` alone and its expert comes straight from
     ``topk_ids`` (through ``expert_map``), so no alignment pass runs; a skipped slot (``-1``, out
     of range or not local) gives expert -1."""
     if SLOTS_FROM_IDS:
