@@ -1,4 +1,4 @@
-"""Where the grouped GEMMs find their tiles: the alignment pass's output, or the ids (few tokens)."""
+"""Where the grouped GEMMs find their tiles: the alignment pass's output, or topk_ids itself."""
 
 from __future__ import annotations
 
