@@ -8,6 +8,8 @@ import platform
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
+from unittest import mock
 
 import torch
 import triton
@@ -60,3 +62,40 @@ def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
     """Largest absolute difference over the largest magnitude of ``want`` (floor 1e-6)."""
     scale = max(want.float().abs().max().item(), 1e-6)
     return (got.float() - want.float()).abs().max().item() / scale
+
+
+def graph_replays_agree(fn: Callable[[], torch.Tensor], want: torch.Tensor,
+                        replays: int = 20) -> bool:  # fmt: skip
+    """Whether ``fn`` captured in a CUDA graph gives ``want`` bit for bit on every replay."""
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        fn()  # compile and warm up outside the capture
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+    same = True
+    for _ in range(replays):
+        graph.replay()
+        torch.cuda.synchronize()
+        same &= bool(torch.equal(out, want))
+    return same
+
+
+def compare_settings(fn: Callable[[], torch.Tensor], module: ModuleType,
+                     settings: dict[str, dict[str, object]],
+                     reference: str) -> tuple[dict[str, object], torch.Tensor]:  # fmt: skip
+    """``fn`` under each named set of ``module`` attributes (``mock.patch.multiple``): for each
+    set but ``reference``, ``{name}_equal`` and ``{name}_replays_equal`` (its output against the
+    reference's, bit for bit, once and over CUDA-graph replays); for each set, ``{name}_us``
+    (CUDA-graph median). Returns those fields and the reference's output."""
+    with mock.patch.multiple(module, **settings[reference]):
+        want = fn()
+    row: dict[str, object] = {}
+    for name, values in settings.items():
+        with mock.patch.multiple(module, **values):
+            if name != reference:
+                row[f"{name}_equal"] = bool(torch.equal(fn(), want))
+                row[f"{name}_replays_equal"] = graph_replays_agree(fn, want)
+            row[f"{name}_us"] = time_us(fn, graph=True)[0]
+    return row, want

@@ -29,11 +29,11 @@ from triton.runtime.errors import OutOfResources
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_fused_moe import SHAPES, floor_us, make_routed_tokens, make_weights, matmul_tflops
+from bench_fused_moe import SHAPES, floor_us, matmul_tflops, routed_calls
 from common import copy_bandwidth_gbps, environment, relative_error, write_json
 
 from moekit.align import moe_align_block_size, moe_sum
-from moekit.experts import MoEActivation, apply_activation, fused_experts
+from moekit.experts import MoEActivation, apply_activation
 from moekit.experts._triton_impl import gate_up_gemm
 from moekit.experts._triton_impl.configs import get_config
 from moekit.experts._triton_impl.gate_up_gemm import invoke_gate_up_gemm
@@ -117,40 +117,31 @@ def main() -> None:
     bandwidth, tflops = copy_bandwidth_gbps(), matmul_tflops()
     print(f"copy {bandwidth:.0f} GB/s, bf16 matmul {tflops:.0f} TFLOP/s", flush=True)
     rows = []
-    for name in args.shapes:
+    for path in routed_calls(args.shapes, args.tokens):
+        name, tokens, x, weights, ids, w1, w2, b1, b2 = path
         num_experts, top_k, hidden, inter, activation = SHAPES[name]
-        w1, w2, b1, b2 = make_weights(num_experts, top_k, hidden, inter, activation)
-        gen = torch.Generator(device="cuda").manual_seed(1)
-        for tokens in args.tokens:
-            x, weights, ids = make_routed_tokens(tokens, num_experts, top_k, hidden, gen)
-
-            def path(x=x, weights=weights, ids=ids):
-                return fused_experts(x, w1, w2, weights, ids, activation=activation, w1_bias=b1,
-                                     w2_bias=b2, backend="triton", check_ids=False)  # fmt: skip
-
-            parts, unfused = steps(x, w1, w2, b1, b2, weights, ids, activation)
-            fused_out, old_out = path().float(), unfused().float()
-            row = dict(shape=name, tokens=tokens, E=num_experts, top_k=top_k, K=hidden, I=inter,
-                       fused_vs_unfused=relative_error(fused_out, old_out),
-                       path_us=graph_us(path), unfused_us=graph_us(unfused))  # fmt: skip
-            for part, fn in parts.items():
-                row[f"{part}_us"] = graph_us(fn)
-            with mock.patch.object(gate_up_gemm, "gate_up_block_n", lambda c, g: c.BLOCK_N):
-                try:
-                    row["full_block_n_us"] = graph_us(path)
-                except OutOfResources:  # twice the B tiles per stage
-                    row["full_block_n_us"] = float("nan")
-            for part, fn in zip(("gemm1", "gemm2"), grouped_mm_gemms(x, w1, w2, ids)):
-                try:
-                    row[f"grouped_mm_{part}_us"] = graph_us(fn)
-                except (RuntimeError, AttributeError) as error:  # no _grouped_mm for this build
-                    print(f"  grouped_mm {part}: {error}", file=sys.stderr)
-                    row[f"grouped_mm_{part}_us"] = float("nan")
-            row["floor_us"] = floor_us(ids, top_k, hidden, inter, bandwidth, tflops)
-            print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                           for k, v in row.items()), flush=True)  # fmt: skip
-            rows.append(row)
-        torch.cuda.empty_cache()
+        parts, unfused = steps(x, w1, w2, b1, b2, weights, ids, activation)
+        fused_out, old_out = path().float(), unfused().float()
+        row = dict(shape=name, tokens=tokens, E=num_experts, top_k=top_k, K=hidden, I=inter,
+                   fused_vs_unfused=relative_error(fused_out, old_out),
+                   path_us=graph_us(path), unfused_us=graph_us(unfused))  # fmt: skip
+        for part, fn in parts.items():
+            row[f"{part}_us"] = graph_us(fn)
+        with mock.patch.object(gate_up_gemm, "gate_up_block_n", lambda c, g: c.BLOCK_N):
+            try:
+                row["full_block_n_us"] = graph_us(path)
+            except OutOfResources:  # twice the B tiles per stage
+                row["full_block_n_us"] = float("nan")
+        for part, fn in zip(("gemm1", "gemm2"), grouped_mm_gemms(x, w1, w2, ids)):
+            try:
+                row[f"grouped_mm_{part}_us"] = graph_us(fn)
+            except (RuntimeError, AttributeError) as error:  # no _grouped_mm for this build
+                print(f"  grouped_mm {part}: {error}", file=sys.stderr)
+                row[f"grouped_mm_{part}_us"] = float("nan")
+        row["floor_us"] = floor_us(ids, top_k, hidden, inter, bandwidth, tflops)
+        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                       for k, v in row.items()), flush=True)  # fmt: skip
+        rows.append(row)
     write_json(args.out, dict(environment=environment(), bandwidth_gbps=bandwidth,
                               matmul_tflops=tflops, rows=rows))  # fmt: skip
 

@@ -19,7 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, NamedTuple
 
 SHAPES = {  # name: (E, top_k, K, I, activation)
     "mixtral": (8, 2, 4096, 14336, "silu"),
@@ -67,6 +69,43 @@ def make_routed_tokens(tokens: int, num_experts: int, top_k: int, hidden: int, g
     logits = torch.randn(tokens, num_experts, device="cuda", generator=gen)
     weights, ids = torch.softmax(logits, -1).topk(top_k, -1)
     return x, weights, ids.int()
+
+
+class RoutedCall(NamedTuple):
+    """One benchmark cell's inputs; calling it runs ``fused_experts`` on them."""
+
+    shape: str
+    tokens: int
+    x: Any
+    weights: Any
+    ids: Any
+    w1: Any
+    w2: Any
+    b1: Any
+    b2: Any
+
+    def __call__(self, backend: str = "triton") -> Any:
+        from moekit.experts import fused_experts
+
+        return fused_experts(self.x, self.w1, self.w2, self.weights, self.ids,
+                             activation=SHAPES[self.shape][4], w1_bias=self.b1, w2_bias=self.b2,
+                             backend=backend, check_ids=False)  # fmt: skip
+
+
+def routed_calls(shapes: list[str], token_counts: list[int]) -> Iterator[RoutedCall]:
+    """The benchmarks' inputs: each shape's weights (``make_weights``), then for each token count
+    in order, tokens routed from one generator seeded 1 per shape (``make_routed_tokens``). The
+    CUDA cache is emptied after each shape."""
+    import torch
+
+    for shape in shapes:
+        num_experts, top_k, hidden, inter, activation = SHAPES[shape]
+        w1, w2, b1, b2 = make_weights(num_experts, top_k, hidden, inter, activation)
+        gen = torch.Generator(device="cuda").manual_seed(1)
+        for tokens in token_counts:
+            x, weights, ids = make_routed_tokens(tokens, num_experts, top_k, hidden, gen)
+            yield RoutedCall(shape, tokens, x, weights, ids, w1, w2, b1, b2)
+        torch.cuda.empty_cache()
 
 
 def floor_us(ids, top_k: int, hidden: int, inter: int, bandwidth_gbps: float,
@@ -124,48 +163,35 @@ def oracle(x, w1, w2, weights, ids, activation, b1, b2):
 
 
 def measure(args: argparse.Namespace) -> dict:
-    import torch
-
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from common import copy_bandwidth_gbps, environment, relative_error, time_us
-
-    from moekit.experts import fused_experts
 
     bandwidth, tflops = copy_bandwidth_gbps(), matmul_tflops()
     print(f"copy {bandwidth:.0f} GB/s, bf16 matmul {tflops:.0f} TFLOP/s", flush=True)
     rows = []
-    for name in args.shapes:
+    for call in routed_calls(args.shapes, args.tokens):
+        name, tokens, x, weights, ids, w1, w2, b1, b2 = call
         num_experts, top_k, hidden, inter, activation = SHAPES[name]
-        w1, w2, b1, b2 = make_weights(num_experts, top_k, hidden, inter, activation)
-        gen = torch.Generator(device="cuda").manual_seed(1)
-        for tokens in args.tokens:
-            x, weights, ids = make_routed_tokens(tokens, num_experts, top_k, hidden, gen)
-
-            def call(backend, x=x, weights=weights, ids=ids):
-                return fused_experts(x, w1, w2, weights, ids, activation=activation,
-                                     w1_bias=b1, w2_bias=b2, backend=backend, check_ids=False)  # fmt: skip
-
-            want = oracle(x, w1, w2, weights, ids, activation, b1, b2)
-            error = relative_error(call("triton"), want)
-            torch_error = relative_error(call("torch"), want)
-            del want
-            floor = floor_us(ids, top_k, hidden, inter, bandwidth, tflops)
-            bound = rows_path_bound_us(ids.unique().numel(), tokens, top_k, hidden, inter,
-                                       bandwidth, tflops)  # fmt: skip
-            row = dict(shape=name, tokens=tokens, E=num_experts, top_k=top_k, K=hidden, I=inter,
-                       rel_error_triton=error, rel_error_torch=torch_error, floor_us=floor,
-                       rows_bound_us=bound,
-                       triton_eager_us=time_us(lambda: call("triton"), graph=False)[0],
-                       triton_graph_us=time_us(lambda: call("triton"), graph=True)[0],
-                       torch_eager_us=time_us(lambda: call("torch"), graph=False)[0])  # fmt: skip
-            best = row["triton_graph_us"]
-            print(f"{name:18s} M={tokens:5d}: err {error:.1e}/{torch_error:.1e}  triton "
-                  f"{best:9.1f} us ({best / floor:4.2f}x floor; eager "
-                  f"{row['triton_eager_us'] / floor:4.2f}x)  torch "
-                  f"{row['torch_eager_us'] / floor:4.2f}x  floor {floor:8.1f}  per-slot rows "
-                  f"bound {bound / floor:4.2f}x", flush=True)  # fmt: skip
-            rows.append(row)
-        torch.cuda.empty_cache()
+        want = oracle(x, w1, w2, weights, ids, activation, b1, b2)
+        error = relative_error(call("triton"), want)
+        torch_error = relative_error(call("torch"), want)
+        del want
+        floor = floor_us(ids, top_k, hidden, inter, bandwidth, tflops)
+        bound = rows_path_bound_us(ids.unique().numel(), tokens, top_k, hidden, inter,
+                                   bandwidth, tflops)  # fmt: skip
+        row = dict(shape=name, tokens=tokens, E=num_experts, top_k=top_k, K=hidden, I=inter,
+                   rel_error_triton=error, rel_error_torch=torch_error, floor_us=floor,
+                   rows_bound_us=bound,
+                   triton_eager_us=time_us(lambda: call("triton"), graph=False)[0],
+                   triton_graph_us=time_us(lambda: call("triton"), graph=True)[0],
+                   torch_eager_us=time_us(lambda: call("torch"), graph=False)[0])  # fmt: skip
+        best = row["triton_graph_us"]
+        print(f"{name:18s} M={tokens:5d}: err {error:.1e}/{torch_error:.1e}  triton "
+              f"{best:9.1f} us ({best / floor:4.2f}x floor; eager "
+              f"{row['triton_eager_us'] / floor:4.2f}x)  torch "
+              f"{row['torch_eager_us'] / floor:4.2f}x  floor {floor:8.1f}  per-slot rows "
+              f"bound {bound / floor:4.2f}x", flush=True)  # fmt: skip
+        rows.append(row)
     return dict(environment=environment(), bandwidth_gbps=bandwidth, matmul_tflops=tflops,
                 rows=rows)  # fmt: skip
 

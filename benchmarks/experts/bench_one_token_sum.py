@@ -20,98 +20,47 @@ import argparse
 import sys
 from pathlib import Path
 
-PATHS = {"separate_sum": False, "fused_sum": True}
-
-
-def run_path(name: str, call):  # type: ignore[no-untyped-def]
-    """``call()`` with ``TritonExperts`` switched to path ``name``."""
-    from moekit.experts import triton_experts
-
-    saved = triton_experts.FUSED_TOPK_SUM
-    triton_experts.FUSED_TOPK_SUM = PATHS[name]
-    try:
-        return call()
-    finally:
-        triton_experts.FUSED_TOPK_SUM = saved
-
-
-def graph_replays_agree(fn, want, replays: int = 20) -> bool:  # type: ignore[no-untyped-def]
-    import torch
-
-    stream = torch.cuda.Stream()
-    with torch.cuda.stream(stream):
-        fn()  # compile and warm up outside the capture
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = fn()
-    same = True
-    for _ in range(replays):
-        graph.replay()
-        torch.cuda.synchronize()
-        same &= bool(torch.equal(out, want))
-    return same
+PATHS = {"separate_sum": {"FUSED_TOPK_SUM": False}, "fused_sum": {"FUSED_TOPK_SUM": True}}
 
 
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import torch
-    from bench_fused_moe import (
-        SHAPES,
-        floor_us,
-        make_routed_tokens,
-        make_weights,
-        matmul_tflops,
-        oracle,
+    from bench_fused_moe import SHAPES, floor_us, matmul_tflops, oracle, routed_calls
+    from common import (
+        compare_settings,
+        copy_bandwidth_gbps,
+        environment,
+        relative_error,
+        write_json,
     )
-    from common import copy_bandwidth_gbps, environment, relative_error, time_us, write_json
 
-    from moekit.experts import fused_experts
+    from moekit.experts import triton_experts
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--tokens", nargs="+", type=int, default=[1],
-                        help="more than one token always takes the separate sum")  # fmt: skip
+                        help="calls that align (tiles_from_ids) sum separately either way")  # fmt: skip
     args = parser.parse_args()
 
     bandwidth, tflops = copy_bandwidth_gbps(), matmul_tflops()
     print(f"copy {bandwidth:.0f} GB/s, bf16 matmul {tflops:.0f} TFLOP/s", flush=True)
     rows = []
-    for shape in args.shapes:
+    for call in routed_calls(args.shapes, args.tokens):
+        shape, tokens, x, weights, ids, w1, w2, b1, b2 = call
         num_experts, top_k, hidden, inter, activation = SHAPES[shape]
-        w1, w2, b1, b2 = make_weights(num_experts, top_k, hidden, inter, activation)
-        gen = torch.Generator(device="cuda").manual_seed(1)
-        for tokens in args.tokens:
-            x, weights, ids = make_routed_tokens(tokens, num_experts, top_k, hidden, gen)
-
-            def call(x=x, weights=weights, ids=ids):  # type: ignore[no-untyped-def]
-                return fused_experts(x, w1, w2, weights, ids, activation=activation,
-                                     w1_bias=b1, w2_bias=b2, backend="triton", check_ids=False)  # fmt: skip
-
-            floor = floor_us(ids, top_k, hidden, inter, bandwidth, tflops)
-            want = run_path("separate_sum", call)
-            row = dict(shape=shape, tokens=tokens, E=num_experts, top_k=top_k, K=hidden,
-                       I=inter, floor_us=floor,
-                       rel_error=relative_error(want, oracle(x, w1, w2, weights, ids, activation,
-                                                             b1, b2)))  # fmt: skip
-            for path in PATHS:
-                got = run_path(path, call)
-                row[f"{path}_equal"] = bool(torch.equal(got, want))
-                row[f"{path}_replays_equal"] = run_path(
-                    path, lambda: graph_replays_agree(call, want)
-                )
-                row[f"{path}_us"] = run_path(path, lambda: time_us(call, graph=True)[0])
-            cells = []
-            for path in PATHS:
-                same = row[f"{path}_equal"] and row[f"{path}_replays_equal"]
-                us = row[f"{path}_us"]
-                cells.append(f"{path} {us:7.1f} ({us / floor:.3f}x{'' if same else ' DIFFERS'})")
-            print(f"{shape:18s} M={tokens:5d} floor {floor:7.1f}  " + "  ".join(cells),
-                  flush=True)  # fmt: skip
-            rows.append(row)
-        torch.cuda.empty_cache()
+        floor = floor_us(ids, top_k, hidden, inter, bandwidth, tflops)
+        timed, want = compare_settings(call, triton_experts, PATHS, reference="separate_sum")
+        error = relative_error(want, oracle(x, w1, w2, weights, ids, activation, b1, b2))
+        row = dict(shape=shape, tokens=tokens, E=num_experts, top_k=top_k, K=hidden, I=inter,
+                   floor_us=floor, rel_error=error, **timed)  # fmt: skip
+        same = row["fused_sum_equal"] and row["fused_sum_replays_equal"]
+        cells = [f"{path} {row[f'{path}_us']:7.1f} ({row[f'{path}_us'] / floor:.3f}x)"
+                 for path in PATHS]  # fmt: skip
+        print(f"{shape:18s} M={tokens:5d} floor {floor:7.1f}  " + "  ".join(cells)
+              + ("" if same else "  DIFFERS"), flush=True)  # fmt: skip
+        rows.append(row)
     write_json(args.out, dict(environment=environment(), bandwidth_gbps=bandwidth,
                               matmul_tflops=tflops, rows=rows))  # fmt: skip
 

@@ -23,7 +23,6 @@ from pathlib import Path
 from unittest import mock
 
 import torch
-import triton.testing
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -98,10 +97,6 @@ def variants(family: str, entry: GemmConfig) -> dict[str, GemmConfig]:
     }
 
 
-def graph_us(fn) -> float:
-    return 1e3 * triton.testing.do_bench_cudagraph(fn, rep=30, return_mode="median")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", choices=list(CELLS), required=True)
@@ -132,7 +127,9 @@ def main() -> None:
                     if args.family == "block_m":
                         with mock.patch.object(ablate, "get_config", lambda *_, c=config: c):
                             parts, _ = ablate.steps(x, w1, w2, b1, b2, weights, ids, activation)
-                            row |= {f"{p}_us": graph_us(parts[p]) for p in ("gemm1", "gemm2")}
+                            row |= {
+                                f"{p}_us": ablate.graph_us(parts[p]) for p in ("gemm1", "gemm2")
+                            }
                     else:
                         with mock.patch("moekit.experts.triton_experts.get_config",
                                         lambda *_, c=config: c):  # fmt: skip
@@ -143,7 +140,7 @@ def main() -> None:
                             if entry_out is None:
                                 entry_out = out.clone()
                             row["bit_identical_to_entry"] = bool(torch.equal(out, entry_out))
-                            row["path_us"] = graph_us(path)
+                            row["path_us"] = ablate.graph_us(path)
                 except Exception as error:  # wrong, or does not compile (shared memory, registers)
                     row["error"] = f"{type(error).__name__}: {str(error)[:200]}"
                 print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
