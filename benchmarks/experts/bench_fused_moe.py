@@ -121,22 +121,30 @@ def expected_active_experts(num_experts: int, top_k: int, tokens: int) -> float:
     return num_experts * (1 - (1 - top_k / num_experts) ** tokens)
 
 
-def rows_path_bound_us(active_experts: float, tokens: int, top_k: int, hidden: int, inter: int,
-                       bandwidth_gbps: float, tflops: float) -> float:  # fmt: skip
-    """Least time of any path that, like moekit's, writes each slot's GEMM2 row and then sums a
-    token's top-k rows in a fixed order (so the result is deterministic), all in bf16.
+def rows_path_bytes(active_experts: float, tokens: int, top_k: int, hidden: int,
+                    inter: int) -> tuple[float, float]:  # fmt: skip
+    """HBM bytes of a path with per-slot GEMM2 rows, all in bf16: ``(GEMMs, top-k sum)``.
 
-    The GEMMs move the active weights, read the hidden states, write and read back the
-    activated rows and write the ``[M·k, K]`` slot rows; at best that overlaps with their
-    FLOPs. The sum then reads those rows and writes ``[M, K]``. It cannot start before the
-    last GEMM2 tile, so its time adds. Unlike the issue's floor, this one counts the bytes
-    that per-slot rows cost: above the floor where ``M·k·K`` rivals the weights (top-8 at
-    1024 tokens or more)."""
+    The GEMMs move the active weights, read the hidden states, write and read back the activated
+    rows and write the ``[M·k, K]`` slot rows; the sum reads those rows and writes ``[M, K]``."""
     slot_rows = tokens * top_k
     gemm_bytes = (active_experts * 3 * hidden * inter + tokens * hidden
                   + 2 * slot_rows * inter + slot_rows * hidden) * 2  # fmt: skip
     sum_bytes = (slot_rows * hidden + tokens * hidden) * 2
-    flops = 6 * slot_rows * hidden * inter
+    return gemm_bytes, sum_bytes
+
+
+def rows_path_bound_us(active_experts: float, tokens: int, top_k: int, hidden: int, inter: int,
+                       bandwidth_gbps: float, tflops: float) -> float:  # fmt: skip
+    """Least time of any path that, like moekit's, writes each slot's GEMM2 row and then sums a
+    token's top-k rows in a fixed order (so the result is deterministic).
+
+    At best the GEMMs' bytes (``rows_path_bytes``) overlap with their FLOPs. The sum cannot
+    start before the last GEMM2 tile, so its time adds. Unlike the issue's floor, this one
+    counts the bytes that per-slot rows cost: above the floor where ``M·k·K`` rivals the
+    weights (top-8 at 1024 tokens or more)."""
+    gemm_bytes, sum_bytes = rows_path_bytes(active_experts, tokens, top_k, hidden, inter)
+    flops = 6 * tokens * top_k * hidden * inter
     rate = bandwidth_gbps * 1e3  # bytes per microsecond
     return max(gemm_bytes / rate, flops / (tflops * 1e6)) + sum_bytes / rate
 

@@ -1,4 +1,4 @@
-"""The shipped tuned tables parse and the lookup takes the nearest M."""
+"""The shipped tuned tables parse and the lookup rounds the token count up to a tuned one."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from moekit.experts._triton_impl import configs
-from moekit.experts._triton_impl.configs import CONFIG_DIR, GemmConfig, default_config, table_name
+from moekit.experts._triton_impl.configs import (
+    CONFIG_DIR,
+    GemmConfig,
+    default_config,
+    entry_tokens,
+    table_name,
+)
 
 SHIPPED = sorted(CONFIG_DIR.glob("*.json"))
 
@@ -50,11 +56,32 @@ def test_table_name_spells_device_without_spaces():
     assert name == "E=8,N=28672,dtype=bfloat16,device=NVIDIA_H100_80GB_HBM3.json"
 
 
-def test_lookup_takes_nearest_tokens(monkeypatch, tmp_path):
+@pytest.mark.parametrize(
+    ("tuned", "tokens", "want"),
+    [
+        ((1, 16, 64), 1, 1), ((1, 16, 64), 4, 1), ((1, 16, 64), 5, 16), ((1, 16, 64), 16, 16),
+        ((1, 16, 64), 17, 64), ((1, 16, 64), 63, 64), ((1, 16, 64), 65, 64),
+        ((1, 16, 64), 10**6, 64), ((64, 16, 1), 40, 64), ((16, 256), 2, 16), ((16, 256), 3, 16),
+        ((16, 256), 100, 256), ((256,), 1, 256), ((256,), 5000, 256),
+    ],
+)  # fmt: skip
+def test_entry_tokens_rounds_up_past_small_batches(tuned, tokens, want):
+    assert entry_tokens(tuned, tokens) == want
+    assert configs.SMALL_BATCH_TOKENS == 4  # the cases above assume it
+
+
+def test_entry_tokens_needs_an_entry():
+    with pytest.raises(ValueError, match="tuned_tokens"):
+        entry_tokens([], 16)
+
+
+def test_lookup_rounds_tokens_up(monkeypatch, tmp_path):
+    one = GemmConfig(16, 64, 128, 8, 4, 3)
     small = GemmConfig(16, 64, 128, 1, 4, 4)
     large = GemmConfig(128, 256, 64, 8, 8, 3)
     name = table_name(4, 64, torch.float16, "Fake GPU")
-    (tmp_path / name).write_text(json.dumps({"16": small.as_dict(), "4096": large.as_dict()}))
+    (tmp_path / name).write_text(json.dumps({"1": one.as_dict(), "16": small.as_dict(),
+                                             "4096": large.as_dict()}))  # fmt: skip
     monkeypatch.setattr(configs, "CONFIG_DIR", tmp_path)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (1, 0))
@@ -62,7 +89,9 @@ def test_lookup_takes_nearest_tokens(monkeypatch, tmp_path):
     configs.device_table.cache_clear()
     try:
         cuda = torch.device("cuda")
-        for tokens, want in ((1, small), (2000, small), (2100, large), (99999, large)):
+        cases = ((1, one), (4, one), (5, small), (16, small), (17, large), (2000, large),
+                 (99999, large))  # fmt: skip
+        for tokens, want in cases:
             got = configs.get_config(tokens, 2, 4, 64, torch.float16, cuda, interpreter=False)
             assert got == want, f"M={tokens}: {got}"
         # No table for this N: the heuristic.

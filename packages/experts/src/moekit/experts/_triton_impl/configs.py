@@ -2,7 +2,7 @@
 
 Tables are JSON files in ``moekit/experts/configs/`` named
 ``E={E},N={N},dtype={dtype},device={device}.json`` (device name with spaces as ``_``), mapping
-a token count ``M`` to a config; the entry of the nearest ``M`` is used.
+a token count ``M`` to a config; ``entry_tokens`` picks the entry a call uses.
 ``benchmarks/experts/tune.py`` writes them.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -122,14 +123,37 @@ def device_table(num_experts: int, n: int, dtype: torch.dtype,
     return None
 
 
+# Calls of at most this many tokens use the table's smallest entry (tuned at one token): on most
+# shapes they take their tiles from topk_ids, one 16-row tile per slot, as one token does.
+SMALL_BATCH_TOKENS = 4
+
+
+def entry_tokens(tuned_tokens: Iterable[int], num_tokens: int) -> int:
+    """The tuned token count whose entry a call of ``num_tokens`` uses: the smallest at or above
+    ``num_tokens`` (the largest when none is), or the smallest of all for up to
+    ``SMALL_BATCH_TOKENS`` tokens.
+
+    Rounding up, not to the nearest: an entry tuned for more tokens pads each expert's rows to a
+    taller ``BLOCK_M``, which costs little while the weights dominate, whereas one tuned for fewer
+    tokens splits each expert's rows into more tiles, each streaming that expert's weights again.
+    Between the H100 entries, the nearest entry was up to 29% slower than the other neighbour
+    (Mixtral at 640 tokens), rounding up at most 5.4% (gpt-oss at 1536; see
+    ``benchmarks/experts/bench_between_entries.py``)."""
+    tuned = sorted(tuned_tokens)
+    if not tuned:
+        raise ValueError("tuned_tokens: a table needs at least one entry")
+    if num_tokens <= SMALL_BATCH_TOKENS:
+        return tuned[0]
+    return next((m for m in tuned if m >= num_tokens), tuned[-1])
+
+
 def get_config(num_tokens: int, top_k: int, num_experts: int, n: int, dtype: torch.dtype,
                device: torch.device, interpreter: bool) -> GemmConfig:  # fmt: skip
-    """The tuned entry of the nearest ``num_tokens`` for ``(E, N, dtype, device)``, else the
-    table tuned on a device of the same compute capability (``TUNED_DEVICES``: an H200 uses the
-    H100's), else the default heuristic."""
+    """The tuned entry ``entry_tokens`` picks for ``(E, N, dtype, device)``, else the table tuned
+    on a device of the same compute capability (``TUNED_DEVICES``: an H200 uses the H100's),
+    else the default heuristic."""
     if device.type == "cuda" and not interpreter:
         table = device_table(num_experts, n, dtype, device)
         if table:
-            nearest = min(table, key=lambda m: abs(m - num_tokens))
-            return table[nearest]
+            return table[entry_tokens(table, num_tokens)]
     return default_config(num_tokens, top_k, num_experts, interpreter)

@@ -1,0 +1,74 @@
+"""Token counts between two tuned entries: the call with each neighbour's entry (GPU, bf16).
+
+For each model shape and token count ``M``, ``TritonExperts`` runs with the entry of the
+largest tuned count at or below ``M`` (``lower``) and with that of the smallest at or above it
+(``upper``), and the row says which one ``get_config`` picks (``shipped``, a tuned count). The
+two outputs must agree bit for bit: tiles change neither the slot order of the sum nor the
+order of the float32 accumulation along K, which the MMAs take in K order whatever ``BLOCK_K``.
+Times are medians of ``do_bench_cudagraph`` beside the floor of ``bench_fused_moe.py``. Writes
+JSON; ``entry_tokens`` in ``_triton_impl/configs.py`` is the rule these numbers chose.
+
+    python benchmarks/experts/bench_between_entries.py --out between.json --tokens 128 640 3072
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from unittest import mock
+
+TOKENS = (2, 3, 4, 6, 8, 24, 32, 48, 80, 96, 128, 160, 192, 320, 384, 512, 640, 768, 1536,
+          2048, 3072)  # fmt: skip
+
+
+def main() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import torch
+    from bench_fused_moe import SHAPES, floor_us, matmul_tflops, routed_calls
+    from common import copy_bandwidth_gbps, environment, time_us, write_json
+
+    from moekit.experts import triton_experts
+    from moekit.experts._triton_impl import configs
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--tokens", nargs="+", type=int, default=list(TOKENS))
+    args = parser.parse_args()
+
+    bandwidth, tflops = copy_bandwidth_gbps(), matmul_tflops()
+    print(f"copy {bandwidth:.0f} GB/s, bf16 matmul {tflops:.0f} TFLOP/s", flush=True)
+    rows = []
+    for call in routed_calls(args.shapes, args.tokens):
+        num_experts, top_k, hidden, inter, _ = SHAPES[call.shape]
+        table = configs.device_table(num_experts, 2 * inter, torch.bfloat16, call.x.device)
+        if not table:
+            raise SystemExit(f"{call.shape}: no tuned table for this device")
+        lower = max((m for m in table if m <= call.tokens), default=min(table))
+        upper = min((m for m in table if m >= call.tokens), default=max(table))
+        row = dict(shape=call.shape, tokens=call.tokens, E=num_experts, top_k=top_k,
+                   floor_us=floor_us(call.ids, top_k, hidden, inter, bandwidth, tflops),
+                   lower=lower, upper=upper,
+                   shipped=configs.entry_tokens(table, call.tokens))  # fmt: skip
+        outputs = {}
+        for side, tokens in (("lower", lower), ("upper", upper)):
+            entry = table[tokens]
+            with mock.patch.object(triton_experts, "get_config", lambda *_, e=entry: e):
+                outputs[side] = call().clone()
+                row[f"{side}_us"] = time_us(call, graph=True)[0]
+        row["identical"] = bool(torch.equal(outputs["lower"], outputs["upper"]))
+        row["upper_over_lower"] = row["upper_us"] / row["lower_us"]
+        print(f"{call.shape:18s} M={call.tokens:5d}: entry {lower:5d} {row['lower_us']:9.1f} us, "
+              f"entry {upper:5d} {row['upper_us']:9.1f} us ({row['upper_over_lower']:.3f}); "
+              f"shipped {row['shipped']}; identical {row['identical']}", flush=True)  # fmt: skip
+        rows.append(row)
+    write_json(args.out, dict(environment=environment(), bandwidth_gbps=bandwidth,
+                              matmul_tflops=tflops, rows=rows))  # fmt: skip
+    if not all(row["identical"] for row in rows):
+        raise SystemExit("some outputs differ between the two entries")
+
+
+if __name__ == "__main__":
+    main()
