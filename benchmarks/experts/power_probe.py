@@ -3,7 +3,7 @@ limit allows (GPU, bf16).
 
 Each workload replays from a CUDA graph back to back for a few seconds while ``nvidia-smi``
 samples the SM clock, the board power and the clock-event (throttle) reasons every 50 ms. First
-the calibration: the idle board power ``P0``; a 1 GiB device copy, giving the energy of one HBM
+the calibration: the idle board power ``P0``; a 1 GiB elementwise copy, giving the energy of one HBM
 byte ``e_b = (P - P0) / bytes per second`` (bytes read plus written); and an 8192³ bf16 matmul,
 giving the energy of one FLOP ``e_f`` at the clocks the power limit leaves a matmul. Then each
 cell of the fused experts path: time per call, clocks, power, and the power estimate
@@ -18,11 +18,13 @@ a model, not a bound: ``e_f`` comes from a matmul at capped clocks, and a kernel
 and on-chip traffic cost energy it does not count. Writes JSON.
 
     python benchmarks/experts/power_probe.py --out power.json --cells mixtral:16,1024 qwen3-30b-a3b:4096
+    python benchmarks/experts/power_probe.py --from benchmarks/results/experts_power_h100.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -105,7 +107,9 @@ def calibrate(seconds: float) -> dict:
 
     src = torch.empty(1 << 28, dtype=torch.float32, device="cuda").uniform_()
     dst = torch.empty_like(src)
-    copy = sustained(lambda: dst.copy_(src), seconds)
+    # an elementwise kernel, not copy_: a captured copy_ becomes a memcpy node, which moved
+    # 19-35% fewer bytes per second than the same copy as a kernel
+    copy = sustained(lambda: torch.mul(src, 2.0, out=dst), seconds)
     idle_w = idle_power_w()
     a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
     matmul = sustained(lambda: a @ a, seconds)
@@ -126,6 +130,19 @@ def parse_cells(specs: list[str]) -> list[tuple[str, list[int]]]:
     return cells
 
 
+def table(result: dict) -> str:
+    """Markdown: per cell, sustained time, floor, power estimate, clocks and capped share."""
+    lines = ["| shape | M | µs | floor | power estimate | time / estimate | SM MHz (min) | W | "
+             "power-capped |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for row in result["rows"]:
+        lines.append(f"| {row['shape']} | {row['tokens']} | {row['us_per_call']:.0f} | "
+                     f"{row['floor_us']:.0f} | {row['power_us']:.0f} | "
+                     f"{row['us_per_call'] / row['power_us']:.2f} | {row['sm_mhz_median']:.0f} "
+                     f"({row['sm_mhz_min']:.0f}) | {row['power_w_median']:.0f} | "
+                     f"{row['power_capped_fraction']:.0%} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -133,11 +150,17 @@ def main() -> None:
     from common import copy_bandwidth_gbps, environment, write_json
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path, help="measure on the GPU and write JSON here")
+    parser.add_argument("--from", dest="source", type=Path, help="print a JSON already written")
     parser.add_argument("--cells", nargs="+", default=list(CELLS),
                         help="shape:M,M,... (shapes of bench_fused_moe.py)")  # fmt: skip
     parser.add_argument("--seconds", type=float, default=2.5)
     args = parser.parse_args()
+    if (args.out is None) == (args.source is None):
+        parser.error("give exactly one of --out (measure) and --from (an existing JSON)")
+    if args.source is not None:
+        print(table(json.loads(args.source.read_text())))
+        return
     cells = parse_cells(args.cells)
     for shape, _ in cells:
         if shape not in SHAPES:
@@ -174,8 +197,10 @@ def main() -> None:
                   f"{row['power_w_median']:.0f} W, power-capped "
                   f"{row['power_capped_fraction']:.0%} of samples", flush=True)  # fmt: skip
             rows.append(row)
-    write_json(args.out, dict(environment=environment(), bandwidth_gbps=bandwidth,
-                              matmul_tflops=tflops, calibration=calibration, rows=rows))  # fmt: skip
+    result = dict(environment=environment(), bandwidth_gbps=bandwidth, matmul_tflops=tflops,
+                  calibration=calibration, rows=rows)  # fmt: skip
+    write_json(args.out, result)
+    print(table(result))
 
 
 if __name__ == "__main__":

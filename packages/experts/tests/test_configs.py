@@ -1,4 +1,4 @@
-"""The shipped tuned tables parse and the lookup rounds the token count up to a tuned one."""
+"""The shipped tuned tables parse and the lookup picks the entry ``entry_tokens`` chooses."""
 
 from __future__ import annotations
 
@@ -56,26 +56,40 @@ def test_table_name_spells_device_without_spaces():
     assert name == "E=8,N=28672,dtype=bfloat16,device=NVIDIA_H100_80GB_HBM3.json"
 
 
+def tiles(block_m: int) -> GemmConfig:
+    return GemmConfig(block_m, 64, 64)
+
+
+LADDER = {1: tiles(16), 16: tiles(16), 64: tiles(32), 256: tiles(64), 4096: tiles(128)}
+
+
 @pytest.mark.parametrize(
-    ("tuned", "tokens", "want"),
+    ("tokens", "want"),
     [
-        ((1, 16, 64), 1, 1), ((1, 16, 64), 4, 1), ((1, 16, 64), 5, 16), ((1, 16, 64), 16, 16),
-        ((1, 16, 64), 17, 64), ((1, 16, 64), 63, 64), ((1, 16, 64), 65, 64),
-        ((1, 16, 64), 10**6, 64), ((64, 16, 1), 40, 64), ((16, 256), 2, 16), ((16, 256), 3, 16),
-        ((16, 256), 100, 256), ((256,), 1, 256), ((256,), 5000, 256),
+        (1, 1), (4, 1),  # small batches: the one-token entry
+        (5, 1), (40, 16),  # 1.25 and 10 rows per expert fit 0.8 of BLOCK_M 16
+        (60, 64),  # 15 rows do not: the larger entry
+        (64, 64), (102, 64), (103, 256),  # 25.5 rows fit 0.8 of 32, 25.75 do not
+        (200, 256), (300, 4096), (4096, 4096), (99999, 4096),
     ],
 )  # fmt: skip
-def test_entry_tokens_rounds_up_past_small_batches(tuned, tokens, want):
-    assert entry_tokens(tuned, tokens) == want
-    assert configs.SMALL_BATCH_TOKENS == 4  # the cases above assume it
+def test_entry_tokens_keeps_the_smaller_entry_while_its_tiles_hold_the_rows(tokens, want):
+    assert configs.SMALL_BATCH_TOKENS == 4 and configs.LOWER_ENTRY_FILL == 0.8  # the cases' premise
+    assert entry_tokens(LADDER, tokens, top_k=2, num_experts=8) == want
+
+
+def test_entry_tokens_below_the_smallest_entry_takes_it():
+    table = {16: tiles(16), 256: tiles(64)}
+    for tokens in (1, 2, 8, 16):
+        assert entry_tokens(table, tokens, top_k=8, num_experts=128) == 16
 
 
 def test_entry_tokens_needs_an_entry():
-    with pytest.raises(ValueError, match="tuned_tokens"):
-        entry_tokens([], 16)
+    with pytest.raises(ValueError, match="table"):
+        entry_tokens({}, 16, top_k=2, num_experts=8)
 
 
-def test_lookup_rounds_tokens_up(monkeypatch, tmp_path):
+def test_lookup_takes_the_entry_entry_tokens_picks(monkeypatch, tmp_path):
     one = GemmConfig(16, 64, 128, 8, 4, 3)
     small = GemmConfig(16, 64, 128, 1, 4, 4)
     large = GemmConfig(128, 256, 64, 8, 8, 3)
@@ -89,8 +103,9 @@ def test_lookup_rounds_tokens_up(monkeypatch, tmp_path):
     configs.device_table.cache_clear()
     try:
         cuda = torch.device("cuda")
-        cases = ((1, one), (4, one), (5, small), (16, small), (17, large), (2000, large),
-                 (99999, large))  # fmt: skip
+        # top-2 over 4 experts: half a row per token and expert; 0.8 of BLOCK_M 16 is 12.8
+        cases = ((1, one), (4, one), (5, one), (16, small), (25, small), (26, large),
+                 (2000, large), (99999, large))  # fmt: skip
         for tokens, want in cases:
             got = configs.get_config(tokens, 2, 4, 64, torch.float16, cuda, interpreter=False)
             assert got == want, f"M={tokens}: {got}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -126,25 +126,35 @@ def device_table(num_experts: int, n: int, dtype: torch.dtype,
 # Calls of at most this many tokens use the table's smallest entry (tuned at one token): on most
 # shapes they take their tiles from topk_ids, one 16-row tile per slot, as one token does.
 SMALL_BATCH_TOKENS = 4
+# Between two tuned token counts, a call keeps the smaller count's entry while its mean rows per
+# expert fill at most this share of that entry's BLOCK_M, so that the spread of rows between
+# experts seldom spills into a second tile (see entry_tokens).
+LOWER_ENTRY_FILL = 0.8
 
 
-def entry_tokens(tuned_tokens: Iterable[int], num_tokens: int) -> int:
-    """The tuned token count whose entry a call of ``num_tokens`` uses: the smallest at or above
-    ``num_tokens`` (the largest when none is), or the smallest of all for up to
-    ``SMALL_BATCH_TOKENS`` tokens.
+def entry_tokens(table: Mapping[int, GemmConfig], num_tokens: int, top_k: int,
+                 num_experts: int) -> int:  # fmt: skip
+    """The tuned token count whose entry serves a call of ``num_tokens`` tokens, each with
+    ``top_k`` slots over ``num_experts`` experts.
 
-    Rounding up, not to the nearest: an entry tuned for more tokens pads each expert's rows to a
-    taller ``BLOCK_M``, which costs little while the weights dominate, whereas one tuned for fewer
-    tokens splits each expert's rows into more tiles, each streaming that expert's weights again.
-    Between the H100 entries, the nearest entry was up to 29% slower than the other neighbour
-    (Mixtral at 640 tokens), rounding up at most 5.4% (gpt-oss at 1536; see
-    ``benchmarks/experts/bench_between_entries.py``)."""
-    tuned = sorted(tuned_tokens)
+    Up to ``SMALL_BATCH_TOKENS`` tokens: the smallest entry. Otherwise, between two tuned counts,
+    the smaller one while the call's mean rows per expert (``num_tokens * top_k / num_experts``)
+    fill at most ``LOWER_ENTRY_FILL`` of its ``BLOCK_M``, else the larger; below or above every
+    tuned count, the nearest end. An entry tuned for fewer tokens splits each expert's rows into
+    more tiles once they outgrow its ``BLOCK_M``, and each tile streams that expert's weights
+    again; one tuned for more tokens pads each expert to a taller tile, which costs MMA work.
+    Between the shipped entries (``benchmarks/experts/bench_between_entries.py``), the nearest
+    entry, the rule before this one, was up to 30% slower on the H100 and 35% on the H200 than
+    the better neighbour; this rule was at most 2.5% slower beyond four tokens."""
+    tuned = sorted(table)
     if not tuned:
-        raise ValueError("tuned_tokens: a table needs at least one entry")
+        raise ValueError("table: needs at least one entry")
     if num_tokens <= SMALL_BATCH_TOKENS:
         return tuned[0]
-    return next((m for m in tuned if m >= num_tokens), tuned[-1])
+    lower = max((m for m in tuned if m <= num_tokens), default=tuned[0])
+    upper = min((m for m in tuned if m >= num_tokens), default=tuned[-1])
+    rows_per_expert = num_tokens * top_k / max(num_experts, 1)
+    return lower if rows_per_expert <= LOWER_ENTRY_FILL * table[lower].BLOCK_M else upper
 
 
 def get_config(num_tokens: int, top_k: int, num_experts: int, n: int, dtype: torch.dtype,
@@ -155,5 +165,5 @@ def get_config(num_tokens: int, top_k: int, num_experts: int, n: int, dtype: tor
     if device.type == "cuda" and not interpreter:
         table = device_table(num_experts, n, dtype, device)
         if table:
-            return table[entry_tokens(table, num_tokens)]
+            return table[entry_tokens(table, num_tokens, top_k, num_experts)]
     return default_config(num_tokens, top_k, num_experts, interpreter)
