@@ -51,7 +51,7 @@ def main() -> None:
         row = dict(shape=call.shape, tokens=call.tokens, E=num_experts, top_k=top_k,
                    floor_us=floor_us(call.ids, top_k, hidden, inter, bandwidth, tflops),
                    lower=lower, upper=upper,
-                   shipped=configs.entry_tokens(table, call.tokens))  # fmt: skip
+                   shipped=configs.entry_tokens(table, call.tokens, top_k, num_experts))  # fmt: skip
         outputs = {}
         for side, tokens in (("lower", lower), ("upper", upper)):
             entry = table[tokens]
