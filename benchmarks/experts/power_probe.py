@@ -11,7 +11,7 @@ cell of the fused experts path: time per call, clocks, power, and the power esti
     power_us = (e_b * bytes + e_f * FLOPs) / (power limit - P0)
 
 with the bytes of a path with per-slot rows (``rows_path_bytes`` of ``bench_fused_moe.py``) and
-FLOPs 6·M·k·K·I: below that time the board would draw more than its limit. The issue's floor
+FLOPs 6·M·k·K·I: by this model, the board would draw more than its limit below that time. The issue's floor
 takes the larger of the weight time and the FLOP time, as if both could run at full rate at
 once; where both are large, the power limit makes their energies add instead. The estimate is
 a model, not a bound: ``e_f`` comes from a matmul at capped clocks, and a kernel's padding rows
@@ -47,8 +47,8 @@ def query_gpu(field: str) -> str:
 def sample_while(run: Callable[[], tuple[int, float]], ramp_fraction: float = 0.2) -> dict:
     """``run()`` (returns its calls and seconds) with ``nvidia-smi`` sampling every 50 ms; the
     first ``ramp_fraction`` of the samples, before the clocks settle, are dropped."""
-    sampler = subprocess.Popen(["nvidia-smi", f"--query-gpu={QUERY}", "--format=csv,noheader,"
-                                "nounits", "-lms", "50"], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    command = ["nvidia-smi", f"--query-gpu={QUERY}", "--format=csv,noheader,nounits", "-lms", "50"]
+    sampler = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:
         calls, seconds = run()
     finally:

@@ -144,8 +144,9 @@ def entry_tokens(table: Mapping[int, GemmConfig], num_tokens: int, top_k: int,
     more tiles once they outgrow its ``BLOCK_M``, and each tile streams that expert's weights
     again; one tuned for more tokens pads each expert to a taller tile, which costs MMA work.
     Between the shipped entries (``benchmarks/experts/bench_between_entries.py``), the nearest
-    entry, the rule before this one, was up to 30% slower on the H100 and 35% on the H200 than
-    the better neighbour; this rule was at most 2.5% slower beyond four tokens."""
+    entry, the rule before this one, was up to 30% slower on the H100 and 38% on the H200 than
+    the better neighbour; beyond four tokens this rule was at most 2.5% slower on the runs that
+    set it, and 5.3% on a later H200 run."""
     tuned = sorted(table)
     if not tuned:
         raise ValueError("table: needs at least one entry")
