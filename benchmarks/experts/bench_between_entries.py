@@ -13,7 +13,6 @@ JSON; ``entry_tokens`` in ``_triton_impl/configs.py`` is the rule these numbers 
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from unittest import mock
@@ -26,17 +25,13 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import torch
-    from bench_fused_moe import SHAPES, floor_us, matmul_tflops, routed_calls
+    from bench_fused_moe import SHAPES, cell_parser, floor_us, matmul_tflops, routed_calls
     from common import copy_bandwidth_gbps, environment, time_us, write_json
 
     from moekit.experts import triton_experts
     from moekit.experts._triton_impl import configs
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
-    parser.add_argument("--tokens", nargs="+", type=int, default=list(TOKENS))
-    args = parser.parse_args()
+    args = cell_parser(__doc__.splitlines()[0], TOKENS).parse_args()
 
     bandwidth, tflops = copy_bandwidth_gbps(), matmul_tflops()
     print(f"copy {bandwidth:.0f} GB/s, bf16 matmul {tflops:.0f} TFLOP/s", flush=True)
@@ -46,8 +41,7 @@ def main() -> None:
         table = configs.device_table(num_experts, 2 * inter, torch.bfloat16, call.x.device)
         if not table:
             raise SystemExit(f"{call.shape}: no tuned table for this device")
-        lower = max((m for m in table if m <= call.tokens), default=min(table))
-        upper = min((m for m in table if m >= call.tokens), default=max(table))
+        lower, upper = configs.neighbour_tokens(table, call.tokens)
         row = dict(shape=call.shape, tokens=call.tokens, E=num_experts, top_k=top_k,
                    floor_us=floor_us(call.ids, top_k, hidden, inter, bandwidth, tflops),
                    lower=lower, upper=upper,

@@ -108,6 +108,17 @@ def routed_calls(shapes: list[str], token_counts: list[int]) -> Iterator[RoutedC
         torch.cuda.empty_cache()
 
 
+def cell_parser(description: str, tokens: tuple[int, ...],
+                tokens_help: str | None = None) -> argparse.ArgumentParser:  # fmt: skip
+    """The arguments of a benchmark over model shapes and token counts that writes JSON:
+    ``--out`` (required), ``--shapes`` and ``--tokens`` (default ``tokens``)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--tokens", nargs="+", type=int, default=list(tokens), help=tokens_help)
+    return parser
+
+
 def floor_us(ids, top_k: int, hidden: int, inter: int, bandwidth_gbps: float,
              tflops: float) -> float:  # fmt: skip
     """max(bytes of the active experts' weights / copy rate, 6·M·k·K·I FLOPs / matmul rate)."""

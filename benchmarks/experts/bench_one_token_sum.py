@@ -16,7 +16,6 @@ lever 18 of ``NOTES.md`` says why that path was dropped.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -26,7 +25,7 @@ PATHS = {"separate_sum": {"FUSED_TOPK_SUM": False}, "fused_sum": {"FUSED_TOPK_SU
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_fused_moe import SHAPES, floor_us, matmul_tflops, oracle, routed_calls
+    from bench_fused_moe import SHAPES, cell_parser, floor_us, matmul_tflops, oracle, routed_calls
     from common import (
         compare_settings,
         copy_bandwidth_gbps,
@@ -37,12 +36,9 @@ def main() -> None:
 
     from moekit.experts import triton_experts
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
-    parser.add_argument("--tokens", nargs="+", type=int, default=[1],
-                        help="calls that align (tiles_from_ids) sum separately either way")  # fmt: skip
-    args = parser.parse_args()
+    args = cell_parser(
+        __doc__.splitlines()[0], (1,), "calls that align (tiles_from_ids) sum separately either way"
+    ).parse_args()
 
     bandwidth, tflops = copy_bandwidth_gbps(), matmul_tflops()
     print(f"copy {bandwidth:.0f} GB/s, bf16 matmul {tflops:.0f} TFLOP/s", flush=True)

@@ -16,7 +16,6 @@ medians of ``do_bench_cudagraph`` beside the floor of ``bench_fused_moe.py``. Wr
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -26,16 +25,12 @@ TOKENS = (2, 3, 4, 6, 8, 16)
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_fused_moe import SHAPES, floor_us, matmul_tflops, routed_calls
+    from bench_fused_moe import SHAPES, cell_parser, floor_us, matmul_tflops, routed_calls
     from common import compare_settings, copy_bandwidth_gbps, environment, write_json
 
     from moekit.experts import triton_experts
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
-    parser.add_argument("--tokens", nargs="+", type=int, default=list(TOKENS))
-    args = parser.parse_args()
+    args = cell_parser(__doc__.splitlines()[0], TOKENS).parse_args()
     limits = {  # (IDS_TILES_MAX_TOKENS, IDS_TILES_MAX_SLOTS_PER_EXPERT)
         "aligned": (1, 0.0),
         "shipped": (triton_experts.IDS_TILES_MAX_TOKENS,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -132,6 +132,17 @@ SMALL_BATCH_TOKENS = 4
 LOWER_ENTRY_FILL = 0.8
 
 
+def neighbour_tokens(tuned_tokens: Iterable[int], num_tokens: int) -> tuple[int, int]:
+    """The largest tuned count at or below ``num_tokens`` and the smallest at or above it (the
+    nearest end of the tuned counts where none is)."""
+    tuned = sorted(tuned_tokens)
+    if not tuned:
+        raise ValueError("tuned_tokens: a table needs at least one entry")
+    lower = max((m for m in tuned if m <= num_tokens), default=tuned[0])
+    upper = min((m for m in tuned if m >= num_tokens), default=tuned[-1])
+    return lower, upper
+
+
 def entry_tokens(table: Mapping[int, GemmConfig], num_tokens: int, top_k: int,
                  num_experts: int) -> int:  # fmt: skip
     """The tuned token count whose entry serves a call of ``num_tokens`` tokens, each with
@@ -147,13 +158,9 @@ def entry_tokens(table: Mapping[int, GemmConfig], num_tokens: int, top_k: int,
     entry, the rule before this one, was up to 30% slower on the H100 and 38% on the H200 than
     the better neighbour; beyond four tokens this rule was at most 2.5% slower on the runs that
     set it, and 5.3% on a later H200 run."""
-    tuned = sorted(table)
-    if not tuned:
-        raise ValueError("table: needs at least one entry")
+    lower, upper = neighbour_tokens(table, num_tokens)
     if num_tokens <= SMALL_BATCH_TOKENS:
-        return tuned[0]
-    lower = max((m for m in tuned if m <= num_tokens), default=tuned[0])
-    upper = min((m for m in tuned if m >= num_tokens), default=tuned[-1])
+        return min(table)
     rows_per_expert = num_tokens * top_k / max(num_experts, 1)
     return lower if rows_per_expert <= LOWER_ENTRY_FILL * table[lower].BLOCK_M else upper
 
