@@ -7,6 +7,8 @@ Each family varies the shipped table entry of a set of cells:
     fewer; the whole path at decode sizes.
   * ``block_m``: twice and half the entry's ``BLOCK_M``; GEMM1 and GEMM2 timed alone (as in
     ``ablate.py``) on cells with about 64 rows per expert.
+  * ``group_m``: ``GROUP_M`` (m-tiles walked per column of n-tiles) from 1 to 256; the whole
+    path where an expert's rows span several m-tiles (256 tokens and more).
 Whole-path variants are checked against the torch path (2% of the output scale) and compared
 bit for bit with the entry's output. A variant that strays, or does not compile (shared memory,
 registers), is recorded with its error and not timed.
@@ -45,7 +47,12 @@ CELLS = {
     "block_m": [("mixtral", 256), ("mixtral-tp2", 256), ("qwen3-30b-a3b-tp2", 256),
                 ("qwen3-30b-a3b-tp2", 1024), ("qwen3-30b-a3b", 1024), ("deepseek-v3-tp4", 1024),
                 ("gpt-oss-120b", 1024), ("mixtral", 1024)],
+    "group_m": [(shape, tokens) for shape in ("mixtral", "mixtral-tp2", "qwen3-30b-a3b",
+                                              "qwen3-30b-a3b-tp2", "deepseek-v3",
+                                              "deepseek-v3-tp4", "gpt-oss-120b")
+                for tokens in (256, 1024, 4096)],
 }  # fmt: skip
+GROUP_M_VALUES = (1, 8, 16, 32, 64, 256)
 
 
 def variants(family: str, entry: GemmConfig) -> dict[str, GemmConfig]:
@@ -89,6 +96,9 @@ def variants(family: str, entry: GemmConfig) -> dict[str, GemmConfig]:
             ),
             "k256_gemm2": swap(own2, BLOCK_K2=256),
         }
+    if family == "group_m":
+        return {"entry": entry} | {f"group_m{g}": swap(entry, GROUP_M=g) for g in GROUP_M_VALUES
+                                   if g != entry.GROUP_M}  # fmt: skip
     return {
         "entry": entry,
         "twice_block_m": swap(entry, BLOCK_M=2 * entry.BLOCK_M),
@@ -101,14 +111,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", choices=list(CELLS), required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--tokens", type=int, nargs="*", help="only the family's cells of these "
+                        "token counts")  # fmt: skip
     args = parser.parse_args()
+    cells = [(shape, m) for shape, m in CELLS[args.family] if not args.tokens or m in args.tokens]
     bandwidth, tflops = copy_bandwidth_gbps(), matmul_tflops()
     print(f"copy {bandwidth:.0f} GB/s, bf16 matmul {tflops:.0f} TFLOP/s", flush=True)
     rows = []
-    for name in dict.fromkeys(shape for shape, _ in CELLS[args.family]):
+    for name in dict.fromkeys(shape for shape, _ in cells):
         num_experts, top_k, hidden, inter, activation = SHAPES[name]
         w1, w2, b1, b2 = make_weights(num_experts, top_k, hidden, inter, activation)
-        for tokens in [m for shape, m in CELLS[args.family] if shape == name]:
+        for tokens in [m for shape, m in cells if shape == name]:
             gen = torch.Generator(device="cuda").manual_seed(1)
             x, weights, ids = make_routed_tokens(tokens, num_experts, top_k, hidden, gen)
 
@@ -146,9 +159,10 @@ def main() -> None:
                 print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                for k, v in row.items() if k != "config"), flush=True)  # fmt: skip
                 rows.append(row)
+            # after every cell, so that a run cut short still leaves what it measured
+            write_json(args.out, dict(environment=environment(), bandwidth_gbps=bandwidth,
+                                      matmul_tflops=tflops, family=args.family, rows=rows))  # fmt: skip
         torch.cuda.empty_cache()
-    write_json(args.out, dict(environment=environment(), bandwidth_gbps=bandwidth,
-                              matmul_tflops=tflops, family=args.family, rows=rows))  # fmt: skip
 
 
 if __name__ == "__main__":
