@@ -107,14 +107,51 @@ def variants(family: str, entry: GemmConfig) -> dict[str, GemmConfig]:
     }
 
 
+def time_variants(family: str, routed, entry: GemmConfig, expected, names: list[str] | None,
+                  rounds: int) -> list[dict]:  # fmt: skip
+    """Rows of ``routed``'s variants, each timed ``rounds`` times in turn (so that drift of the
+    clock under the power limit falls on every variant alike)."""
+    x, w1, w2, b1, b2, weights, ids, activation, path = routed
+    configs = {v: c for v, c in variants(family, entry).items() if not names or v in names}
+    rows, entry_out = [], None
+    for round_ in range(rounds):
+        for variant, config in configs.items():
+            row = dict(variant=variant, round=round_, config=config.as_dict())
+            try:
+                if family == "block_m":
+                    with mock.patch.object(ablate, "get_config", lambda *_, c=config: c):
+                        parts, _ = ablate.steps(x, w1, w2, b1, b2, weights, ids, activation)
+                        row |= {f"{p}_us": ablate.graph_us(parts[p]) for p in ("gemm1", "gemm2")}
+                else:
+                    with mock.patch("moekit.experts.triton_experts.get_config",
+                                    lambda *_, c=config: c):  # fmt: skip
+                        out = path()
+                        row["rel_error"] = relative_error(out, expected)
+                        if not row["rel_error"] < 2e-2:
+                            raise ValueError("output strays from the torch path's")
+                        if entry_out is None:
+                            entry_out = out.clone()
+                        row["bit_identical_to_entry"] = bool(torch.equal(out, entry_out))
+                        row["path_us"] = ablate.graph_us(path)
+            except Exception as error:  # wrong, or does not compile (shared memory, registers)
+                row["error"] = f"{type(error).__name__}: {str(error)[:200]}"
+            rows.append(row)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", choices=list(CELLS), required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--tokens", type=int, nargs="*", help="only the family's cells of these "
                         "token counts")  # fmt: skip
+    parser.add_argument("--shapes", nargs="*", help="only the family's cells of these shapes")
+    parser.add_argument("--variants", nargs="*", help="only these variants ('entry' included)")
+    parser.add_argument("--seeds", type=int, default=1, help="routings drawn from seeds 1..N")
+    parser.add_argument("--rounds", type=int, default=1, help="times each variant in turn")
     args = parser.parse_args()
-    cells = [(shape, m) for shape, m in CELLS[args.family] if not args.tokens or m in args.tokens]
+    cells = [(shape, m) for shape, m in CELLS[args.family]
+             if (not args.tokens or m in args.tokens) and (not args.shapes or shape in args.shapes)]  # fmt: skip
     bandwidth, tflops = copy_bandwidth_gbps(), matmul_tflops()
     print(f"copy {bandwidth:.0f} GB/s, bf16 matmul {tflops:.0f} TFLOP/s", flush=True)
     rows = []
@@ -122,46 +159,27 @@ def main() -> None:
         num_experts, top_k, hidden, inter, activation = SHAPES[name]
         w1, w2, b1, b2 = make_weights(num_experts, top_k, hidden, inter, activation)
         for tokens in [m for shape, m in cells if shape == name]:
-            gen = torch.Generator(device="cuda").manual_seed(1)
-            x, weights, ids = make_routed_tokens(tokens, num_experts, top_k, hidden, gen)
+            for seed in range(1, args.seeds + 1):
+                gen = torch.Generator(device="cuda").manual_seed(seed)
+                x, weights, ids = make_routed_tokens(tokens, num_experts, top_k, hidden, gen)
 
-            def path(x=x, weights=weights, ids=ids, backend="triton"):
-                return fused_experts(x, w1, w2, weights, ids, activation=activation, w1_bias=b1,
-                                     w2_bias=b2, backend=backend, check_ids=False)  # fmt: skip
+                def path(x=x, weights=weights, ids=ids, backend="triton"):
+                    return fused_experts(x, w1, w2, weights, ids, activation=activation,
+                                         w1_bias=b1, w2_bias=b2, backend=backend,
+                                         check_ids=False)  # fmt: skip
 
-            expected = path(backend="torch")
-            entry = get_config(tokens, top_k, num_experts, 2 * inter, x.dtype, x.device, False)
-            floor = floor_us(ids, top_k, hidden, inter, bandwidth, tflops)
-            entry_out = None
-            for variant, config in variants(args.family, entry).items():
-                row = dict(shape=name, tokens=tokens, variant=variant, floor_us=floor,
-                           config=config.as_dict())  # fmt: skip
-                try:
-                    if args.family == "block_m":
-                        with mock.patch.object(ablate, "get_config", lambda *_, c=config: c):
-                            parts, _ = ablate.steps(x, w1, w2, b1, b2, weights, ids, activation)
-                            row |= {
-                                f"{p}_us": ablate.graph_us(parts[p]) for p in ("gemm1", "gemm2")
-                            }
-                    else:
-                        with mock.patch("moekit.experts.triton_experts.get_config",
-                                        lambda *_, c=config: c):  # fmt: skip
-                            out = path()
-                            row["rel_error"] = relative_error(out, expected)
-                            if not row["rel_error"] < 2e-2:
-                                raise ValueError("output strays from the torch path's")
-                            if entry_out is None:
-                                entry_out = out.clone()
-                            row["bit_identical_to_entry"] = bool(torch.equal(out, entry_out))
-                            row["path_us"] = ablate.graph_us(path)
-                except Exception as error:  # wrong, or does not compile (shared memory, registers)
-                    row["error"] = f"{type(error).__name__}: {str(error)[:200]}"
-                print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                               for k, v in row.items() if k != "config"), flush=True)  # fmt: skip
-                rows.append(row)
-            # after every cell, so that a run cut short still leaves what it measured
-            write_json(args.out, dict(environment=environment(), bandwidth_gbps=bandwidth,
-                                      matmul_tflops=tflops, family=args.family, rows=rows))  # fmt: skip
+                entry = get_config(tokens, top_k, num_experts, 2 * inter, x.dtype, x.device, False)
+                cell = dict(shape=name, tokens=tokens, seed=seed,
+                            floor_us=floor_us(ids, top_k, hidden, inter, bandwidth, tflops))  # fmt: skip
+                routed = (x, w1, w2, b1, b2, weights, ids, activation, path)
+                for row in time_variants(args.family, routed, entry, path(backend="torch"),
+                                         args.variants, args.rounds):  # fmt: skip
+                    rows.append(cell | row)
+                    print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                   for k, v in rows[-1].items() if k != "config"), flush=True)  # fmt: skip
+                # after every cell, so that a run cut short still leaves what it measured
+                write_json(args.out, dict(environment=environment(), bandwidth_gbps=bandwidth,
+                                          matmul_tflops=tflops, family=args.family, rows=rows))  # fmt: skip
         torch.cuda.empty_cache()
 
 
