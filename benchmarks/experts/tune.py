@@ -57,7 +57,13 @@ def candidates(quick: bool, rows_per_expert: float) -> list[GemmConfig]:
 def refinements(best: GemmConfig) -> list[GemmConfig]:
     """GEMM1's own tile width (a quarter or all of BLOCK_N), one stage more or fewer, the other
     BLOCK_K values (256 won on gpt-oss at 256 tokens: ``probe_tiles.py``), half or twice BLOCK_M,
-    and the weights read through TMA descriptors or not."""
+    the weights read through TMA descriptors or not, and the other ``GROUP_M`` values.
+
+    ``GROUP_M`` 32 walks every m-tile of a few-expert shape (Mixtral up to 1024 tokens) in one
+    group: where an expert's tiles fall into two groups of many n-tiles each, its weights stream
+    from HBM twice (up to 7% at 256 tokens), but only for some routings, so confirm a change with
+    ``probe_tiles.py --family group_m --seeds 3``. ``GROUP_M`` 1 gained 0.3-2% on the top-8 and
+    top-4 shapes at 256-4096 tokens."""
     widths = [dataclasses.replace(best, BLOCK_N1=w) for w in (best.BLOCK_N // 4, best.BLOCK_N)
               if w >= 16]  # fmt: skip
     stages = [dataclasses.replace(best, num_stages=s) for s in (best.num_stages - 1,
@@ -65,7 +71,9 @@ def refinements(best: GemmConfig) -> list[GemmConfig]:
     block_k = [dataclasses.replace(best, BLOCK_K=k) for k in (64, 128, 256) if k != best.BLOCK_K]
     block_m = [dataclasses.replace(best, BLOCK_M=m) for m in (best.BLOCK_M // 2, best.BLOCK_M * 2)
                if 16 <= m <= 128]  # fmt: skip
-    return widths + stages + block_k + block_m + [dataclasses.replace(best, B_TMA=not best.B_TMA)]
+    group_m = [dataclasses.replace(best, GROUP_M=g) for g in (1, 8, 32) if g != best.GROUP_M]
+    tma = [dataclasses.replace(best, B_TMA=not best.B_TMA)]
+    return widths + stages + block_k + block_m + tma + group_m
 
 
 def row_layouts(best: GemmConfig) -> list[GemmConfig]:

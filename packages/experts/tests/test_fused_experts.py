@@ -103,6 +103,9 @@ TILE_VARIANTS = {
     "tma-gemm2-own-tile": {"B_TMA": True, "BLOCK_N1": 16, "BLOCK_N2": 16, "BLOCK_K2": 16},
     "sorted-rows": {"SORTED_ROWS": True},
     "sorted-rows-tma": {"SORTED_ROWS": True, "B_TMA": True, "BLOCK_N2": 16, "BLOCK_K2": 16},
+    # five tokens' m-tiles in groups of two (the last one partial), and in one group
+    "group-m-2": {"GROUP_M": 2},
+    "group-m-beyond-the-tiles": {"GROUP_M": 64},
 }
 
 
