@@ -7,6 +7,8 @@ Each family varies the shipped table entry of a set of cells:
     fewer; the whole path at decode sizes.
   * ``block_m``: twice and half the entry's ``BLOCK_M``; GEMM1 and GEMM2 timed alone (as in
     ``ablate.py``) on cells with about 64 rows per expert.
+  * ``block_m_fit``: twice the entry's ``BLOCK_M`` on the whole path, made to fit in shared
+    memory with one stage fewer, with ``BLOCK_K = 64``, or with 8 warps and one stage fewer.
   * ``group_m``: ``GROUP_M`` (m-tiles walked per column of n-tiles) from 1 to 256; the whole
     path where an expert's rows span several m-tiles (256 tokens and more).
 Whole-path variants are checked against the torch path (2% of the output scale) and compared
@@ -47,6 +49,8 @@ CELLS = {
     "block_m": [("mixtral", 256), ("mixtral-tp2", 256), ("qwen3-30b-a3b-tp2", 256),
                 ("qwen3-30b-a3b-tp2", 1024), ("qwen3-30b-a3b", 1024), ("deepseek-v3-tp4", 1024),
                 ("gpt-oss-120b", 1024), ("mixtral", 1024)],
+    "block_m_fit": [("mixtral", 256), ("mixtral-tp2", 256), ("qwen3-30b-a3b", 256),
+                    ("qwen3-30b-a3b-tp2", 256), ("gpt-oss-120b", 1024), ("deepseek-v3-tp4", 1024)],
     "group_m": [(shape, tokens) for shape in ("mixtral", "mixtral-tp2", "qwen3-30b-a3b",
                                               "qwen3-30b-a3b-tp2", "deepseek-v3",
                                               "deepseek-v3-tp4", "gpt-oss-120b")
@@ -95,6 +99,17 @@ def variants(family: str, entry: GemmConfig) -> dict[str, GemmConfig]:
                 num_stages2=max(2, own2.num_stages2 - 1),
             ),
             "k256_gemm2": swap(own2, BLOCK_K2=256),
+        }
+    if family == "block_m_fit":
+        taller = swap(own2, BLOCK_M=2 * entry.BLOCK_M)
+        fewer, fewer2 = max(2, entry.num_stages - 1), max(2, own2.num_stages2 - 1)
+        return {
+            "entry": entry,
+            "twice_block_m_fewer_stages": swap(taller, num_stages=fewer, num_stages2=fewer2),
+            "twice_block_m_block_k64": swap(taller, BLOCK_K=64, BLOCK_K2=64),
+            "twice_block_m_8_warps_fewer_stages": swap(
+                taller, num_warps=8, num_warps2=8, num_stages=fewer, num_stages2=fewer2
+            ),
         }
     if family == "group_m":
         return {"entry": entry} | {f"group_m{g}": swap(entry, GROUP_M=g) for g in GROUP_M_VALUES
