@@ -10,7 +10,8 @@ Each family varies the shipped table entry of a set of cells:
   * ``block_m_fit``: twice the entry's ``BLOCK_M`` on the whole path, made to fit in shared
     memory with one stage fewer, with ``BLOCK_K = 64``, or with 8 warps and one stage fewer.
   * ``group_m``: ``GROUP_M`` (m-tiles walked per column of n-tiles) from 1 to 256; the whole
-    path where an expert's rows span several m-tiles (256 tokens and more).
+    path where an expert's rows span several m-tiles (256 tokens and more, tuned counts and
+    counts between them).
 Whole-path variants are checked against the torch path (2% of the output scale) and compared
 bit for bit with the entry's output. A variant that strays, or does not compile (shared memory,
 registers), is recorded with its error and not timed.
@@ -54,7 +55,7 @@ CELLS = {
     "group_m": [(shape, tokens) for shape in ("mixtral", "mixtral-tp2", "qwen3-30b-a3b",
                                               "qwen3-30b-a3b-tp2", "deepseek-v3",
                                               "deepseek-v3-tp4", "gpt-oss-120b")
-                for tokens in (256, 1024, 4096)],
+                for tokens in (256, 384, 512, 768, 1024, 2048, 4096)],
 }  # fmt: skip
 GROUP_M_VALUES = (1, 8, 16, 32, 64, 256)
 
