@@ -9,9 +9,10 @@ Each family varies the shipped table entry of a set of cells:
     ``ablate.py``) on cells with about 64 rows per expert.
   * ``block_m_fit``: twice the entry's ``BLOCK_M`` on the whole path, made to fit in shared
     memory with one stage fewer, with ``BLOCK_K = 64``, or with 8 warps and one stage fewer.
-  * ``group_m``: ``GROUP_M`` (m-tiles walked per column of n-tiles) from 1 to 256; the whole
-    path where an expert's rows span several m-tiles (256 tokens and more, tuned counts and
-    counts between them).
+  * ``group_m``: ``GROUP_M`` (m-tiles walked per column of n-tiles) from 1 to 256, and groups
+    that follow the experts (``EXPERT_GROUPS``, at most 8, 16 or 32 m-tiles); the whole path
+    where an expert's rows span several m-tiles (256 tokens and more, tuned counts and counts
+    between them).
 Whole-path variants are checked against the torch path (2% of the output scale) and compared
 bit for bit with the entry's output. A variant that strays, or does not compile (shared memory,
 registers), is recorded with its error and not timed.
@@ -113,8 +114,11 @@ def variants(family: str, entry: GemmConfig) -> dict[str, GemmConfig]:
             ),
         }
     if family == "group_m":
-        return {"entry": entry} | {f"group_m{g}": swap(entry, GROUP_M=g) for g in GROUP_M_VALUES
-                                   if g != entry.GROUP_M}  # fmt: skip
+        plain = {f"group_m{g}": swap(entry, GROUP_M=g, EXPERT_GROUPS=False)
+                 for g in GROUP_M_VALUES if g != entry.GROUP_M or entry.EXPERT_GROUPS}  # fmt: skip
+        by_expert = {f"expert_groups{g}": swap(entry, GROUP_M=g, EXPERT_GROUPS=True)
+                     for g in (8, 16, 32)}  # fmt: skip
+        return {"entry": entry} | plain | by_expert
     return {
         "entry": entry,
         "twice_block_m": swap(entry, BLOCK_M=2 * entry.BLOCK_M),

@@ -106,6 +106,7 @@ TILE_VARIANTS = {
     # five tokens' m-tiles in groups of two (the last one partial), and in one group
     "group-m-2": {"GROUP_M": 2},
     "group-m-beyond-the-tiles": {"GROUP_M": 64},
+    "expert-groups": {"EXPERT_GROUPS": True, "GROUP_M": 2},
 }
 
 
@@ -153,3 +154,31 @@ def test_tile_variants_leave_the_result(monkeypatch, variant, activation, hidden
         problem = make_problem(seed, num_tokens, 4, 2, hidden, 40, activation, bias=True)
         assert_matches(run(problem, torch.float32, "triton"), reference(problem, torch.float32),
                        torch.float32, seed)  # fmt: skip
+
+
+@pytest.mark.parametrize("group_m", [1, 2, 4, 32])
+def test_expert_groups_cover_every_tile_once(monkeypatch, group_m):
+    """``EXPERT_GROUPS`` orders the tiles by expert: a run of one expert's m-tiles shorter than
+    ``GROUP_M`` is one group, a longer one is cut at multiples of ``GROUP_M``, and the ``-1``
+    blocks past the used range form runs too. Skewed routing gives expert 0 a run of about three
+    16-row tiles and the others one each, so every kind meets; a tile walked twice or never
+    leaves a wrong or poisoned row."""
+    from moekit.experts._triton_impl.configs import GemmConfig
+
+    use_config(monkeypatch, GemmConfig(BLOCK_M=16, BLOCK_N=32, BLOCK_K=32, num_stages=1,
+                                       GROUP_M=group_m, EXPERT_GROUPS=True))  # fmt: skip
+    seed = zlib.crc32(f"expert-groups{group_m}".encode())
+    problem = make_problem(seed, 48, 6, 2, 48, 40, "silu", bias=True)
+    rng = np.random.default_rng(seed)
+    hot = rng.random(48) < 0.8  # most tokens pick expert 0
+    problem["topk_ids"][hot, 0] = 0
+    problem["topk_ids"][hot, 1] = rng.integers(1, 6, hot.sum())
+    assert_matches(run(problem, torch.float32, "triton"), reference(problem, torch.float32),
+                   torch.float32, seed)  # fmt: skip
+
+
+def test_expert_groups_need_a_power_of_two():
+    from moekit.experts._triton_impl.configs import GemmConfig
+
+    with pytest.raises(ValueError, match="GROUP_M"):
+        GemmConfig(BLOCK_M=16, BLOCK_N=32, BLOCK_K=32, GROUP_M=6, EXPERT_GROUPS=True)

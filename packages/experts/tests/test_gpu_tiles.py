@@ -32,6 +32,7 @@ VARIANTS = {  # hardware-sized tiles; hidden 192 and inter 320 leave tail tiles 
                                       num_stages=4, BLOCK_N1=64, BLOCK_N2=64, B_TMA=True),
     "sorted-rows": {**TILE, "B_TMA": True, "SORTED_ROWS": True},
     "one-group": {**TILE, "GROUP_M": 32, "B_TMA": True},  # Mixtral's 256-token entries
+    "expert-groups": {**TILE, "GROUP_M": 8, "EXPERT_GROUPS": True, "SORTED_ROWS": True},
     # gpt-oss's H100 decode entries: one K step wider than this K (192), two over I (320)
     "block-k-256-decode": dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=256, num_warps=4, num_stages=4,
                                BLOCK_N2=64, BLOCK_K2=256, num_warps2=8, num_stages2=4),

@@ -15,7 +15,8 @@ from moekit.align import moe_align_block_size
 
 
 @pytest.mark.parametrize("weighted", [False, True])
-def test_grouped_gemm_writes_every_slot_and_zeros_for_remote_experts(weighted):
+@pytest.mark.parametrize("expert_groups", [False, True])
+def test_grouped_gemm_writes_every_slot_and_zeros_for_remote_experts(weighted, expert_groups):
     from moekit.experts._triton_impl.configs import GemmConfig
     from moekit.experts._triton_impl.grouped_gemm import invoke_grouped_gemm
     from moekit.experts._triton_impl.tile_source import TileSource
@@ -37,7 +38,10 @@ def test_grouped_gemm_writes_every_slot_and_zeros_for_remote_experts(weighted):
         f"the routing left no remote block to write zeros for, seed={seed}"
     )
     c = torch.full((num_tokens * top_k, n), float("nan"))
-    config = GemmConfig(BLOCK_M=16, BLOCK_N=32, BLOCK_K=32, num_stages=1)
+    # with EXPERT_GROUPS the runs of -1 blocks (remote experts, and past the used range) are
+    # groups too
+    config = GemmConfig(BLOCK_M=16, BLOCK_N=32, BLOCK_K=32, num_stages=1, GROUP_M=2,
+                        EXPERT_GROUPS=expert_groups)  # fmt: skip
     invoke_grouped_gemm(torch.tensor(a), torch.tensor(b), c, torch.tensor(bias),
                         torch.tensor(weights) if weighted else None, tiles, 1, config)  # fmt: skip
 

@@ -27,6 +27,7 @@ OPTIONAL_FIELDS = (
     "num_stages2",
     "B_TMA",
     "SORTED_ROWS",
+    "EXPERT_GROUPS",
 )
 
 
@@ -42,7 +43,10 @@ class GemmConfig:
     ``weight_descriptor``). With ``SORTED_ROWS`` the hidden states are first copied in the
     aligned order and GEMM1 writes its output in that order, so every A tile of both GEMMs is
     one block of rows, read through TMA where possible (see ``gather_rows``); a call with tiles
-    from ``topk_ids`` (one or a few tokens), which has no aligned order, ignores it."""
+    from ``topk_ids`` (one or a few tokens), which has no aligned order, ignores it. With
+    ``EXPERT_GROUPS`` the tile order groups each expert's aligned m-tiles, at most ``GROUP_M``
+    (a power of two) at a time, instead of every ``GROUP_M`` m-tiles (see
+    ``expert_group_coordinates``); tiles from ``topk_ids`` ignore it too."""
 
     BLOCK_M: int
     BLOCK_N: int
@@ -57,6 +61,11 @@ class GemmConfig:
     num_stages2: int = 0
     B_TMA: bool = False
     SORTED_ROWS: bool = False
+    EXPERT_GROUPS: bool = False
+
+    def __post_init__(self) -> None:
+        if self.EXPERT_GROUPS and (self.GROUP_M < 1 or self.GROUP_M & (self.GROUP_M - 1)):
+            raise ValueError(f"GROUP_M: EXPERT_GROUPS needs a power of two, got {self.GROUP_M}")
 
     def as_dict(self) -> dict[str, int]:
         """The form the tables store: every field but the optional ones left unset."""

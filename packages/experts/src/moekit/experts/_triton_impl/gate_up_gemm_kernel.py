@@ -10,7 +10,9 @@ Non-gated activations use one accumulator over rows ``n``. With ``B_TMA`` the W1
 through ``b_desc`` (see ``weight_descriptor``): expert ``e``'s gate column ``n`` is view row
 ``e * DESC_ROWS + n``, its up column view row ``+ DESC_UP_ROW``, columns ``+ DESC_UP_COL``.
 With ``ZERO_COUNTERS`` the first programs also zero GEMM2's top-k sum counters (see
-``topk_sum_epilogue``), which GEMM2 uses after this kernel in stream order.
+``topk_sum_epilogue``), which GEMM2 uses after this kernel in stream order. With
+``EXPERT_GROUPS`` (aligned tiles only) the tile order groups each expert's m-tiles (see
+``expert_group_coordinates``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,13 @@ import triton
 import triton.language as tl
 
 from moekit.experts._triton_impl.activation_epilogue import gated_activation, unary_activation
-from moekit.experts._triton_impl.tiles import dot, tile_coordinates, tile_matrix_rows, tile_rows
+from moekit.experts._triton_impl.tiles import (
+    dot,
+    expert_group_coordinates,
+    tile_coordinates,
+    tile_matrix_rows,
+    tile_rows,
+)
 from moekit.experts._triton_impl.topk_sum_epilogue import zero_counters
 
 
@@ -38,6 +46,7 @@ def gate_up_gemm_kernel(
     HAS_BIAS: tl.constexpr, IEEE_FP32: tl.constexpr, B_TMA: tl.constexpr,
     A_ROWS_SORTED: tl.constexpr, A_TMA: tl.constexpr, C_ROWS_SORTED: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    EXPERT_GROUPS: tl.constexpr,
 ):  # fmt: skip
     if ZERO_COUNTERS:
         zero_counters(counters_ptr, num_counters, COUNTER_BLOCK)
@@ -45,7 +54,11 @@ def gate_up_gemm_kernel(
         num_m_tiles = num_valid_slots
     else:
         num_m_tiles = tl.cdiv(num_sorted, BLOCK_M)
-    pid_m, pid_n = tile_coordinates(num_m_tiles, tl.cdiv(N_OUT, BLOCK_N), GROUP_M)
+    if EXPERT_GROUPS:
+        pid_m, pid_n = expert_group_coordinates(expert_ids_ptr, num_m_tiles,
+                                                tl.cdiv(N_OUT, BLOCK_N), GROUP_M)  # fmt: skip
+    else:
+        pid_m, pid_n = tile_coordinates(num_m_tiles, tl.cdiv(N_OUT, BLOCK_N), GROUP_M)
     if not SLOTS_FROM_IDS:  # noqa: SIM102 (a compile-time branch: no load when it is off)
         if pid_m * BLOCK_M >= tl.load(num_tokens_post_padded_ptr):
             return

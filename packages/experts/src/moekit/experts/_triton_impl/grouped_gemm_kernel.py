@@ -11,7 +11,9 @@ skipped; a tile whose expert is ``-1`` (not on this rank) writes zeros. With ``S
 into ``out`` (see
 ``topk_sum_epilogue``; one extra row of programs zeroes ``out`` when no slot is local).
 With ``B_TMA`` the B tiles come through ``b_desc``, a descriptor over ``b`` seen as
-``[E * N, K]`` (see ``weight_descriptor``), instead of pointer loads.
+``[E * N, K]`` (see ``weight_descriptor``), instead of pointer loads. With ``EXPERT_GROUPS``
+(aligned tiles only) the tile order groups each expert's m-tiles (see
+``expert_group_coordinates``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,13 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from moekit.experts._triton_impl.tiles import dot, tile_coordinates, tile_matrix_rows, tile_rows
+from moekit.experts._triton_impl.tiles import (
+    dot,
+    expert_group_coordinates,
+    tile_coordinates,
+    tile_matrix_rows,
+    tile_rows,
+)
 from moekit.experts._triton_impl.topk_sum_epilogue import (
     local_slot_count,
     store_and_sum_tokens,
@@ -40,6 +48,7 @@ def grouped_gemm_kernel(
     MUL_ROUTED_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, IEEE_FP32: tl.constexpr,
     B_TMA: tl.constexpr, A_ROWS_SORTED: tl.constexpr, A_TMA: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    EXPERT_GROUPS: tl.constexpr,
 ):  # fmt: skip
     if SLOTS_FROM_IDS:
         num_m_tiles = num_valid_slots
@@ -49,7 +58,10 @@ def grouped_gemm_kernel(
     grid_m_tiles = num_m_tiles
     if FUSED_SUM:
         grid_m_tiles += 1  # the row of programs that zeroes tokens with no local slot
-    pid_m, pid_n = tile_coordinates(grid_m_tiles, num_n_tiles, GROUP_M)
+    if EXPERT_GROUPS:
+        pid_m, pid_n = expert_group_coordinates(expert_ids_ptr, num_m_tiles, num_n_tiles, GROUP_M)
+    else:
+        pid_m, pid_n = tile_coordinates(grid_m_tiles, num_n_tiles, GROUP_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = offs_n < N
     if FUSED_SUM:  # noqa: SIM102 (a compile-time branch)

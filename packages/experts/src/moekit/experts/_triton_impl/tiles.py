@@ -20,6 +20,36 @@ def tile_coordinates(num_m_tiles, num_n_tiles, GROUP_M: tl.constexpr):
 
 
 @triton.jit
+def expert_group_coordinates(expert_ids_ptr, num_m_tiles, num_n_tiles, GROUP_M: tl.constexpr):
+    """(m tile, n tile) of this program when the groups follow the experts: an expert with
+    fewer than ``GROUP_M`` m-tiles is one group, so its weight tiles are read once whatever the
+    routing; a longer one is cut at multiples of ``GROUP_M`` m-tiles. Within a group, the m-tiles
+    walk each column of n-tiles in turn, as in ``tile_coordinates``.
+
+    Program ``pid`` belongs to m-tile ``q = pid // num_n_tiles``'s group. Every program of a
+    group must find the same group, so each reads the ``2 * GROUP_M`` entries of ``expert_ids``
+    around ``q``: a run of equal ids shorter than ``GROUP_M`` shows both of its ends to each of
+    its programs, and a longer run shows each of them that it is longer. ``GROUP_M`` must be a
+    power of two."""
+    pid = tl.program_id(0)
+    q = pid // num_n_tiles
+    pos = q - GROUP_M + tl.arange(0, 2 * GROUP_M)
+    ids = tl.load(expert_ids_ptr + pos, mask=(pos >= 0) & (pos < num_m_tiles), other=-2)
+    expert = tl.sum(tl.where(pos == q, ids, 0))
+    other = ids != expert  # -2 (outside the tiles) differs from every id, -1 included
+    # an end outside the window reads as q - GROUP_M or q + GROUP_M, so the run then reads as
+    # GROUP_M or more long
+    start = tl.max(tl.where(other & (pos < q), pos, q - GROUP_M - 1)) + 1
+    end = tl.min(tl.where(other & (pos > q), pos, q + GROUP_M))
+    whole = end - start < GROUP_M
+    block = (q // GROUP_M) * GROUP_M
+    first = tl.where(whole, start, tl.maximum(block, start))
+    last = tl.where(whole, end, tl.minimum(block + GROUP_M, end))
+    local = pid - first * num_n_tiles
+    return first + local % (last - first), local // (last - first)
+
+
+@triton.jit
 def tile_slots(sorted_token_ids_ptr, pid_m, num_sorted, num_valid_slots,
                BLOCK_M: tl.constexpr):  # fmt: skip
     """The flat slots of m-tile ``pid_m`` (int64) and which of them are real (not padding)."""
