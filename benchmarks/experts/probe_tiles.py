@@ -56,7 +56,7 @@ CELLS = {
     "group_m": [(shape, tokens) for shape in ("mixtral", "mixtral-tp2", "qwen3-30b-a3b",
                                               "qwen3-30b-a3b-tp2", "deepseek-v3",
                                               "deepseek-v3-tp4", "gpt-oss-120b")
-                for tokens in (256, 384, 512, 768, 1024, 2048, 4096)],
+                for tokens in (256, 384, 512, 768, 1024, 2048, 4096, 16384)],
 }  # fmt: skip
 GROUP_M_VALUES = (1, 8, 16, 32, 64, 256)
 
