@@ -12,7 +12,7 @@ through ``b_desc`` (see ``weight_descriptor``): expert ``e``'s gate column ``n``
 With ``ZERO_COUNTERS`` the first programs also zero GEMM2's top-k sum counters (see
 ``topk_sum_epilogue``), which GEMM2 uses after this kernel in stream order. With
 ``EXPERT_GROUPS`` (aligned tiles only) the tile order groups each expert's m-tiles (see
-``expert_group_coordinates``).
+``program_tile``).
 """
 
 from __future__ import annotations
@@ -21,13 +21,7 @@ import triton
 import triton.language as tl
 
 from moekit.experts._triton_impl.activation_epilogue import gated_activation, unary_activation
-from moekit.experts._triton_impl.tiles import (
-    dot,
-    expert_group_coordinates,
-    tile_coordinates,
-    tile_matrix_rows,
-    tile_rows,
-)
+from moekit.experts._triton_impl.tiles import dot, program_tile, tile_matrix_rows, tile_rows
 from moekit.experts._triton_impl.topk_sum_epilogue import zero_counters
 
 
@@ -54,11 +48,8 @@ def gate_up_gemm_kernel(
         num_m_tiles = num_valid_slots
     else:
         num_m_tiles = tl.cdiv(num_sorted, BLOCK_M)
-    if EXPERT_GROUPS:
-        pid_m, pid_n = expert_group_coordinates(expert_ids_ptr, num_m_tiles,
-                                                tl.cdiv(N_OUT, BLOCK_N), GROUP_M)  # fmt: skip
-    else:
-        pid_m, pid_n = tile_coordinates(num_m_tiles, tl.cdiv(N_OUT, BLOCK_N), GROUP_M)
+    pid_m, pid_n = program_tile(expert_ids_ptr, num_m_tiles, num_m_tiles,
+                                tl.cdiv(N_OUT, BLOCK_N), GROUP_M, EXPERT_GROUPS)  # fmt: skip
     if not SLOTS_FROM_IDS:  # noqa: SIM102 (a compile-time branch: no load when it is off)
         if pid_m * BLOCK_M >= tl.load(num_tokens_post_padded_ptr):
             return

@@ -13,7 +13,7 @@ into ``out`` (see
 With ``B_TMA`` the B tiles come through ``b_desc``, a descriptor over ``b`` seen as
 ``[E * N, K]`` (see ``weight_descriptor``), instead of pointer loads. With ``EXPERT_GROUPS``
 (aligned tiles only) the tile order groups each expert's m-tiles (see
-``expert_group_coordinates``).
+``program_tile``).
 """
 
 from __future__ import annotations
@@ -21,13 +21,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from moekit.experts._triton_impl.tiles import (
-    dot,
-    expert_group_coordinates,
-    tile_coordinates,
-    tile_matrix_rows,
-    tile_rows,
-)
+from moekit.experts._triton_impl.tiles import dot, program_tile, tile_matrix_rows, tile_rows
 from moekit.experts._triton_impl.topk_sum_epilogue import (
     local_slot_count,
     store_and_sum_tokens,
@@ -58,10 +52,8 @@ def grouped_gemm_kernel(
     grid_m_tiles = num_m_tiles
     if FUSED_SUM:
         grid_m_tiles += 1  # the row of programs that zeroes tokens with no local slot
-    if EXPERT_GROUPS:
-        pid_m, pid_n = expert_group_coordinates(expert_ids_ptr, num_m_tiles, num_n_tiles, GROUP_M)
-    else:
-        pid_m, pid_n = tile_coordinates(grid_m_tiles, num_n_tiles, GROUP_M)
+    pid_m, pid_n = program_tile(expert_ids_ptr, num_m_tiles, grid_m_tiles, num_n_tiles, GROUP_M,
+                                EXPERT_GROUPS)  # fmt: skip
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = offs_n < N
     if FUSED_SUM:  # noqa: SIM102 (a compile-time branch)

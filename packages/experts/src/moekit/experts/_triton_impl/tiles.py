@@ -50,6 +50,17 @@ def expert_group_coordinates(expert_ids_ptr, num_m_tiles, num_n_tiles, GROUP_M: 
 
 
 @triton.jit
+def program_tile(expert_ids_ptr, num_m_tiles, grid_m_tiles, num_n_tiles, GROUP_M: tl.constexpr,
+                 EXPERT_GROUPS: tl.constexpr):  # fmt: skip
+    """(m tile, n tile) of this program: groups of one expert's ``num_m_tiles`` aligned m-tiles
+    with ``EXPERT_GROUPS`` (``expert_group_coordinates``), else every ``GROUP_M`` of the grid's
+    ``grid_m_tiles`` (``tile_coordinates``)."""
+    if EXPERT_GROUPS:
+        return expert_group_coordinates(expert_ids_ptr, num_m_tiles, num_n_tiles, GROUP_M)
+    return tile_coordinates(grid_m_tiles, num_n_tiles, GROUP_M)
+
+
+@triton.jit
 def tile_slots(sorted_token_ids_ptr, pid_m, num_sorted, num_valid_slots,
                BLOCK_M: tl.constexpr):  # fmt: skip
     """The flat slots of m-tile ``pid_m`` (int64) and which of them are real (not padding)."""
