@@ -13,6 +13,10 @@ Each family varies the shipped table entry of a set of cells:
     that follow the experts (``EXPERT_GROUPS``, at most 8, 16 or 32 m-tiles); the whole path
     where an expert's rows span several m-tiles (256 tokens and more, tuned counts and counts
     between them).
+  * ``tail``: an expert's short last m-tile folded into the program of the tile before it
+    (variant ``tail{TAIL_M}_{TAIL_M2}``: GEMM1's and GEMM2's tails of 0, 16, 32 or 64 rows, where
+    at most half of ``BLOCK_M``); the whole path where the rows
+    per expert sit near a multiple of ``BLOCK_M``, and each GEMM alone.
 Whole-path variants are checked against the torch path (2% of the output scale) and compared
 bit for bit with the entry's output. A variant that strays, or does not compile (shared memory,
 registers), is recorded with its error and not timed.
@@ -57,6 +61,12 @@ CELLS = {
                                               "qwen3-30b-a3b-tp2", "deepseek-v3",
                                               "deepseek-v3-tp4", "gpt-oss-120b")
                 for tokens in (256, 384, 512, 768, 1024, 2048, 4096, 16384)],
+    "tail": [("gpt-oss-120b", 4096), ("deepseek-v3", 4096), ("deepseek-v3-tp4", 4096),
+             ("qwen3-30b-a3b", 4096), ("qwen3-30b-a3b-tp2", 4096), ("mixtral", 1024),
+             ("mixtral-tp2", 1024), ("mixtral", 4096), ("mixtral-tp2", 4096),
+             ("qwen3-30b-a3b", 1024), ("qwen3-30b-a3b-tp2", 1024), ("deepseek-v3", 16384),
+             ("gpt-oss-120b", 16384), ("deepseek-v3-tp4", 16384), ("mixtral", 256),
+             ("mixtral", 16384)],
 }  # fmt: skip
 GROUP_M_VALUES = (1, 8, 16, 32, 64, 256)
 
@@ -119,6 +129,11 @@ def variants(family: str, entry: GemmConfig) -> dict[str, GemmConfig]:
         by_expert = {f"expert_groups{g}": swap(entry, GROUP_M=g, EXPERT_GROUPS=True)
                      for g in (8, 16, 32)}  # fmt: skip
         return {"entry": entry} | plain | by_expert
+    if family == "tail":
+        sizes = [0] + [t for t in (16, 32, 64) if 2 * t <= entry.BLOCK_M]
+        tails = {f"tail{t1}_{t2}": swap(entry, TAIL_M=t1, TAIL_M2=t2)
+                 for t1 in sizes for t2 in sizes if t1 or t2}  # fmt: skip
+        return {"entry": entry} | tails
     return {
         "entry": entry,
         "twice_block_m": swap(entry, BLOCK_M=2 * entry.BLOCK_M),
@@ -153,6 +168,12 @@ def time_variants(family: str, routed, entry: GemmConfig, expected, names: list[
                             entry_out = out.clone()
                         row["bit_identical_to_entry"] = bool(torch.equal(out, entry_out))
                         row["path_us"] = ablate.graph_us(path)
+                    if family == "tail":  # where the fold gains or loses: each GEMM alone
+                        with mock.patch.object(ablate, "get_config", lambda *_, c=config: c):
+                            parts, _ = ablate.steps(x, w1, w2, b1, b2, weights, ids, activation)
+                            row |= {
+                                f"{p}_us": ablate.graph_us(parts[p]) for p in ("gemm1", "gemm2")
+                            }
             except Exception as error:  # wrong, or does not compile (shared memory, registers)
                 row["error"] = f"{type(error).__name__}: {str(error)[:200]}"
             rows.append(row)

@@ -33,6 +33,11 @@ VARIANTS = {  # hardware-sized tiles; hidden 192 and inter 320 leave tail tiles 
     "sorted-rows": {**TILE, "B_TMA": True, "SORTED_ROWS": True},
     "one-group": {**TILE, "GROUP_M": 32, "B_TMA": True},  # Mixtral's 256-token entries
     "expert-groups": {**TILE, "GROUP_M": 8, "EXPERT_GROUPS": True, "SORTED_ROWS": True},
+    # 300 and 560 tokens give 75 and 140 rows per expert: short last tiles that fold
+    "tail-fold": {**TILE, "TAIL_M": 16, "TAIL_M2": 16, "B_TMA": True},
+    "tail-fold-wide-sorted": {**TILE, "BLOCK_M": 128, "BLOCK_N": 256, "num_warps": 8,
+                              "num_stages": 2, "B_TMA": True, "SORTED_ROWS": True,
+                              "TAIL_M": 64, "TAIL_M2": 32},
     # gpt-oss's H100 decode entries: one K step wider than this K (192), two over I (320)
     "block-k-256-decode": dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=256, num_warps=4, num_stages=4,
                                BLOCK_N2=64, BLOCK_K2=256, num_warps2=8, num_stages2=4),
@@ -50,7 +55,7 @@ def test_tile_variant_on_gpu(monkeypatch, variant, activation, dtype):
     config = GemmConfig(**VARIANTS[variant])
     use_config(monkeypatch, config)
     seed = zlib.crc32(f"{variant}{activation}{dtype}".encode())
-    for num_tokens in (1, 37, 300):
+    for num_tokens in (1, 37, 300, 560):
         problem = make_problem(seed, num_tokens, 8, 2, 192, 320, activation, bias=True)
         got = run(problem, dtype, "triton", device="cuda")
         assert_matches(got, reference(problem, dtype), dtype, seed)

@@ -28,6 +28,8 @@ OPTIONAL_FIELDS = (
     "B_TMA",
     "SORTED_ROWS",
     "EXPERT_GROUPS",
+    "TAIL_M",
+    "TAIL_M2",
 )
 
 
@@ -46,7 +48,11 @@ class GemmConfig:
     from ``topk_ids`` (one or a few tokens), which has no aligned order, ignores it. With
     ``EXPERT_GROUPS`` the tile order groups each expert's aligned m-tiles, at most ``GROUP_M``
     (a power of two) at a time, instead of every ``GROUP_M`` m-tiles (see
-    ``expert_group_coordinates``); tiles from ``topk_ids`` ignore it too."""
+    ``expert_group_coordinates``); tiles from ``topk_ids`` ignore it too. ``TAIL_M`` (0: off; else
+    a power of two from 16 to ``BLOCK_M / 2``) lets a GEMM1 program also compute the first
+    ``TAIL_M`` rows of the next m-tile when that is its expert's last one and holds no more live
+    rows, so that tile's weights are not streamed again (see ``tail_fold``); ``TAIL_M2`` does the
+    same for GEMM2, independently (0: off, not GEMM1's); tiles from ``topk_ids`` ignore both."""
 
     BLOCK_M: int
     BLOCK_N: int
@@ -62,10 +68,16 @@ class GemmConfig:
     B_TMA: bool = False
     SORTED_ROWS: bool = False
     EXPERT_GROUPS: bool = False
+    TAIL_M: int = 0
+    TAIL_M2: int = 0
 
     def __post_init__(self) -> None:
         if self.EXPERT_GROUPS and (self.GROUP_M < 1 or self.GROUP_M & (self.GROUP_M - 1)):
             raise ValueError(f"GROUP_M: EXPERT_GROUPS needs a power of two, got {self.GROUP_M}")
+        for name, tail in (("TAIL_M", self.TAIL_M), ("TAIL_M2", self.TAIL_M2)):
+            if tail and (tail < 16 or tail & (tail - 1) or 2 * tail > self.BLOCK_M):
+                raise ValueError(f"{name}: 0 or a power of two from 16 to BLOCK_M / 2 "
+                                 f"({self.BLOCK_M // 2}), got {tail}")  # fmt: skip
 
     def as_dict(self) -> dict[str, int]:
         """The form the tables store: every field but the optional ones left unset."""
@@ -80,7 +92,8 @@ class GemmConfig:
             BLOCK_K=self.BLOCK_K2 or self.BLOCK_K,
             num_warps=self.num_warps2 or self.num_warps,
             num_stages=self.num_stages2 or self.num_stages,
-            BLOCK_N1=0, BLOCK_N2=0, BLOCK_K2=0, num_warps2=0, num_stages2=0,
+            TAIL_M=self.TAIL_M2,
+            BLOCK_N1=0, BLOCK_N2=0, BLOCK_K2=0, num_warps2=0, num_stages2=0, TAIL_M2=0,
         )  # fmt: skip
 
 

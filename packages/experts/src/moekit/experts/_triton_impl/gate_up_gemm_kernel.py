@@ -12,7 +12,8 @@ through ``b_desc`` (see ``weight_descriptor``): expert ``e``'s gate column ``n``
 With ``ZERO_COUNTERS`` the first programs also zero GEMM2's top-k sum counters (see
 ``topk_sum_epilogue``), which GEMM2 uses after this kernel in stream order. With
 ``EXPERT_GROUPS`` (aligned tiles only) the tile order groups each expert's m-tiles (see
-``program_tile``).
+``program_tile``). With ``TAIL_M`` (aligned tiles only) a program also computes the next m-tile's
+first ``TAIL_M`` rows when that tile is its expert's short last one (see ``tail_fold``).
 """
 
 from __future__ import annotations
@@ -21,8 +22,81 @@ import triton
 import triton.language as tl
 
 from moekit.experts._triton_impl.activation_epilogue import gated_activation, unary_activation
-from moekit.experts._triton_impl.tiles import dot, program_tile, tile_matrix_rows, tile_rows
+from moekit.experts._triton_impl.tail_fold import tail_folds
+from moekit.experts._triton_impl.tiles import (
+    dot,
+    program_tile,
+    tile_matrix_rows,
+    tile_rows,
+    tile_slots,
+)
 from moekit.experts._triton_impl.topk_sum_epilogue import zero_counters
+
+
+@triton.jit
+def gate_up_products(
+    a_ptrs, a_ok, a_desc, a_row, tail_a_ptrs, tail_a_ok, gate_ptrs, up_ptrs, b_desc, gate_row,
+    n_ok, K, stride_ak, stride_bk, DESC_UP_ROW, DESC_UP_COL,
+    GATED: tl.constexpr, IEEE_FP32: tl.constexpr, B_TMA: tl.constexpr, A_TMA: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, TAIL_ROWS: tl.constexpr,
+):  # fmt: skip
+    """The K loop: float32 ``(gate, up, tail_gate, tail_up)`` accumulators, ``[BLOCK_M, BLOCK_N]``
+    of the tile, and with ``TAIL_ROWS`` ``[TAIL_ROWS, BLOCK_N]`` of the folded tail rows, which
+    use the same weight tiles (without, the tile's again)."""
+    offs_k = tl.arange(0, BLOCK_K)
+    gate_acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    up_acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    if TAIL_ROWS:
+        tail_gate = tl.zeros([TAIL_ROWS, BLOCK_N], dtype=tl.float32)
+        tail_up = tl.zeros([TAIL_ROWS, BLOCK_N], dtype=tl.float32)
+    for k_start in range(0, K, BLOCK_K):
+        k_ok = offs_k < K - k_start
+        if A_TMA:
+            a = a_desc.load([a_row, k_start])
+        else:
+            a = tl.load(a_ptrs, mask=a_ok[:, None] & k_ok[None, :], other=0.0)
+        if TAIL_ROWS:
+            tail_a = tl.load(tail_a_ptrs, mask=tail_a_ok[:, None] & k_ok[None, :], other=0.0)
+        b_ok = k_ok[:, None] & n_ok[None, :]
+        if B_TMA:
+            gate = b_desc.load([gate_row, k_start]).T
+        else:
+            gate = tl.load(gate_ptrs, mask=b_ok, other=0.0)
+        gate_acc = dot(a, gate, gate_acc, IEEE_FP32)
+        if TAIL_ROWS:
+            tail_gate = dot(tail_a, gate, tail_gate, IEEE_FP32)
+        if GATED:
+            if B_TMA:
+                up = b_desc.load([gate_row + DESC_UP_ROW, DESC_UP_COL + k_start]).T
+            else:
+                up = tl.load(up_ptrs, mask=b_ok, other=0.0)
+            up_acc = dot(a, up, up_acc, IEEE_FP32)
+            if TAIL_ROWS:
+                tail_up = dot(tail_a, up, tail_up, IEEE_FP32)
+        a_ptrs += BLOCK_K * stride_ak
+        tail_a_ptrs += BLOCK_K * stride_ak
+        gate_ptrs += BLOCK_K * stride_bk
+        up_ptrs += BLOCK_K * stride_bk
+    if not TAIL_ROWS:
+        tail_gate = gate_acc
+        tail_up = up_acc
+    return gate_acc, up_acc, tail_gate, tail_up
+
+
+@triton.jit
+def store_activated(gate_acc, up_acc, gate_bias, up_bias, c_ptrs, c_ok, GATED: tl.constexpr,
+                    HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr,
+                    SWIGLU_ALPHA: tl.constexpr, SWIGLU_LIMIT: tl.constexpr):  # fmt: skip
+    """Adds the bias rows, applies the activation and stores the tile."""
+    if HAS_BIAS:
+        gate_acc += gate_bias[None, :]
+        if GATED:
+            up_acc += up_bias[None, :]
+    if GATED:
+        out = gated_activation(gate_acc, up_acc, ACTIVATION, SWIGLU_ALPHA, SWIGLU_LIMIT)
+    else:
+        out = unary_activation(gate_acc, ACTIVATION)
+    tl.store(c_ptrs, out.to(c_ptrs.dtype.element_ty), mask=c_ok)
 
 
 @triton.jit
@@ -40,7 +114,7 @@ def gate_up_gemm_kernel(
     HAS_BIAS: tl.constexpr, IEEE_FP32: tl.constexpr, B_TMA: tl.constexpr,
     A_ROWS_SORTED: tl.constexpr, A_TMA: tl.constexpr, C_ROWS_SORTED: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-    EXPERT_GROUPS: tl.constexpr,
+    EXPERT_GROUPS: tl.constexpr, TAIL_M: tl.constexpr,
 ):  # fmt: skip
     if ZERO_COUNTERS:
         zero_counters(counters_ptr, num_counters, COUNTER_BLOCK)
@@ -53,14 +127,19 @@ def gate_up_gemm_kernel(
     if not SLOTS_FROM_IDS:  # noqa: SIM102 (a compile-time branch: no load when it is off)
         if pid_m * BLOCK_M >= tl.load(num_tokens_post_padded_ptr):
             return
+    if TAIL_M:  # noqa: SIM102 (a compile-time branch)
+        if tail_folds(pid_m, expert_ids_ptr, sorted_token_ids_ptr, num_sorted, num_valid_slots,
+                      BLOCK_M, TAIL_M):  # fmt: skip
+            return  # the previous tile's program computes this tile's rows
     slots, slot_ok, expert = tile_rows(
         pid_m, sorted_token_ids_ptr, expert_ids_ptr, num_sorted, num_valid_slots, topk_ids_ptr,
         expert_map_ptr, num_global_experts, SLOTS_FROM_IDS, HAS_MAP, BLOCK_M,
     )  # fmt: skip
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = offs_n < N_OUT
+    start = pid_m * BLOCK_M
     c_rows, c_row_ok = tile_matrix_rows(
-        pid_m, slots, slot_ok, num_sorted, C_ROWS_SORTED, 1, BLOCK_M
+        start, slots, slot_ok, num_sorted, C_ROWS_SORTED, 1, BLOCK_M
     )
     c_ptrs = c_ptr + c_rows[:, None] * stride_cm + offs_n[None, :] * stride_cn
     c_ok = c_row_ok[:, None] & n_ok[None, :]
@@ -73,47 +152,60 @@ def gate_up_gemm_kernel(
     up_rows = gate_rows + up_offset
     offs_k = tl.arange(0, BLOCK_K)
     a_rows, a_ok = tile_matrix_rows(
-        pid_m, slots, slot_ok, num_sorted, A_ROWS_SORTED, TOP_K, BLOCK_M
+        start, slots, slot_ok, num_sorted, A_ROWS_SORTED, TOP_K, BLOCK_M
     )
     a_ptrs = a_ptr + a_rows[:, None] * stride_am + offs_k[None, :] * stride_ak
-    a_row = (pid_m * BLOCK_M).to(tl.int32)  # the first A row in a_desc's view
+    a_row = start.to(tl.int32)  # the first A row in a_desc's view
     b_expert = b_ptr + expert * stride_be + offs_k[:, None] * stride_bk
     gate_ptrs = b_expert + gate_rows[None, :] * stride_bn
     up_ptrs = b_expert + up_rows[None, :] * stride_bn
     gate_row = (expert * DESC_ROWS + pid_n * BLOCK_N).to(tl.int32)  # in b_desc's view
-    gate_acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    up_acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    for k_start in range(0, K, BLOCK_K):
-        k_ok = offs_k < K - k_start
-        if A_TMA:
-            a = a_desc.load([a_row, k_start])
-        else:
-            a = tl.load(a_ptrs, mask=a_ok[:, None] & k_ok[None, :], other=0.0)
-        b_ok = k_ok[:, None] & n_ok[None, :]
-        if B_TMA:
-            gate = b_desc.load([gate_row, k_start]).T
-        else:
-            gate = tl.load(gate_ptrs, mask=b_ok, other=0.0)
-        gate_acc = dot(a, gate, gate_acc, IEEE_FP32)
-        if GATED:
-            if B_TMA:
-                up = b_desc.load([gate_row + DESC_UP_ROW, DESC_UP_COL + k_start]).T
-            else:
-                up = tl.load(up_ptrs, mask=b_ok, other=0.0)
-            up_acc = dot(a, up, up_acc, IEEE_FP32)
-        a_ptrs += BLOCK_K * stride_ak
-        gate_ptrs += BLOCK_K * stride_bk
-        up_ptrs += BLOCK_K * stride_bk
-
+    gate_bias = 0.0
+    up_bias = 0.0
     if HAS_BIAS:
         bias_expert = bias_ptr + expert * stride_bias_e
         gate_bias = tl.load(bias_expert + gate_rows * stride_bias_n, mask=n_ok, other=0.0)
-        gate_acc += gate_bias.to(tl.float32)[None, :]
+        gate_bias = gate_bias.to(tl.float32)
         if GATED:
             up_bias = tl.load(bias_expert + up_rows * stride_bias_n, mask=n_ok, other=0.0)
-            up_acc += up_bias.to(tl.float32)[None, :]
-    if GATED:
-        out = gated_activation(gate_acc, up_acc, ACTIVATION, SWIGLU_ALPHA, SWIGLU_LIMIT)
+            up_bias = up_bias.to(tl.float32)
+
+    # A folded tail needs a second K loop; each loop is compiled only where it can run.
+    if TAIL_M:
+        if tail_folds(pid_m + 1, expert_ids_ptr, sorted_token_ids_ptr, num_sorted,
+                      num_valid_slots, BLOCK_M, TAIL_M):  # fmt: skip
+            tail_start = start + BLOCK_M
+            tail_slots, tail_slot_ok = tile_slots(sorted_token_ids_ptr, tail_start, num_sorted,
+                                                  num_valid_slots, TAIL_M)  # fmt: skip
+            tail_a_rows, tail_a_ok = tile_matrix_rows(
+                tail_start, tail_slots, tail_slot_ok, num_sorted, A_ROWS_SORTED, TOP_K, TAIL_M
+            )
+            tail_a_ptrs = a_ptr + tail_a_rows[:, None] * stride_am + offs_k[None, :] * stride_ak
+            gate_acc, up_acc, tail_gate, tail_up = gate_up_products(
+                a_ptrs, a_ok, a_desc, a_row, tail_a_ptrs, tail_a_ok, gate_ptrs, up_ptrs, b_desc,
+                gate_row, n_ok, K, stride_ak, stride_bk, DESC_UP_ROW, DESC_UP_COL, GATED, IEEE_FP32,
+                B_TMA, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, TAIL_M,
+            )  # fmt: skip
+            tail_c_rows, tail_c_ok = tile_matrix_rows(
+                tail_start, tail_slots, tail_slot_ok, num_sorted, C_ROWS_SORTED, 1, TAIL_M
+            )
+            store_activated(
+                tail_gate, tail_up, gate_bias, up_bias,
+                c_ptr + tail_c_rows[:, None] * stride_cm + offs_n[None, :] * stride_cn,
+                tail_c_ok[:, None] & n_ok[None, :], GATED, HAS_BIAS, ACTIVATION, SWIGLU_ALPHA,
+                SWIGLU_LIMIT,
+            )  # fmt: skip
+        else:
+            gate_acc, up_acc, _, _ = gate_up_products(
+                a_ptrs, a_ok, a_desc, a_row, a_ptrs, a_ok, gate_ptrs, up_ptrs, b_desc, gate_row,
+                n_ok, K, stride_ak, stride_bk, DESC_UP_ROW, DESC_UP_COL, GATED, IEEE_FP32, B_TMA,
+                A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, 0,
+            )  # fmt: skip
     else:
-        out = unary_activation(gate_acc, ACTIVATION)
-    tl.store(c_ptrs, out.to(c_ptr.dtype.element_ty), mask=c_ok)
+        gate_acc, up_acc, _, _ = gate_up_products(
+            a_ptrs, a_ok, a_desc, a_row, a_ptrs, a_ok, gate_ptrs, up_ptrs, b_desc, gate_row,
+            n_ok, K, stride_ak, stride_bk, DESC_UP_ROW, DESC_UP_COL, GATED, IEEE_FP32, B_TMA,
+            A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, 0,
+        )  # fmt: skip
+    store_activated(gate_acc, up_acc, gate_bias, up_bias, c_ptrs, c_ok, GATED, HAS_BIAS,
+                    ACTIVATION, SWIGLU_ALPHA, SWIGLU_LIMIT)  # fmt: skip

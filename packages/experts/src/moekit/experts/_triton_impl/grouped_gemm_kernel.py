@@ -13,7 +13,8 @@ into ``out`` (see
 With ``B_TMA`` the B tiles come through ``b_desc``, a descriptor over ``b`` seen as
 ``[E * N, K]`` (see ``weight_descriptor``), instead of pointer loads. With ``EXPERT_GROUPS``
 (aligned tiles only) the tile order groups each expert's m-tiles (see
-``program_tile``).
+``program_tile``). With ``TAIL_M`` (aligned tiles only) a program also computes the next m-tile's
+first ``TAIL_M`` rows when that tile is its expert's short last one (see ``tail_fold``).
 """
 
 from __future__ import annotations
@@ -21,12 +22,65 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from moekit.experts._triton_impl.tiles import dot, program_tile, tile_matrix_rows, tile_rows
+from moekit.experts._triton_impl.tail_fold import tail_folds
+from moekit.experts._triton_impl.tiles import (
+    dot,
+    program_tile,
+    tile_matrix_rows,
+    tile_rows,
+    tile_slots,
+)
 from moekit.experts._triton_impl.topk_sum_epilogue import (
     local_slot_count,
     store_and_sum_tokens,
     zero_unrouted_tokens,
 )
+
+
+@triton.jit
+def products(a_ptrs, a_ok, a_desc, a_row, tail_a_ptrs, tail_a_ok, b_ptrs, b_desc, b_row, n_ok,
+             K, stride_ak, stride_bk, IEEE_FP32: tl.constexpr, B_TMA: tl.constexpr,
+             A_TMA: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+             BLOCK_K: tl.constexpr, TAIL_ROWS: tl.constexpr):  # fmt: skip
+    """The K loop: float32 ``(acc, tail_acc)``, ``[BLOCK_M, BLOCK_N]`` of the tile, and with
+    ``TAIL_ROWS`` ``[TAIL_ROWS, BLOCK_N]`` of the folded tail rows, which use the same B tiles
+    (without, the tile's again)."""
+    offs_k = tl.arange(0, BLOCK_K)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    if TAIL_ROWS:
+        tail_acc = tl.zeros([TAIL_ROWS, BLOCK_N], dtype=tl.float32)
+    for k_start in range(0, K, BLOCK_K):
+        k_ok = offs_k < K - k_start
+        if A_TMA:
+            a = a_desc.load([a_row, k_start])
+        else:
+            a = tl.load(a_ptrs, mask=a_ok[:, None] & k_ok[None, :], other=0.0)
+        if B_TMA:
+            b = b_desc.load([b_row, k_start]).T
+        else:
+            b = tl.load(b_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+        acc = dot(a, b, acc, IEEE_FP32)
+        if TAIL_ROWS:
+            tail_a = tl.load(tail_a_ptrs, mask=tail_a_ok[:, None] & k_ok[None, :], other=0.0)
+            tail_acc = dot(tail_a, b, tail_acc, IEEE_FP32)
+        a_ptrs += BLOCK_K * stride_ak
+        tail_a_ptrs += BLOCK_K * stride_ak
+        b_ptrs += BLOCK_K * stride_bk
+    if not TAIL_ROWS:
+        tail_acc = acc
+    return acc, tail_acc
+
+
+@triton.jit
+def weighted_rows(acc, bias, topk_weights_ptr, slots, slot_ok, HAS_BIAS: tl.constexpr,
+                  MUL_ROUTED_WEIGHT: tl.constexpr):  # fmt: skip
+    """The accumulator with the bias row added and each row times its slot's routed weight."""
+    if HAS_BIAS:
+        acc += bias[None, :]
+    if MUL_ROUTED_WEIGHT:
+        weight = tl.load(topk_weights_ptr + slots, mask=slot_ok, other=0.0)
+        acc *= weight.to(tl.float32)[:, None]
+    return acc
 
 
 @triton.jit
@@ -42,7 +96,7 @@ def grouped_gemm_kernel(
     MUL_ROUTED_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, IEEE_FP32: tl.constexpr,
     B_TMA: tl.constexpr, A_ROWS_SORTED: tl.constexpr, A_TMA: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-    EXPERT_GROUPS: tl.constexpr,
+    EXPERT_GROUPS: tl.constexpr, TAIL_M: tl.constexpr,
 ):  # fmt: skip
     if SLOTS_FROM_IDS:
         num_m_tiles = num_valid_slots
@@ -65,6 +119,10 @@ def grouped_gemm_kernel(
     if not SLOTS_FROM_IDS:  # noqa: SIM102 (a compile-time branch: no load when it is off)
         if pid_m * BLOCK_M >= tl.load(num_tokens_post_padded_ptr):
             return
+    if TAIL_M:  # noqa: SIM102 (a compile-time branch)
+        if tail_folds(pid_m, expert_ids_ptr, sorted_token_ids_ptr, num_sorted, num_valid_slots,
+                      BLOCK_M, TAIL_M):  # fmt: skip
+            return  # the previous tile's program computes this tile's rows
     slots, slot_ok, expert = tile_rows(
         pid_m, sorted_token_ids_ptr, expert_ids_ptr, num_sorted, num_valid_slots, topk_ids_ptr,
         expert_map_ptr, num_global_experts, SLOTS_FROM_IDS, HAS_MAP, BLOCK_M,
@@ -80,35 +138,50 @@ def grouped_gemm_kernel(
         expected = local_slot_count(topk_ids_ptr, expert_map_ptr, num_global_experts,
                                     slots // SUM_TOP_K, slot_ok, HAS_MAP, SUM_TOP_K)  # fmt: skip
     offs_k = tl.arange(0, BLOCK_K)
+    start = pid_m * BLOCK_M
     a_rows, a_ok = tile_matrix_rows(
-        pid_m, slots, slot_ok, num_sorted, A_ROWS_SORTED, TOP_K, BLOCK_M
+        start, slots, slot_ok, num_sorted, A_ROWS_SORTED, TOP_K, BLOCK_M
     )
     a_ptrs = a_ptr + a_rows[:, None] * stride_am + offs_k[None, :] * stride_ak
-    a_row = (pid_m * BLOCK_M).to(tl.int32)  # the first A row in a_desc's view
+    a_row = start.to(tl.int32)  # the first A row in a_desc's view
     b_ptrs = (b_ptr + expert * stride_be + offs_n[None, :] * stride_bn
               + offs_k[:, None] * stride_bk)  # fmt: skip
     b_row = (expert * N + pid_n * BLOCK_N).to(tl.int32)  # the first B row in b_desc's view
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    for k_start in range(0, K, BLOCK_K):
-        k_ok = offs_k < K - k_start
-        if A_TMA:
-            a = a_desc.load([a_row, k_start])
-        else:
-            a = tl.load(a_ptrs, mask=a_ok[:, None] & k_ok[None, :], other=0.0)
-        if B_TMA:
-            b = b_desc.load([b_row, k_start]).T
-        else:
-            b = tl.load(b_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
-        acc = dot(a, b, acc, IEEE_FP32)
-        a_ptrs += BLOCK_K * stride_ak
-        b_ptrs += BLOCK_K * stride_bk
-
+    bias = 0.0
     if HAS_BIAS:
         bias = tl.load(bias_ptr + expert * stride_bias_e + offs_n, mask=n_ok, other=0.0)
-        acc += bias.to(tl.float32)[None, :]
-    if MUL_ROUTED_WEIGHT:
-        weight = tl.load(topk_weights_ptr + slots, mask=slot_ok, other=0.0)
-        acc *= weight.to(tl.float32)[:, None]
+        bias = bias.to(tl.float32)
+
+    # A folded tail needs a second K loop; each loop is compiled only where it can run.
+    if TAIL_M:
+        if tail_folds(pid_m + 1, expert_ids_ptr, sorted_token_ids_ptr, num_sorted,
+                      num_valid_slots, BLOCK_M, TAIL_M):  # fmt: skip
+            tail_start = start + BLOCK_M
+            tail_slots, tail_slot_ok = tile_slots(sorted_token_ids_ptr, tail_start, num_sorted,
+                                                  num_valid_slots, TAIL_M)  # fmt: skip
+            tail_a_rows, tail_a_ok = tile_matrix_rows(
+                tail_start, tail_slots, tail_slot_ok, num_sorted, A_ROWS_SORTED, TOP_K, TAIL_M
+            )
+            tail_a_ptrs = a_ptr + tail_a_rows[:, None] * stride_am + offs_k[None, :] * stride_ak
+            acc, tail_acc = products(
+                a_ptrs, a_ok, a_desc, a_row, tail_a_ptrs, tail_a_ok, b_ptrs, b_desc, b_row, n_ok, K,
+                stride_ak, stride_bk, IEEE_FP32, B_TMA, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, TAIL_M,
+            )  # fmt: skip
+            tail_acc = weighted_rows(tail_acc, bias, topk_weights_ptr, tail_slots, tail_slot_ok,
+                                     HAS_BIAS, MUL_ROUTED_WEIGHT)  # fmt: skip
+            tl.store(c_ptr + tail_slots[:, None] * stride_cm + offs_n[None, :] * stride_cn,
+                     tail_acc.to(c_ptr.dtype.element_ty), mask=tail_slot_ok[:, None] & n_ok[None, :])  # fmt: skip
+        else:
+            acc, _ = products(
+                a_ptrs, a_ok, a_desc, a_row, a_ptrs, a_ok, b_ptrs, b_desc, b_row, n_ok, K,
+                stride_ak, stride_bk, IEEE_FP32, B_TMA, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, 0,
+            )  # fmt: skip
+    else:
+        acc, _ = products(
+            a_ptrs, a_ok, a_desc, a_row, a_ptrs, a_ok, b_ptrs, b_desc, b_row, n_ok, K,
+            stride_ak, stride_bk, IEEE_FP32, B_TMA, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, 0,
+        )  # fmt: skip
+    acc = weighted_rows(acc, bias, topk_weights_ptr, slots, slot_ok, HAS_BIAS, MUL_ROUTED_WEIGHT)
     if FUSED_SUM:
         store_and_sum_tokens(acc.to(c_ptr.dtype.element_ty), c_ptr, out_ptr, counters_ptr,
                              topk_ids_ptr, expert_map_ptr, num_global_experts, slots, slot_ok,

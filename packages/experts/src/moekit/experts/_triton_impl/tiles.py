@@ -61,10 +61,10 @@ def program_tile(expert_ids_ptr, num_m_tiles, grid_m_tiles, num_n_tiles, GROUP_M
 
 
 @triton.jit
-def tile_slots(sorted_token_ids_ptr, pid_m, num_sorted, num_valid_slots,
-               BLOCK_M: tl.constexpr):  # fmt: skip
-    """The flat slots of m-tile ``pid_m`` (int64) and which of them are real (not padding)."""
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+def tile_slots(sorted_token_ids_ptr, start, num_sorted, num_valid_slots, ROWS: tl.constexpr):
+    """The flat slots of the ``ROWS`` sorted positions from ``start`` (int64) and which of them
+    are real (not padding)."""
+    offs_m = start + tl.arange(0, ROWS)
     slots = tl.load(sorted_token_ids_ptr + offs_m, mask=offs_m < num_sorted,
                     other=num_valid_slots).to(tl.int64)  # fmt: skip
     return slots, slots < num_valid_slots
@@ -98,20 +98,21 @@ def tile_rows(pid_m, sorted_token_ids_ptr, expert_ids_ptr, num_sorted, num_valid
         expert = local_expert_of(tl.load(topk_ids_ptr + pid_m), expert_map_ptr,
                                  num_global_experts, HAS_MAP)  # fmt: skip
     else:
-        slots, slot_ok = tile_slots(sorted_token_ids_ptr, pid_m, num_sorted, num_valid_slots,
-                                    BLOCK_M)  # fmt: skip
+        slots, slot_ok = tile_slots(sorted_token_ids_ptr, pid_m * BLOCK_M, num_sorted,
+                                    num_valid_slots, BLOCK_M)  # fmt: skip
         expert = tl.load(expert_ids_ptr + pid_m).to(tl.int64)
     return slots, slot_ok, expert
 
 
 @triton.jit
-def tile_matrix_rows(pid_m, slots, slot_ok, num_sorted, ROWS_SORTED: tl.constexpr,
-                     TOP_K: tl.constexpr, BLOCK_M: tl.constexpr):  # fmt: skip
-    """Rows of m-tile ``pid_m`` in a matrix and which of them to read or write: token rows
-    ``slot // TOP_K``, or with ``ROWS_SORTED`` the tile's own sorted positions (a matrix laid out
-    in ``sorted_token_ids`` order, padding rows included, so a tile is one block of rows)."""
+def tile_matrix_rows(start, slots, slot_ok, num_sorted, ROWS_SORTED: tl.constexpr,
+                     TOP_K: tl.constexpr, ROWS: tl.constexpr):  # fmt: skip
+    """Rows of the ``ROWS`` sorted positions from ``start`` in a matrix and which of them to read
+    or write: token rows ``slot // TOP_K``, or with ``ROWS_SORTED`` the positions themselves (a
+    matrix laid out in ``sorted_token_ids`` order, padding rows included, so a tile is one block
+    of rows)."""
     if ROWS_SORTED:
-        rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        rows = start + tl.arange(0, ROWS)
         return rows.to(tl.int64), rows < num_sorted
     return slots // TOP_K, slot_ok
 

@@ -1,0 +1,133 @@
+"""``TAIL_M``: a program also computes the first rows of the next m-tile when that is its
+expert's short last one (see ``_triton_impl/tail_fold.py``). Outputs start poisoned, so a folded
+tile whose rows nobody computes shows up as NaN, and one computed twice with the wrong rows as a
+wrong value."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from helpers import TOLERANCE, assert_matches, make_problem, reference, run, use_config
+
+from moekit.align import moe_align_block_size
+
+# Slots per expert with 32-row tiles and 16-row tails: 40 (a tail of 8 folds), 48 (a tail of
+# exactly 16 folds), 49 (17 rows: no fold), 32 (one full tile), 5 (one short tile, nothing
+# before it to fold into), 80 (its third tile folds into its second).
+COUNTS = (40, 48, 49, 32, 5, 80)
+
+
+def routing_with_counts(counts: tuple[int, ...], top_k: int, seed: int) -> np.ndarray:
+    """``topk_ids [sum(counts) / top_k, top_k]`` giving expert ``e`` exactly ``counts[e]``
+    slots, each token's experts distinct (no expert holds more slots than there are tokens),
+    tokens in a random order."""
+    labels = np.repeat(np.arange(len(counts)), counts)
+    num_tokens = labels.size // top_k
+    assert labels.size == num_tokens * top_k and max(counts) <= num_tokens
+    ids = labels.reshape(top_k, num_tokens).T  # token t takes labels t, t + n, ...: distinct
+    return ids[np.random.default_rng(seed).permutation(num_tokens)].astype(np.int32)
+
+
+def folded_tiles(topk_ids: np.ndarray, num_experts: int, block_m: int, tail_m: int) -> list[int]:
+    """The m-tiles whose rows the previous tile's program computes, from the alignment."""
+    sorted_ids, expert_ids, _ = moe_align_block_size(
+        torch.tensor(topk_ids), block_m, num_experts, backend="torch"
+    )
+    sentinel = topk_ids.size
+    return [q for q in range(1, expert_ids.numel())
+            if expert_ids[q] >= 0 and expert_ids[q] == expert_ids[q - 1]
+            and (q * block_m + tail_m >= sorted_ids.numel()
+                 or int(sorted_ids[q * block_m + tail_m]) >= sentinel)]  # fmt: skip
+
+
+VARIANTS = {
+    "slot-rows": {},
+    "gemm1-only": {"TAIL_M2": 0},
+    "gemm2-only": {"TAIL_M": 0},
+    "sorted-rows": {"SORTED_ROWS": True},
+    "sorted-rows-tma": {"SORTED_ROWS": True, "B_TMA": True},
+    "expert-groups": {"EXPERT_GROUPS": True, "GROUP_M": 2},
+    "gemm2-own-tile": {"BLOCK_N2": 16, "BLOCK_K2": 16},
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("activation", ["silu", "swigluoai", "gelu_no_mul"])
+def test_folded_tails_match_the_reference(monkeypatch, variant, activation):
+    from moekit.experts._triton_impl.configs import GemmConfig
+
+    tile = dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=32, num_stages=1, TAIL_M=16, TAIL_M2=16)
+    use_config(monkeypatch, GemmConfig(**tile | VARIANTS[variant]))
+    seed = zlib.crc32(f"tail-fold{variant}{activation}".encode())
+    top_k = 2
+    problem = make_problem(seed, sum(COUNTS) // top_k, len(COUNTS), top_k, 48, 40, activation,
+                           bias=True)  # fmt: skip
+    problem["topk_ids"] = routing_with_counts(COUNTS, top_k, seed)
+    # experts 0, 1 and 5 fold a tail (tiles 1, 3 and 10); expert 2's 17 rows do not
+    assert folded_tiles(problem["topk_ids"], len(COUNTS), 32, 16) == [1, 3, 10], seed
+    assert_matches(run(problem, torch.float32, "triton"), reference(problem, torch.float32),
+                   torch.float32, seed)  # fmt: skip
+    # one token takes tiles from topk_ids (16 rows each), where the tails do not apply
+    one = make_problem(seed, 1, len(COUNTS), top_k, 48, 40, activation, bias=True)
+    assert_matches(run(one, torch.float32, "triton"), reference(one, torch.float32),
+                   torch.float32, seed)  # fmt: skip
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_grouped_gemm_never_folds_remote_blocks(weighted):
+    """With ``ignore_invalid_experts=False`` a remote expert's segment is a run of ``-1`` blocks,
+    which are written as zeros and never folded: if its short last block were, nobody would
+    write its rows."""
+    from moekit.experts._triton_impl.configs import GemmConfig
+    from moekit.experts._triton_impl.grouped_gemm import invoke_grouped_gemm
+    from moekit.experts._triton_impl.tile_source import TileSource
+
+    seed = zlib.crc32(f"tail-fold-remote{weighted}".encode())
+    rng = np.random.default_rng(seed)
+    counts, top_k, n, k = (40, 40, 20, 36, 12, 0), 2, 40, 48
+    expert_map = np.array([0, -1, 1, 2, -1, 3], dtype=np.int32)  # experts 1 and 4 are remote
+    ids = routing_with_counts(counts, top_k, seed)
+    num_slots = ids.size
+    a = rng.standard_normal((num_slots, k)).astype(np.float32) / 10
+    b = rng.standard_normal((4, n, k)).astype(np.float32) / 10
+    bias = rng.standard_normal((4, n)).astype(np.float32) / 10
+    weights = rng.random(num_slots).astype(np.float32)
+    tiles = TileSource(*moe_align_block_size(
+        torch.tensor(ids), 32, len(counts), torch.tensor(expert_map),
+        ignore_invalid_experts=False, backend="torch",
+    ))  # fmt: skip
+    assert tiles.expert_ids[:4].tolist() == [0, 0, -1, -1], seed  # expert 1's tail is remote
+    c = torch.full((num_slots, n), float("nan"))
+    config = GemmConfig(BLOCK_M=32, BLOCK_N=32, BLOCK_K=32, num_stages=1, TAIL_M=16)
+    invoke_grouped_gemm(torch.tensor(a), torch.tensor(b), c, torch.tensor(bias),
+                        torch.tensor(weights) if weighted else None, tiles, 1, config)  # fmt: skip
+
+    local = expert_map[ids.reshape(-1)]
+    want = np.zeros_like(c.numpy())
+    for slot, expert in enumerate(local):
+        if expert >= 0:
+            want[slot] = a[slot] @ b[expert].T + bias[expert]
+            if weighted:
+                want[slot] *= weights[slot]
+    tol = TOLERANCE[torch.float32]
+    np.testing.assert_allclose(c.numpy(), want, atol=tol, rtol=tol, err_msg=f"seed={seed}")
+
+
+@pytest.mark.parametrize("field", ["TAIL_M", "TAIL_M2"])
+@pytest.mark.parametrize("tail_m", [8, 24, 32, 64])
+def test_tail_m_must_be_a_power_of_two_up_to_half_the_tile(field, tail_m):
+    from moekit.experts._triton_impl.configs import GemmConfig
+
+    with pytest.raises(ValueError, match=f"{field}: "):
+        GemmConfig(BLOCK_M=64 if tail_m == 64 else 32, BLOCK_N=32, BLOCK_K=32, **{field: tail_m})
+
+
+def test_gemm2_takes_its_own_tail():
+    from moekit.experts._triton_impl.configs import GemmConfig
+
+    config = GemmConfig(BLOCK_M=64, BLOCK_N=32, BLOCK_K=32, TAIL_M=16, TAIL_M2=32)
+    assert (config.gemm2().TAIL_M, config.gemm2().TAIL_M2) == (32, 0)
+    assert GemmConfig(BLOCK_M=64, BLOCK_N=32, BLOCK_K=32, TAIL_M=16).gemm2().TAIL_M == 0
