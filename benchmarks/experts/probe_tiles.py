@@ -15,7 +15,7 @@ Each family varies the shipped table entry of a set of cells:
     between them).
   * ``tail``: an expert's short last m-tile folded into the program of the tile before it
     (variant ``tail{TAIL_M}_{TAIL_M2}``: GEMM1's and GEMM2's tails of 0, 16, 32 or 64 rows, where
-    at most half of ``BLOCK_M``); the whole path where the rows
+    at most half of ``BLOCK_M``; ``tail0_0`` is the entry without them); the whole path where the rows
     per expert sit near a multiple of ``BLOCK_M``, and each GEMM alone.
 Whole-path variants are checked against the torch path (2% of the output scale) and compared
 bit for bit with the entry's output. A variant that strays, or does not compile (shared memory,
@@ -132,13 +132,13 @@ def variants(family: str, entry: GemmConfig) -> dict[str, GemmConfig]:
     if family == "tail":
         sizes = [0] + [t for t in (16, 32, 64) if 2 * t <= entry.BLOCK_M]
         tails = {f"tail{t1}_{t2}": swap(entry, TAIL_M=t1, TAIL_M2=t2)
-                 for t1 in sizes for t2 in sizes if t1 or t2}  # fmt: skip
+                 for t1 in sizes for t2 in sizes}  # fmt: skip
         return {"entry": entry} | tails
     return {
         "entry": entry,
         "twice_block_m": swap(entry, BLOCK_M=2 * entry.BLOCK_M),
         "twice_block_m_8_warps": swap(entry, BLOCK_M=2 * entry.BLOCK_M, num_warps=8, num_warps2=8),
-        "half_block_m": swap(entry, BLOCK_M=max(16, entry.BLOCK_M // 2)),
+        "half_block_m": entry.with_block_m(max(16, entry.BLOCK_M // 2)),
     }
 
 

@@ -65,19 +65,25 @@ def refinements(best: GemmConfig) -> list[GemmConfig]:
     ``probe_tiles.py --family group_m --seeds 3``. ``GROUP_M`` 1 gained 0.3-2% on the top-8 and
     top-4 shapes at 256-4096 tokens. Groups that follow the experts (``EXPERT_GROUPS``, at most
     8 or 16 m-tiles) never split one and gained 2-9% on Mixtral at 512-4096 tokens and on
-    DeepSeek-V3 and gpt-oss at 4096."""
+    DeepSeek-V3 and gpt-oss at 4096. Folded tails (``TAIL_M``, ``TAIL_M2`` of 0, 16 or 64 rows
+    each) gained 1-5% at 4096 tokens on the top-8 and top-4 shapes and lost elsewhere
+    (``probe_tiles.py --family tail``)."""
     widths = [dataclasses.replace(best, BLOCK_N1=w) for w in (best.BLOCK_N // 4, best.BLOCK_N)
               if w >= 16]  # fmt: skip
     stages = [dataclasses.replace(best, num_stages=s) for s in (best.num_stages - 1,
               best.num_stages + 1) if s >= 2]  # fmt: skip
     block_k = [dataclasses.replace(best, BLOCK_K=k) for k in (64, 128, 256) if k != best.BLOCK_K]
-    block_m = [dataclasses.replace(best, BLOCK_M=m) for m in (best.BLOCK_M // 2, best.BLOCK_M * 2)
-               if 16 <= m <= 128]  # fmt: skip
+    block_m = [
+        best.with_block_m(m) for m in (best.BLOCK_M // 2, best.BLOCK_M * 2) if 16 <= m <= 128
+    ]
     group_m = [dataclasses.replace(best, GROUP_M=g, EXPERT_GROUPS=False) for g in (1, 8, 32)]
     group_m += [dataclasses.replace(best, GROUP_M=g, EXPERT_GROUPS=True) for g in (8, 16)]
     group_m = [c for c in group_m if c != best]
     tma = [dataclasses.replace(best, B_TMA=not best.B_TMA)]
-    return widths + stages + block_k + block_m + tma + group_m
+    tails = [dataclasses.replace(best, TAIL_M=t1, TAIL_M2=t2)
+             for t1, t2 in itertools.product((0, 16, 64), repeat=2)
+             if 2 * max(t1, t2) <= best.BLOCK_M and (t1, t2) != (best.TAIL_M, best.TAIL_M2)]  # fmt: skip
+    return widths + stages + block_k + block_m + tma + group_m + tails
 
 
 def row_layouts(best: GemmConfig) -> list[GemmConfig]:
@@ -215,7 +221,7 @@ def main() -> None:
         if args.refine_only:
             grid = grid[:1]
         if tokens == 1:  # one token runs 16-row tiles whatever the table says
-            grid = list(dict.fromkeys(dataclasses.replace(c, BLOCK_M=16) for c in grid))
+            grid = list(dict.fromkeys(c.with_block_m(16) for c in grid))
         timed = [(time_config(c, run, expected), c) for c in grid]
         # Each phase refines the best so far: the row layout, GEMM1's width, stages and TMA,
         # then GEMM2's tile.

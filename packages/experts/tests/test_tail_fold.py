@@ -131,3 +131,12 @@ def test_gemm2_takes_its_own_tail():
     config = GemmConfig(BLOCK_M=64, BLOCK_N=32, BLOCK_K=32, TAIL_M=16, TAIL_M2=32)
     assert (config.gemm2().TAIL_M, config.gemm2().TAIL_M2) == (32, 0)
     assert GemmConfig(BLOCK_M=64, BLOCK_N=32, BLOCK_K=32, TAIL_M=16).gemm2().TAIL_M == 0
+
+
+def test_a_shorter_block_m_drops_the_tails_that_no_longer_fit():
+    from moekit.experts._triton_impl.configs import GemmConfig
+
+    config = GemmConfig(BLOCK_M=128, BLOCK_N=32, BLOCK_K=32, TAIL_M=64, TAIL_M2=16)
+    assert (config.with_block_m(64).TAIL_M, config.with_block_m(64).TAIL_M2) == (0, 16)
+    assert (config.with_block_m(16).TAIL_M, config.with_block_m(16).TAIL_M2) == (0, 0)
+    assert config.with_block_m(256).TAIL_M == 64

@@ -113,7 +113,7 @@ class TritonExperts(FusedMoEExpertsModular):
             # tokens, every slot's tile of an n-tile runs side by side, so slots that share an
             # expert read its weights once from HBM. Such tiles have no aligned tail to fold.
             group_m = config.GROUP_M if num_tokens == 1 else IDS_TILES_GROUP_M
-            config = dataclasses.replace(config, BLOCK_M=16, GROUP_M=group_m, TAIL_M=0, TAIL_M2=0)
+            config = dataclasses.replace(config.with_block_m(16), GROUP_M=group_m)
             tiles = TileSource(topk_ids=topk_ids.reshape(-1), expert_map=expert_map,
                                num_global_experts=global_num_experts)  # fmt: skip
         else:

@@ -79,6 +79,16 @@ class GemmConfig:
                 raise ValueError(f"{name}: 0 or a power of two from 16 to BLOCK_M / 2 "
                                  f"({self.BLOCK_M // 2}), got {tail}")  # fmt: skip
 
+    def with_block_m(self, block_m: int) -> GemmConfig:
+        """This config with ``BLOCK_M = block_m``, each folded tail dropped where it no longer
+        fits (more than half of the new ``BLOCK_M``)."""
+
+        def fitting(tail: int) -> int:
+            return tail if 2 * tail <= block_m else 0
+
+        return replace(self, BLOCK_M=block_m, TAIL_M=fitting(self.TAIL_M),
+                       TAIL_M2=fitting(self.TAIL_M2))  # fmt: skip
+
     def as_dict(self) -> dict[str, int]:
         """The form the tables store: every field but the optional ones left unset."""
         return {name: value for name, value in asdict(self).items()
