@@ -14,9 +14,9 @@ Each family varies the shipped table entry of a set of cells:
     where an expert's rows span several m-tiles (256 tokens and more, tuned counts and counts
     between them).
   * ``tail``: an expert's short last m-tile folded into the program of the tile before it
-    (variant ``tail{TAIL_M}_{TAIL_M2}``: GEMM1's and GEMM2's tails of 0, 16, 32 or 64 rows, where
-    at most half of ``BLOCK_M``; ``tail0_0`` is the entry without them); the whole path where the rows
-    per expert sit near a multiple of ``BLOCK_M``, and each GEMM alone.
+    (variant ``tail{TAIL_M}_{TAIL_M2}``: GEMM1's and GEMM2's tails of 0, 16, 32 or 64 rows, at
+    most half of ``BLOCK_M``; ``tail0_0`` is the entry without them); the whole path where the
+    rows per expert sit near a multiple of ``BLOCK_M``, and each GEMM alone.
 Whole-path variants are checked against the torch path (2% of the output scale) and compared
 bit for bit with the entry's output. A variant that strays, or does not compile (shared memory,
 registers), is recorded with its error and not timed.

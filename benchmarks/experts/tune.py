@@ -80,8 +80,8 @@ def refinements(best: GemmConfig) -> list[GemmConfig]:
     group_m += [dataclasses.replace(best, GROUP_M=g, EXPERT_GROUPS=True) for g in (8, 16)]
     group_m = [c for c in group_m if c != best]
     tma = [dataclasses.replace(best, B_TMA=not best.B_TMA)]
-    tails = [dataclasses.replace(best, TAIL_M=t1, TAIL_M2=t2)
-             for t1, t2 in itertools.product((0, 16, 64), repeat=2)
+    pairs = itertools.product((0, 16, 64), repeat=2)
+    tails = [dataclasses.replace(best, TAIL_M=t1, TAIL_M2=t2) for t1, t2 in pairs
              if 2 * max(t1, t2) <= best.BLOCK_M and (t1, t2) != (best.TAIL_M, best.TAIL_M2)]  # fmt: skip
     return widths + stages + block_k + block_m + tma + group_m + tails
 

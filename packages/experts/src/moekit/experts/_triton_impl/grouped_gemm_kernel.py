@@ -164,13 +164,15 @@ def grouped_gemm_kernel(
             )
             tail_a_ptrs = a_ptr + tail_a_rows[:, None] * stride_am + offs_k[None, :] * stride_ak
             acc, tail_acc = products(
-                a_ptrs, a_ok, a_desc, a_row, tail_a_ptrs, tail_a_ok, b_ptrs, b_desc, b_row, n_ok, K,
-                stride_ak, stride_bk, IEEE_FP32, B_TMA, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, TAIL_M,
+                a_ptrs, a_ok, a_desc, a_row, tail_a_ptrs, tail_a_ok, b_ptrs, b_desc, b_row, n_ok,
+                K, stride_ak, stride_bk, IEEE_FP32, B_TMA, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K,
+                TAIL_M,
             )  # fmt: skip
             tail_acc = weighted_rows(tail_acc, bias, topk_weights_ptr, tail_slots, tail_slot_ok,
                                      HAS_BIAS, MUL_ROUTED_WEIGHT)  # fmt: skip
-            tl.store(c_ptr + tail_slots[:, None] * stride_cm + offs_n[None, :] * stride_cn,
-                     tail_acc.to(c_ptr.dtype.element_ty), mask=tail_slot_ok[:, None] & n_ok[None, :])  # fmt: skip
+            tail_c_ptrs = c_ptr + tail_slots[:, None] * stride_cm + offs_n[None, :] * stride_cn
+            tl.store(tail_c_ptrs, tail_acc.to(c_ptr.dtype.element_ty),
+                     mask=tail_slot_ok[:, None] & n_ok[None, :])  # fmt: skip
         else:
             acc, _ = products(
                 a_ptrs, a_ok, a_desc, a_row, a_ptrs, a_ok, b_ptrs, b_desc, b_row, n_ok, K,
