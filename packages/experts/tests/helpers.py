@@ -87,3 +87,17 @@ def use_config(monkeypatch, config) -> None:
     from moekit.experts import triton_experts
 
     monkeypatch.setattr(triton_experts, "get_config", lambda *args: config)
+
+
+def grouped_gemm_reference(a: np.ndarray, b: np.ndarray, bias: np.ndarray,
+                           weights: np.ndarray | None, local: np.ndarray) -> np.ndarray:  # fmt: skip
+    """What ``invoke_grouped_gemm`` writes for per-slot rows ``a``: row ``slot`` is
+    ``(a[slot] @ b[e].T + bias[e]) * weights[slot]`` for its local expert ``e = local[slot]``, and
+    zeros where ``e`` is ``-1`` (not on this rank)."""
+    want = np.zeros((a.shape[0], b.shape[1]), dtype=np.float32)
+    for slot, expert in enumerate(local):
+        if expert >= 0:
+            want[slot] = a[slot] @ b[expert].T + bias[expert]
+            if weights is not None:
+                want[slot] *= weights[slot]
+    return want

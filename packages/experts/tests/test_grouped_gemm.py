@@ -9,7 +9,7 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from helpers import TOLERANCE
+from helpers import TOLERANCE, grouped_gemm_reference
 
 from moekit.align import moe_align_block_size
 
@@ -45,12 +45,7 @@ def test_grouped_gemm_writes_every_slot_and_zeros_for_remote_experts(weighted, e
     invoke_grouped_gemm(torch.tensor(a), torch.tensor(b), c, torch.tensor(bias),
                         torch.tensor(weights) if weighted else None, tiles, 1, config)  # fmt: skip
 
-    local = expert_map[ids.reshape(-1)]
-    want = np.zeros_like(c.numpy())
-    for slot, expert in enumerate(local):
-        if expert >= 0:
-            want[slot] = a[slot] @ b[expert].T + bias[expert]
-            if weighted:
-                want[slot] *= weights[slot]
+    want = grouped_gemm_reference(a, b, bias, weights if weighted else None,
+                                  expert_map[ids.reshape(-1)])  # fmt: skip
     np.testing.assert_allclose(c.numpy(), want, atol=TOLERANCE[torch.float32], rtol=TOLERANCE[torch.float32],
                                err_msg=f"seed={seed}")  # fmt: skip

@@ -10,7 +10,15 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from helpers import TOLERANCE, assert_matches, make_problem, reference, run, use_config
+from helpers import (
+    TOLERANCE,
+    assert_matches,
+    grouped_gemm_reference,
+    make_problem,
+    reference,
+    run,
+    use_config,
+)
 
 from moekit.align import moe_align_block_size
 
@@ -108,13 +116,8 @@ def test_grouped_gemm_never_folds_remote_blocks(weighted):
     invoke_grouped_gemm(torch.tensor(a), torch.tensor(b), c, torch.tensor(bias),
                         torch.tensor(weights) if weighted else None, tiles, 1, config)  # fmt: skip
 
-    local = expert_map[ids.reshape(-1)]
-    want = np.zeros_like(c.numpy())
-    for slot, expert in enumerate(local):
-        if expert >= 0:
-            want[slot] = a[slot] @ b[expert].T + bias[expert]
-            if weighted:
-                want[slot] *= weights[slot]
+    want = grouped_gemm_reference(a, b, bias, weights if weighted else None,
+                                  expert_map[ids.reshape(-1)])  # fmt: skip
     tol = TOLERANCE[torch.float32]
     np.testing.assert_allclose(c.numpy(), want, atol=tol, rtol=tol, err_msg=f"seed={seed}")
 

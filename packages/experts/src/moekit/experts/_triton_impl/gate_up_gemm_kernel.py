@@ -22,14 +22,8 @@ import triton
 import triton.language as tl
 
 from moekit.experts._triton_impl.activation_epilogue import gated_activation, unary_activation
-from moekit.experts._triton_impl.tail_fold import tail_folds
-from moekit.experts._triton_impl.tiles import (
-    dot,
-    program_tile,
-    tile_matrix_rows,
-    tile_rows,
-    tile_slots,
-)
+from moekit.experts._triton_impl.tail_fold import tail_folds, tail_rows
+from moekit.experts._triton_impl.tiles import dot, program_tile, tile_matrix_rows, tile_rows
 from moekit.experts._triton_impl.topk_sum_epilogue import zero_counters
 
 
@@ -175,11 +169,10 @@ def gate_up_gemm_kernel(
         if tail_folds(pid_m + 1, expert_ids_ptr, sorted_token_ids_ptr, num_sorted,
                       num_valid_slots, BLOCK_M, TAIL_M):  # fmt: skip
             tail_start = start + BLOCK_M
-            tail_slots, tail_slot_ok = tile_slots(sorted_token_ids_ptr, tail_start, num_sorted,
-                                                  num_valid_slots, TAIL_M)  # fmt: skip
-            tail_a_rows, tail_a_ok = tile_matrix_rows(
-                tail_start, tail_slots, tail_slot_ok, num_sorted, A_ROWS_SORTED, TOP_K, TAIL_M
-            )
+            tail_slots, tail_slot_ok, tail_a_rows, tail_a_ok = tail_rows(
+                sorted_token_ids_ptr, tail_start, num_sorted, num_valid_slots, A_ROWS_SORTED,
+                TOP_K, TAIL_M,
+            )  # fmt: skip
             tail_a_ptrs = a_ptr + tail_a_rows[:, None] * stride_am + offs_k[None, :] * stride_ak
             gate_acc, up_acc, tail_gate, tail_up = gate_up_products(
                 a_ptrs, a_ok, a_desc, a_row, tail_a_ptrs, tail_a_ok, gate_ptrs, up_ptrs, b_desc,

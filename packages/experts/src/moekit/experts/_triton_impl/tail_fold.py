@@ -16,6 +16,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from moekit.experts._triton_impl.tiles import tile_matrix_rows, tile_slots
+
 
 @triton.jit
 def tail_folds(q, expert_ids_ptr, sorted_token_ids_ptr, num_sorted, num_valid_slots,
@@ -30,3 +32,16 @@ def tail_folds(q, expert_ids_ptr, sorted_token_ids_ptr, num_sorted, num_valid_sl
     after_tail = tl.load(sorted_token_ids_ptr + pos, mask=in_range & (pos < num_sorted),
                          other=num_valid_slots)  # fmt: skip
     return (expert >= 0) & (expert == before) & (after_tail >= num_valid_slots)
+
+
+@triton.jit
+def tail_rows(sorted_token_ids_ptr, tail_start, num_sorted, num_valid_slots,
+              A_ROWS_SORTED: tl.constexpr, TOP_K: tl.constexpr, TAIL_M: tl.constexpr):  # fmt: skip
+    """``(slots, slot_ok, a_rows, a_ok)`` of the ``TAIL_M`` folded rows from sorted position
+    ``tail_start``: their flat slots and A rows, as ``tile_slots`` and ``tile_matrix_rows`` give
+    them for a whole tile."""
+    slots, slot_ok = tile_slots(sorted_token_ids_ptr, tail_start, num_sorted, num_valid_slots,
+                                TAIL_M)  # fmt: skip
+    a_rows, a_ok = tile_matrix_rows(tail_start, slots, slot_ok, num_sorted, A_ROWS_SORTED, TOP_K,
+                                    TAIL_M)  # fmt: skip
+    return slots, slot_ok, a_rows, a_ok
