@@ -15,11 +15,14 @@ Each family varies the shipped table entry of a set of cells:
     between them).
   * ``tail``: an expert's short last m-tile folded into the program of the tile before it
     (variant ``tail{TAIL_M}_{TAIL_M2}``: GEMM1's and GEMM2's tails of 0, 16, 32 or 64 rows, at
-    most half of ``BLOCK_M``; ``tail0_0`` is the entry without them); the whole path where the
-    rows per expert sit near a multiple of ``BLOCK_M``, and each GEMM alone.
+    most half of ``BLOCK_M``; ``tail0_0`` is the entry without them; a trailing ``s`` computes
+    the tails' products transposed, ``TAIL_SWAP``); the whole path where the rows per expert sit
+    near a multiple of ``BLOCK_M``, and each GEMM alone.
 Whole-path variants are checked against the torch path (2% of the output scale) and compared
 bit for bit with the entry's output. A variant that strays, or does not compile (shared memory,
-registers), is recorded with its error and not timed.
+registers), is recorded with its error and not timed. Each row lists the GEMM kernels its
+variant compiled first: registers, spills and how many dots became warpgroup MMAs (``wgmma``)
+or per-warp MMAs (``mma_v2``).
 
     python benchmarks/experts/probe_tiles.py --family wide --out wide.json
 """
@@ -42,6 +45,8 @@ from common import copy_bandwidth_gbps, environment, relative_error, write_json
 
 from moekit.experts import fused_experts
 from moekit.experts._triton_impl.configs import GemmConfig, get_config
+from moekit.experts._triton_impl.gate_up_gemm_kernel import gate_up_gemm_kernel
+from moekit.experts._triton_impl.grouped_gemm_kernel import grouped_gemm_kernel
 
 CELLS = {
     "wide": [("mixtral", 1024), ("mixtral", 4096), ("mixtral-tp2", 1024), ("mixtral-tp2", 4096),
@@ -131,15 +136,32 @@ def variants(family: str, entry: GemmConfig) -> dict[str, GemmConfig]:
         return {"entry": entry} | plain | by_expert
     if family == "tail":
         sizes = [0] + [t for t in (16, 32, 64) if 2 * t <= entry.BLOCK_M]
-        tails = {f"tail{t1}_{t2}": swap(entry, TAIL_M=t1, TAIL_M2=t2)
+        tails = {f"tail{t1}_{t2}": swap(entry, TAIL_M=t1, TAIL_M2=t2, TAIL_SWAP=False)
                  for t1 in sizes for t2 in sizes}  # fmt: skip
-        return {"entry": entry} | tails
+        swapped = {f"{name}s": swap(config, TAIL_SWAP=True)
+                   for name, config in tails.items() if config.TAIL_M or config.TAIL_M2}  # fmt: skip
+        return {"entry": entry} | tails | swapped
     return {
         "entry": entry,
         "twice_block_m": swap(entry, BLOCK_M=2 * entry.BLOCK_M),
         "twice_block_m_8_warps": swap(entry, BLOCK_M=2 * entry.BLOCK_M, num_warps=8, num_warps2=8),
         "half_block_m": entry.with_block_m(max(16, entry.BLOCK_M // 2)),
     }
+
+
+def compiled_gemms() -> dict[str, dict]:
+    """Every GEMM kernel compiled so far, by cache key: registers, spills, and how many of its
+    dots Triton lowered to warpgroup MMAs and how many to per-warp MMAs."""
+    kernels = {}
+    for jit_fn in (gate_up_gemm_kernel, grouped_gemm_kernel):
+        for caches in jit_fn.device_caches.values():
+            for key, kernel in caches[0].items():
+                ttgir = kernel.asm.get("ttgir", "")
+                kernels[f"{jit_fn.__name__}/{key}"] = dict(
+                    kernel=jit_fn.__name__, n_regs=kernel.n_regs, n_spills=kernel.n_spills,
+                    wgmma=ttgir.count("ttng.warp_group_dot "), mma_v2=ttgir.count("tt.dot "),
+                )  # fmt: skip
+    return kernels
 
 
 def time_variants(family: str, routed, entry: GemmConfig, expected, names: list[str] | None,
@@ -152,6 +174,7 @@ def time_variants(family: str, routed, entry: GemmConfig, expected, names: list[
     for round_ in range(rounds):
         for variant, config in configs.items():
             row = dict(variant=variant, round=round_, config=config.as_dict())
+            compiled_before = compiled_gemms().keys()
             try:
                 if family == "block_m":
                     with mock.patch.object(ablate, "get_config", lambda *_, c=config: c):
@@ -176,6 +199,9 @@ def time_variants(family: str, routed, entry: GemmConfig, expected, names: list[
                             }
             except Exception as error:  # wrong, or does not compile (shared memory, registers)
                 row["error"] = f"{type(error).__name__}: {str(error)[:200]}"
+            new = [k for key, k in compiled_gemms().items() if key not in compiled_before]
+            if new:
+                row["kernels"] = new
             rows.append(row)
     return rows
 

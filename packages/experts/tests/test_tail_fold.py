@@ -62,6 +62,10 @@ VARIANTS = {
     "sorted-rows-gemm1-only": {"SORTED_ROWS": True, "TAIL_M2": 0},
     "expert-groups": {"EXPERT_GROUPS": True, "GROUP_M": 2},
     "gemm2-own-tile": {"BLOCK_N2": 16, "BLOCK_K2": 16},
+    # the tails' products transposed: weight tile as the MMA's M operand, tail rows as N
+    "swapped": {"TAIL_SWAP": True},
+    "swapped-sorted-rows-tma": {"TAIL_SWAP": True, "SORTED_ROWS": True, "B_TMA": True},
+    "swapped-gemm2-own-tile": {"TAIL_SWAP": True, "TAIL_M": 0, "BLOCK_N2": 16, "BLOCK_K2": 16},
 }
 
 

@@ -30,6 +30,7 @@ OPTIONAL_FIELDS = (
     "EXPERT_GROUPS",
     "TAIL_M",
     "TAIL_M2",
+    "TAIL_SWAP",
 )
 
 
@@ -52,7 +53,9 @@ class GemmConfig:
     a power of two from 16 to ``BLOCK_M / 2``) lets a GEMM1 program also compute the first
     ``TAIL_M`` rows of the next m-tile when that is its expert's last one and holds no more live
     rows, so that tile's weights are not streamed again (see ``tail_fold``); ``TAIL_M2`` does the
-    same for GEMM2, independently (0: off, not GEMM1's); tiles from ``topk_ids`` ignore both."""
+    same for GEMM2, independently (0: off, not GEMM1's); tiles from ``topk_ids`` ignore both. With
+    ``TAIL_SWAP`` both GEMMs compute their folded rows' products transposed, so that the rows fill
+    the MMA's N operand rather than a padded M (see ``tail_fold``)."""
 
     BLOCK_M: int
     BLOCK_N: int
@@ -70,6 +73,7 @@ class GemmConfig:
     EXPERT_GROUPS: bool = False
     TAIL_M: int = 0
     TAIL_M2: int = 0
+    TAIL_SWAP: bool = False
 
     def __post_init__(self) -> None:
         if self.EXPERT_GROUPS and (self.GROUP_M < 1 or self.GROUP_M & (self.GROUP_M - 1)):

@@ -22,7 +22,13 @@ import triton
 import triton.language as tl
 
 from moekit.experts._triton_impl.activation_epilogue import gated_activation, unary_activation
-from moekit.experts._triton_impl.tail_fold import tail_folds, tail_rows
+from moekit.experts._triton_impl.tail_fold import (
+    tail_folds,
+    tail_product,
+    tail_result,
+    tail_rows,
+    tail_zeros,
+)
 from moekit.experts._triton_impl.tiles import dot, program_tile, tile_matrix_rows, tile_rows
 from moekit.experts._triton_impl.topk_sum_epilogue import zero_counters
 
@@ -33,6 +39,7 @@ def gate_up_products(
     n_ok, K, stride_ak, stride_bk, DESC_UP_ROW, DESC_UP_COL,
     GATED: tl.constexpr, IEEE_FP32: tl.constexpr, B_TMA: tl.constexpr, A_TMA: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, TAIL_ROWS: tl.constexpr,
+    TAIL_SWAP: tl.constexpr,
 ):  # fmt: skip
     """The K loop: float32 ``(gate, up, tail_gate, tail_up)`` accumulators, ``[BLOCK_M, BLOCK_N]``
     of the tile, and with ``TAIL_ROWS`` ``[TAIL_ROWS, BLOCK_N]`` of the folded tail rows, which
@@ -41,8 +48,8 @@ def gate_up_products(
     gate_acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     up_acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     if TAIL_ROWS:
-        tail_gate = tl.zeros([TAIL_ROWS, BLOCK_N], dtype=tl.float32)
-        tail_up = tl.zeros([TAIL_ROWS, BLOCK_N], dtype=tl.float32)
+        tail_gate = tail_zeros(TAIL_ROWS, BLOCK_N, TAIL_SWAP)
+        tail_up = tail_zeros(TAIL_ROWS, BLOCK_N, TAIL_SWAP)
     for k_start in range(0, K, BLOCK_K):
         k_ok = offs_k < K - k_start
         if A_TMA:
@@ -58,7 +65,7 @@ def gate_up_products(
             gate = tl.load(gate_ptrs, mask=b_ok, other=0.0)
         gate_acc = dot(a, gate, gate_acc, IEEE_FP32)
         if TAIL_ROWS:
-            tail_gate = dot(tail_a, gate, tail_gate, IEEE_FP32)
+            tail_gate = tail_product(tail_a, gate, tail_gate, IEEE_FP32, TAIL_SWAP)
         if GATED:
             if B_TMA:
                 up = b_desc.load([gate_row + DESC_UP_ROW, DESC_UP_COL + k_start]).T
@@ -66,12 +73,15 @@ def gate_up_products(
                 up = tl.load(up_ptrs, mask=b_ok, other=0.0)
             up_acc = dot(a, up, up_acc, IEEE_FP32)
             if TAIL_ROWS:
-                tail_up = dot(tail_a, up, tail_up, IEEE_FP32)
+                tail_up = tail_product(tail_a, up, tail_up, IEEE_FP32, TAIL_SWAP)
         a_ptrs += BLOCK_K * stride_ak
         tail_a_ptrs += BLOCK_K * stride_ak
         gate_ptrs += BLOCK_K * stride_bk
         up_ptrs += BLOCK_K * stride_bk
-    if not TAIL_ROWS:
+    if TAIL_ROWS:
+        tail_gate = tail_result(tail_gate, TAIL_SWAP)
+        tail_up = tail_result(tail_up, TAIL_SWAP)
+    else:
         tail_gate = gate_acc
         tail_up = up_acc
     return gate_acc, up_acc, tail_gate, tail_up
@@ -108,7 +118,7 @@ def gate_up_gemm_kernel(
     HAS_BIAS: tl.constexpr, IEEE_FP32: tl.constexpr, B_TMA: tl.constexpr,
     A_ROWS_SORTED: tl.constexpr, A_TMA: tl.constexpr, C_ROWS_SORTED: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-    EXPERT_GROUPS: tl.constexpr, TAIL_M: tl.constexpr,
+    EXPERT_GROUPS: tl.constexpr, TAIL_M: tl.constexpr, TAIL_SWAP: tl.constexpr,
 ):  # fmt: skip
     if ZERO_COUNTERS:
         zero_counters(counters_ptr, num_counters, COUNTER_BLOCK)
@@ -177,7 +187,7 @@ def gate_up_gemm_kernel(
             gate_acc, up_acc, tail_gate, tail_up = gate_up_products(
                 a_ptrs, a_ok, a_desc, a_row, tail_a_ptrs, tail_a_ok, gate_ptrs, up_ptrs, b_desc,
                 gate_row, n_ok, K, stride_ak, stride_bk, DESC_UP_ROW, DESC_UP_COL, GATED, IEEE_FP32,
-                B_TMA, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, TAIL_M,
+                B_TMA, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, TAIL_M, TAIL_SWAP,
             )  # fmt: skip
             tail_c_rows, tail_c_ok = tile_matrix_rows(
                 tail_start, tail_slots, tail_slot_ok, num_sorted, C_ROWS_SORTED, 1, TAIL_M
@@ -192,13 +202,13 @@ def gate_up_gemm_kernel(
             gate_acc, up_acc, _, _ = gate_up_products(
                 a_ptrs, a_ok, a_desc, a_row, a_ptrs, a_ok, gate_ptrs, up_ptrs, b_desc, gate_row,
                 n_ok, K, stride_ak, stride_bk, DESC_UP_ROW, DESC_UP_COL, GATED, IEEE_FP32, B_TMA,
-                A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, 0,
+                A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, 0, False,
             )  # fmt: skip
     else:
         gate_acc, up_acc, _, _ = gate_up_products(
             a_ptrs, a_ok, a_desc, a_row, a_ptrs, a_ok, gate_ptrs, up_ptrs, b_desc, gate_row,
             n_ok, K, stride_ak, stride_bk, DESC_UP_ROW, DESC_UP_COL, GATED, IEEE_FP32, B_TMA,
-            A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, 0,
+            A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, 0, False,
         )  # fmt: skip
     store_activated(gate_acc, up_acc, gate_bias, up_bias, c_ptrs, c_ok, GATED, HAS_BIAS,
                     ACTIVATION, SWIGLU_ALPHA, SWIGLU_LIMIT)  # fmt: skip

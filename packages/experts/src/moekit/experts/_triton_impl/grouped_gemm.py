@@ -69,7 +69,7 @@ def invoke_grouped_gemm(
         A_ROWS_SORTED=a_rows_sorted, A_TMA=a_desc is not None,
         BLOCK_M=config.BLOCK_M, BLOCK_N=config.BLOCK_N, BLOCK_K=config.BLOCK_K,
         GROUP_M=config.GROUP_M, EXPERT_GROUPS=config.EXPERT_GROUPS and not tiles.slots_from_ids,
-        TAIL_M=0 if tiles.slots_from_ids else config.TAIL_M,
+        TAIL_M=0 if tiles.slots_from_ids else config.TAIL_M, TAIL_SWAP=config.TAIL_SWAP,
         num_warps=config.num_warps, num_stages=config.num_stages,
     )  # fmt: skip
 

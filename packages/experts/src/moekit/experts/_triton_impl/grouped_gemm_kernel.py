@@ -22,7 +22,13 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from moekit.experts._triton_impl.tail_fold import tail_folds, tail_rows
+from moekit.experts._triton_impl.tail_fold import (
+    tail_folds,
+    tail_product,
+    tail_result,
+    tail_rows,
+    tail_zeros,
+)
 from moekit.experts._triton_impl.tiles import dot, program_tile, tile_matrix_rows, tile_rows
 from moekit.experts._triton_impl.topk_sum_epilogue import (
     local_slot_count,
@@ -35,14 +41,15 @@ from moekit.experts._triton_impl.topk_sum_epilogue import (
 def products(a_ptrs, a_ok, a_desc, a_row, tail_a_ptrs, tail_a_ok, b_ptrs, b_desc, b_row, n_ok,
              K, stride_ak, stride_bk, IEEE_FP32: tl.constexpr, B_TMA: tl.constexpr,
              A_TMA: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-             BLOCK_K: tl.constexpr, TAIL_ROWS: tl.constexpr):  # fmt: skip
+             BLOCK_K: tl.constexpr, TAIL_ROWS: tl.constexpr,
+             TAIL_SWAP: tl.constexpr):  # fmt: skip
     """The K loop: float32 ``(acc, tail_acc)``, ``[BLOCK_M, BLOCK_N]`` of the tile, and with
     ``TAIL_ROWS`` ``[TAIL_ROWS, BLOCK_N]`` of the folded tail rows, which use the same B tiles
     (without, the tile's again)."""
     offs_k = tl.arange(0, BLOCK_K)
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     if TAIL_ROWS:
-        tail_acc = tl.zeros([TAIL_ROWS, BLOCK_N], dtype=tl.float32)
+        tail_acc = tail_zeros(TAIL_ROWS, BLOCK_N, TAIL_SWAP)
     for k_start in range(0, K, BLOCK_K):
         k_ok = offs_k < K - k_start
         if A_TMA:
@@ -56,11 +63,13 @@ def products(a_ptrs, a_ok, a_desc, a_row, tail_a_ptrs, tail_a_ok, b_ptrs, b_desc
         acc = dot(a, b, acc, IEEE_FP32)
         if TAIL_ROWS:
             tail_a = tl.load(tail_a_ptrs, mask=tail_a_ok[:, None] & k_ok[None, :], other=0.0)
-            tail_acc = dot(tail_a, b, tail_acc, IEEE_FP32)
+            tail_acc = tail_product(tail_a, b, tail_acc, IEEE_FP32, TAIL_SWAP)
         a_ptrs += BLOCK_K * stride_ak
         tail_a_ptrs += BLOCK_K * stride_ak
         b_ptrs += BLOCK_K * stride_bk
-    if not TAIL_ROWS:
+    if TAIL_ROWS:
+        tail_acc = tail_result(tail_acc, TAIL_SWAP)
+    else:
         tail_acc = acc
     return acc, tail_acc
 
@@ -90,7 +99,7 @@ def grouped_gemm_kernel(
     MUL_ROUTED_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, IEEE_FP32: tl.constexpr,
     B_TMA: tl.constexpr, A_ROWS_SORTED: tl.constexpr, A_TMA: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-    EXPERT_GROUPS: tl.constexpr, TAIL_M: tl.constexpr,
+    EXPERT_GROUPS: tl.constexpr, TAIL_M: tl.constexpr, TAIL_SWAP: tl.constexpr,
 ):  # fmt: skip
     if SLOTS_FROM_IDS:
         num_m_tiles = num_valid_slots
@@ -159,7 +168,7 @@ def grouped_gemm_kernel(
             acc, tail_acc = products(
                 a_ptrs, a_ok, a_desc, a_row, tail_a_ptrs, tail_a_ok, b_ptrs, b_desc, b_row, n_ok,
                 K, stride_ak, stride_bk, IEEE_FP32, B_TMA, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K,
-                TAIL_M,
+                TAIL_M, TAIL_SWAP,
             )  # fmt: skip
             tail_acc = weighted_rows(tail_acc, bias, topk_weights_ptr, tail_slots, tail_slot_ok,
                                      HAS_BIAS, MUL_ROUTED_WEIGHT)  # fmt: skip
@@ -169,12 +178,12 @@ def grouped_gemm_kernel(
         else:
             acc, _ = products(
                 a_ptrs, a_ok, a_desc, a_row, a_ptrs, a_ok, b_ptrs, b_desc, b_row, n_ok, K,
-                stride_ak, stride_bk, IEEE_FP32, B_TMA, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, 0,
+                stride_ak, stride_bk, IEEE_FP32, B_TMA, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, 0, False,
             )  # fmt: skip
     else:
         acc, _ = products(
             a_ptrs, a_ok, a_desc, a_row, a_ptrs, a_ok, b_ptrs, b_desc, b_row, n_ok, K,
-            stride_ak, stride_bk, IEEE_FP32, B_TMA, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, 0,
+            stride_ak, stride_bk, IEEE_FP32, B_TMA, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, 0, False,
         )  # fmt: skip
     acc = weighted_rows(acc, bias, topk_weights_ptr, slots, slot_ok, HAS_BIAS, MUL_ROUTED_WEIGHT)
     if FUSED_SUM:
