@@ -50,9 +50,12 @@ def tail_rows(sorted_token_ids_ptr, tail_start, num_sorted, num_valid_slots,
 @triton.jit
 def tail_zeros(TAIL_ROWS: tl.constexpr, BLOCK_N: tl.constexpr, TAIL_SWAP: tl.constexpr):
     """A float32 tail accumulator: ``[TAIL_ROWS, BLOCK_N]``, or its transpose with ``TAIL_SWAP``."""
+    # one return: the compiler checks every return statement's type, a constexpr branch's too
     if TAIL_SWAP:
-        return tl.zeros([BLOCK_N, TAIL_ROWS], dtype=tl.float32)
-    return tl.zeros([TAIL_ROWS, BLOCK_N], dtype=tl.float32)
+        zeros = tl.zeros([BLOCK_N, TAIL_ROWS], dtype=tl.float32)
+    else:
+        zeros = tl.zeros([TAIL_ROWS, BLOCK_N], dtype=tl.float32)
+    return zeros
 
 
 @triton.jit
@@ -60,13 +63,15 @@ def tail_product(tail_a, b, tail_acc, IEEE_FP32: tl.constexpr, TAIL_SWAP: tl.con
     """``tail_acc + tail_a @ b`` for ``tail_a [TAIL_ROWS, BLOCK_K]`` and ``b [BLOCK_K, BLOCK_N]``,
     kept transposed with ``TAIL_SWAP`` (``tail_acc`` as ``tail_zeros`` gives it)."""
     if TAIL_SWAP:
-        return dot(tl.trans(b), tl.trans(tail_a), tail_acc, IEEE_FP32)
-    return dot(tail_a, b, tail_acc, IEEE_FP32)
+        tail_acc = dot(tl.trans(b), tl.trans(tail_a), tail_acc, IEEE_FP32)
+    else:
+        tail_acc = dot(tail_a, b, tail_acc, IEEE_FP32)
+    return tail_acc
 
 
 @triton.jit
 def tail_result(tail_acc, TAIL_SWAP: tl.constexpr):
     """The tail accumulator as ``[TAIL_ROWS, BLOCK_N]``."""
     if TAIL_SWAP:
-        return tl.trans(tail_acc)
+        tail_acc = tl.trans(tail_acc)
     return tail_acc
