@@ -65,9 +65,9 @@ def refinements(best: GemmConfig) -> list[GemmConfig]:
     ``probe_tiles.py --family group_m --seeds 3``. ``GROUP_M`` 1 gained 0.3-2% on the top-8 and
     top-4 shapes at 256-4096 tokens. Groups that follow the experts (``EXPERT_GROUPS``, at most
     8 or 16 m-tiles) never split one and gained 2-9% on Mixtral at 512-4096 tokens and on
-    DeepSeek-V3 and gpt-oss at 4096. Folded tails (``TAIL_M``, ``TAIL_M2`` of 0, 16 or 64 rows
-    each) gained 1-5% at 4096 tokens on the top-8 and top-4 shapes and lost elsewhere
-    (``probe_tiles.py --family tail``)."""
+    DeepSeek-V3 and gpt-oss at 4096. Folded tails (``TAIL_M``, ``TAIL_M2`` of 0, 16, 32 or 64
+    rows each), their products swapped (``TAIL_SWAP``) or not, gained 1-12% at 4096 tokens on
+    the top-8 and top-4 shapes and lost or tied elsewhere (``probe_tiles.py --family tail``)."""
     widths = [dataclasses.replace(best, BLOCK_N1=w) for w in (best.BLOCK_N // 4, best.BLOCK_N)
               if w >= 16]  # fmt: skip
     stages = [dataclasses.replace(best, num_stages=s) for s in (best.num_stages - 1,
@@ -80,9 +80,10 @@ def refinements(best: GemmConfig) -> list[GemmConfig]:
     group_m += [dataclasses.replace(best, GROUP_M=g, EXPERT_GROUPS=True) for g in (8, 16)]
     group_m = [c for c in group_m if c != best]
     tma = [dataclasses.replace(best, B_TMA=not best.B_TMA)]
-    pairs = itertools.product((0, 16, 64), repeat=2)
-    tails = [dataclasses.replace(best, TAIL_M=t1, TAIL_M2=t2) for t1, t2 in pairs
-             if 2 * max(t1, t2) <= best.BLOCK_M and (t1, t2) != (best.TAIL_M, best.TAIL_M2)]  # fmt: skip
+    tails = [dataclasses.replace(best, TAIL_M=t1, TAIL_M2=t2, TAIL_SWAP=swap)
+             for t1, t2, swap in itertools.product((0, 16, 32, 64), (0, 16, 32, 64), (False, True))
+             if 2 * max(t1, t2) <= best.BLOCK_M and (t1 or t2 or not swap)]  # fmt: skip
+    tails = [c for c in tails if c != best]
     return widths + stages + block_k + block_m + tma + group_m + tails
 
 

@@ -55,7 +55,8 @@ class GemmConfig:
     rows, so that tile's weights are not streamed again (see ``tail_fold``); ``TAIL_M2`` does the
     same for GEMM2, independently (0: off, not GEMM1's); tiles from ``topk_ids`` ignore both. With
     ``TAIL_SWAP`` both GEMMs compute their folded rows' products transposed, so that the rows fill
-    the MMA's N operand rather than a padded M (see ``tail_fold``)."""
+    the MMA's N operand rather than a padded M (see ``tail_fold``); without a tail it does
+    nothing."""
 
     BLOCK_M: int
     BLOCK_N: int

@@ -55,6 +55,7 @@ def invoke_gate_up_gemm(
     gated = activation.is_gated
     interleaved = activation is MoEActivation.SWIGLUOAI
     block_n = gate_up_block_n(config, gated)
+    tail_m = 0 if tiles.slots_from_ids else config.TAIL_M  # one slot per tile: nothing to fold
     grid = (tiles.num_m_tiles(config.BLOCK_M) * triton.cdiv(n_out, block_n),)
     *tile_args, num_sorted = tiles.kernel_args(out)
     num_counters = counters.numel() if counters is not None else 0
@@ -82,6 +83,6 @@ def invoke_gate_up_gemm(
         A_ROWS_SORTED=a_rows_sorted, A_TMA=a_desc is not None, C_ROWS_SORTED=out_rows_sorted,
         BLOCK_M=config.BLOCK_M, BLOCK_N=block_n, BLOCK_K=config.BLOCK_K,
         GROUP_M=config.GROUP_M, EXPERT_GROUPS=config.EXPERT_GROUPS and not tiles.slots_from_ids,
-        TAIL_M=0 if tiles.slots_from_ids else config.TAIL_M, TAIL_SWAP=config.TAIL_SWAP,
+        TAIL_M=tail_m, TAIL_SWAP=config.TAIL_SWAP and tail_m > 0,
         num_warps=config.num_warps, num_stages=config.num_stages,
     )  # fmt: skip

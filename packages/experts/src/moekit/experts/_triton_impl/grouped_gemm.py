@@ -43,6 +43,7 @@ def invoke_grouped_gemm(
     num_m_tiles = tiles.num_m_tiles(config.BLOCK_M) + (summed is not None)
     grid = (num_m_tiles * triton.cdiv(n, config.BLOCK_N),)
     dummy = c  # never read when the matching flag is off
+    tail_m = 0 if tiles.slots_from_ids else config.TAIL_M  # one slot per tile: nothing to fold
     out, counters, sum_top_k = summed if summed is not None else (dummy, dummy, 1)
     if summed is not None:
         if not tiles.slots_from_ids:
@@ -69,7 +70,7 @@ def invoke_grouped_gemm(
         A_ROWS_SORTED=a_rows_sorted, A_TMA=a_desc is not None,
         BLOCK_M=config.BLOCK_M, BLOCK_N=config.BLOCK_N, BLOCK_K=config.BLOCK_K,
         GROUP_M=config.GROUP_M, EXPERT_GROUPS=config.EXPERT_GROUPS and not tiles.slots_from_ids,
-        TAIL_M=0 if tiles.slots_from_ids else config.TAIL_M, TAIL_SWAP=config.TAIL_SWAP,
+        TAIL_M=tail_m, TAIL_SWAP=config.TAIL_SWAP and tail_m > 0,
         num_warps=config.num_warps, num_stages=config.num_stages,
     )  # fmt: skip
 
