@@ -13,7 +13,8 @@ With ``ZERO_COUNTERS`` the first programs also zero GEMM2's top-k sum counters (
 ``topk_sum_epilogue``), which GEMM2 uses after this kernel in stream order. With
 ``EXPERT_GROUPS`` (aligned tiles only) the tile order groups each expert's m-tiles (see
 ``program_tile``). With ``TAIL_M`` (aligned tiles only) a program also computes the next m-tile's
-first ``TAIL_M`` rows when that tile is its expert's short last one (see ``tail_fold``).
+first ``TAIL_M`` rows when that tile is its expert's short last one (see ``tail_fold``), with
+``TAIL_SWAP`` as the transposed product, so that those rows fill the MMA's N operand.
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ With ``B_TMA`` the B tiles come through ``b_desc``, a descriptor over ``b`` seen
 ``[E * N, K]`` (see ``weight_descriptor``), instead of pointer loads. With ``EXPERT_GROUPS``
 (aligned tiles only) the tile order groups each expert's m-tiles (see
 ``program_tile``). With ``TAIL_M`` (aligned tiles only) a program also computes the next m-tile's
-first ``TAIL_M`` rows when that tile is its expert's short last one (see ``tail_fold``).
+first ``TAIL_M`` rows when that tile is its expert's short last one (see ``tail_fold``), with
+``TAIL_SWAP`` as the transposed product, so that those rows fill the MMA's N operand.
 """
 
 from __future__ import annotations
