@@ -18,6 +18,10 @@ Each family varies the shipped table entry of a set of cells:
     most half of ``BLOCK_M``; ``tail0_0`` is the entry without them; a trailing ``s`` computes
     the tails' products transposed, ``TAIL_SWAP``); the whole path where the rows per expert sit
     near a multiple of ``BLOCK_M``, and each GEMM alone.
+  * ``half_tail``: half the entry's ``BLOCK_M`` with folded tails of a quarter of it (swapped
+    on one GEMM or both, or unswapped on both), where the rows per expert sit near half the
+    entry's ``BLOCK_M``: most experts fit one half-height tile, a few fold their last rows,
+    and the MMAs skip the padding of the full-height tile; the whole path and each GEMM alone.
 Whole-path variants are checked against the torch path (2% of the output scale) and compared
 bit for bit with the entry's output. A variant that strays, or does not compile (shared memory,
 registers), is recorded with its error and not timed. Each row lists the GEMM kernels its
@@ -73,6 +77,7 @@ CELLS = {
              ("gpt-oss-120b", 16384), ("deepseek-v3-tp4", 16384), ("mixtral", 256),
              ("mixtral", 16384), ("deepseek-v3-tp4", 1024), ("gpt-oss-120b", 1024),
              ("qwen3-30b-a3b", 16384), ("qwen3-30b-a3b-tp2", 16384)],
+    "half_tail": [("deepseek-v3-tp4", 1024), ("gpt-oss-120b", 1024), ("deepseek-v3", 1024)],
 }  # fmt: skip
 GROUP_M_VALUES = (1, 8, 16, 32, 64, 256)
 
@@ -142,6 +147,17 @@ def variants(family: str, entry: GemmConfig) -> dict[str, GemmConfig]:
         swapped = {f"{name}s": swap(config, TAIL_SWAP=True)
                    for name, config in tails.items() if config.TAIL_M or config.TAIL_M2}  # fmt: skip
         return {"entry": entry} | tails | swapped
+    if family == "half_tail":
+        half = entry.with_block_m(entry.BLOCK_M // 2)
+        t = half.BLOCK_M // 2
+        return {
+            "entry": entry,
+            "half_block_m": half,
+            f"half_tail{t}_0s": swap(half, TAIL_M=t, TAIL_M2=0, TAIL_SWAP=True),
+            f"half_tail0_{t}s": swap(half, TAIL_M=0, TAIL_M2=t, TAIL_SWAP=True),
+            f"half_tail{t}_{t}s": swap(half, TAIL_M=t, TAIL_M2=t, TAIL_SWAP=True),
+            f"half_tail{t}_{t}": swap(half, TAIL_M=t, TAIL_M2=t, TAIL_SWAP=False),
+        }
     return {
         "entry": entry,
         "twice_block_m": swap(entry, BLOCK_M=2 * entry.BLOCK_M),
@@ -166,9 +182,10 @@ def compiled_gemms() -> dict[str, dict]:
 
 
 def time_variants(family: str, routed, entry: GemmConfig, expected, names: list[str] | None,
-                  rounds: int) -> list[dict]:  # fmt: skip
+                  rounds: int, per_gemm: bool) -> list[dict]:  # fmt: skip
     """Rows of ``routed``'s variants, each timed ``rounds`` times in turn (so that drift of the
-    clock under the power limit falls on every variant alike)."""
+    clock under the power limit falls on every variant alike); with ``per_gemm``, the tail
+    families also time each GEMM alone."""
     x, w1, w2, b1, b2, weights, ids, activation, path = routed
     configs = {v: c for v, c in variants(family, entry).items() if not names or v in names}
     rows, entry_out = [], None
@@ -192,7 +209,7 @@ def time_variants(family: str, routed, entry: GemmConfig, expected, names: list[
                             entry_out = out.clone()
                         row["bit_identical_to_entry"] = bool(torch.equal(out, entry_out))
                         row["path_us"] = ablate.graph_us(path)
-                    if family == "tail":  # where the fold gains or loses: each GEMM alone
+                    if per_gemm and family in ("tail", "half_tail"):  # where a fold gains
                         with mock.patch.object(ablate, "get_config", lambda *_, c=config: c):
                             parts, _ = ablate.steps(x, w1, w2, b1, b2, weights, ids, activation)
                             row |= {
@@ -217,6 +234,8 @@ def main() -> None:
     parser.add_argument("--variants", nargs="*", help="only these variants ('entry' included)")
     parser.add_argument("--seeds", type=int, default=1, help="routings drawn from seeds 1..N")
     parser.add_argument("--rounds", type=int, default=1, help="times each variant in turn")
+    parser.add_argument("--path-only", action="store_true", help="the tail families: skip "
+                        "timing each GEMM alone")  # fmt: skip
     args = parser.parse_args()
     cells = [(shape, m) for shape, m in CELLS[args.family]
              if (not args.tokens or m in args.tokens) and (not args.shapes or shape in args.shapes)]  # fmt: skip
@@ -241,7 +260,8 @@ def main() -> None:
                             floor_us=floor_us(ids, top_k, hidden, inter, bandwidth, tflops))  # fmt: skip
                 routed = (x, w1, w2, b1, b2, weights, ids, activation, path)
                 for row in time_variants(args.family, routed, entry, path(backend="torch"),
-                                         args.variants, args.rounds):  # fmt: skip
+                                         args.variants, args.rounds,
+                                         not args.path_only):  # fmt: skip
                     rows.append(cell | row)
                     print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                    for k, v in rows[-1].items() if k != "config"), flush=True)  # fmt: skip

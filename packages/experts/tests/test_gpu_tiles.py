@@ -42,6 +42,10 @@ VARIANTS = {  # hardware-sized tiles; hidden 192 and inter 320 leave tail tiles 
     "tail-fold-wide-sorted-swapped": {**TILE, "BLOCK_M": 128, "BLOCK_N": 256, "num_warps": 8,
                                       "num_stages": 2, "B_TMA": True, "SORTED_ROWS": True,
                                       "TAIL_M": 16, "TAIL_M2": 64, "TAIL_SWAP": True},
+    # 32-row tiles with 16-row tails: at about 75 and 140 rows per expert, some experts' last
+    # tiles hold 16 rows or fewer and fold; swapped tail products beside small-M tile products
+    "tail-fold-half-swapped": {**TILE, "BLOCK_M": 32, "BLOCK_N": 64, "B_TMA": True,
+                               "TAIL_M": 16, "TAIL_M2": 16, "TAIL_SWAP": True},
     # gpt-oss's H100 decode entries: one K step wider than this K (192), two over I (320)
     "block-k-256-decode": dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=256, num_warps=4, num_stages=4,
                                BLOCK_N2=64, BLOCK_K2=256, num_warps2=8, num_stages2=4),
