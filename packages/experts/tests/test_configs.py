@@ -43,9 +43,6 @@ def test_gemm2_takes_its_own_fields_where_set():
     assert shared.gemm2() == GemmConfig(64, 128, 64, 8, 8, 3)
     own = GemmConfig(64, 128, 64, 8, 8, 3, BLOCK_N2=256, BLOCK_K2=32, num_warps2=4, B_TMA=True)
     assert own.gemm2() == GemmConfig(64, 256, 32, 8, 4, 3, B_TMA=True)
-    swapped = GemmConfig(64, 128, 64, SWAP_AB=True, SWAP_AB2=False)
-    assert not swapped.gemm2().SWAP_AB
-    assert GemmConfig(64, 128, 64, SWAP_AB2=True).gemm2() == GemmConfig(64, 128, 64, SWAP_AB=True)
 
 
 def test_tables_store_only_the_optional_fields_that_are_set():

@@ -107,14 +107,7 @@ TILE_VARIANTS = {
     "group-m-2": {"GROUP_M": 2},
     "group-m-beyond-the-tiles": {"GROUP_M": 64},
     "expert-groups": {"EXPERT_GROUPS": True, "GROUP_M": 2},
-    # the tiles' products transposed (weight tile as the MMA's M operand, token rows as N)
-    "swap-ab": {"SWAP_AB": True, "SWAP_AB2": True},
-    "swap-ab-gemm1-only": {"SWAP_AB": True},
-    "swap-ab-gemm2-own-tile-tma": {"SWAP_AB2": True, "B_TMA": True, "BLOCK_N2": 16,
-                                   "BLOCK_K2": 16},
-    "swap-ab-sorted-rows-tma": {"SWAP_AB": True, "SWAP_AB2": True, "SORTED_ROWS": True,
-                                "B_TMA": True},
-}  # fmt: skip
+}
 
 
 def test_sorted_rows_share_the_workspace_when_it_has_room(monkeypatch):
@@ -149,8 +142,8 @@ def test_sorted_rows_share_the_workspace_when_it_has_room(monkeypatch):
 @pytest.mark.parametrize("hidden", [48, 64])  # 48: tail tiles in N (GEMM2) and K (GEMM1)
 def test_tile_variants_leave_the_result(monkeypatch, variant, activation, hidden):
     """Tuned tables may give GEMM1 its own activation width, GEMM2 its own tile, read the
-    weights through TMA descriptors, lay the rows out in the aligned order (A through TMA
-    too) and transpose either GEMM's tile products; none of it may change the result. With ``inter = 40`` a
+    weights through TMA descriptors and lay the rows out in the aligned order (A through TMA
+    too); none of it may change the result. With ``inter = 40`` a
     tail tile's descriptor rows reach into the next expert and must stay masked."""
     from moekit.experts._triton_impl.configs import GemmConfig
 

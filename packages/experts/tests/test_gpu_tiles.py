@@ -46,14 +46,6 @@ VARIANTS = {  # hardware-sized tiles; hidden 192 and inter 320 leave tail tiles 
     # tiles hold 16 rows or fewer and fold; swapped tail products beside small-M tile products
     "tail-fold-half-swapped": {**TILE, "BLOCK_M": 32, "BLOCK_N": 64, "B_TMA": True,
                                "TAIL_M": 16, "TAIL_M2": 16, "TAIL_SWAP": True},
-    # the tiles' own products transposed: decode-sized 16-row tiles, with swapped tails, and
-    # with the rows in the aligned order
-    "swap-ab-decode": dict(BLOCK_M=16, BLOCK_N=128, BLOCK_K=128, num_warps=4, num_stages=4,
-                           BLOCK_N2=64, B_TMA=True, SWAP_AB=True, SWAP_AB2=True),
-    "swap-ab-tails": {**TILE, "BLOCK_M": 32, "B_TMA": True, "TAIL_M": 16, "TAIL_M2": 16,
-                      "TAIL_SWAP": True, "SWAP_AB": True, "SWAP_AB2": True},
-    "swap-ab-sorted-rows": {**TILE, "B_TMA": True, "SORTED_ROWS": True, "SWAP_AB": True,
-                            "SWAP_AB2": True},
     # gpt-oss's H100 decode entries: one K step wider than this K (192), two over I (320)
     "block-k-256-decode": dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=256, num_warps=4, num_stages=4,
                                BLOCK_N2=64, BLOCK_K2=256, num_warps2=8, num_stages2=4),

@@ -66,9 +66,6 @@ VARIANTS = {
     "swapped": {"TAIL_SWAP": True},
     "swapped-sorted-rows-tma": {"TAIL_SWAP": True, "SORTED_ROWS": True, "B_TMA": True},
     "swapped-gemm2-own-tile": {"TAIL_SWAP": True, "TAIL_M": 0, "BLOCK_N2": 16, "BLOCK_K2": 16},
-    # the tiles' own products transposed too, or only theirs
-    "swap-ab-swapped": {"TAIL_SWAP": True, "SWAP_AB": True, "SWAP_AB2": True},
-    "swap-ab-unswapped": {"SWAP_AB": True, "SWAP_AB2": True},
 }
 
 

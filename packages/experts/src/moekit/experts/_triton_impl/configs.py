@@ -31,8 +31,6 @@ OPTIONAL_FIELDS = (
     "TAIL_M",
     "TAIL_M2",
     "TAIL_SWAP",
-    "SWAP_AB",
-    "SWAP_AB2",
 )
 
 
@@ -58,9 +56,7 @@ class GemmConfig:
     same for GEMM2, independently (0: off, not GEMM1's); tiles from ``topk_ids`` ignore both. With
     ``TAIL_SWAP`` both GEMMs compute their folded rows' products transposed, so that the rows fill
     the MMA's N operand rather than a padded M (see ``tail_fold``); without a tail it does
-    nothing. With ``SWAP_AB`` GEMM1 computes each tile's products transposed the same way
-    (``b.T @ a.T``: the weight tile is the MMA's M operand, the ``BLOCK_M`` token rows its N), and
-    with ``SWAP_AB2`` GEMM2 does (see ``swap_ab``)."""
+    nothing."""
 
     BLOCK_M: int
     BLOCK_N: int
@@ -79,8 +75,6 @@ class GemmConfig:
     TAIL_M: int = 0
     TAIL_M2: int = 0
     TAIL_SWAP: bool = False
-    SWAP_AB: bool = False
-    SWAP_AB2: bool = False
 
     def __post_init__(self) -> None:
         if self.EXPERT_GROUPS and (self.GROUP_M < 1 or self.GROUP_M & (self.GROUP_M - 1)):
@@ -114,9 +108,7 @@ class GemmConfig:
             num_warps=self.num_warps2 or self.num_warps,
             num_stages=self.num_stages2 or self.num_stages,
             TAIL_M=self.TAIL_M2,
-            SWAP_AB=self.SWAP_AB2,
             BLOCK_N1=0, BLOCK_N2=0, BLOCK_K2=0, num_warps2=0, num_stages2=0, TAIL_M2=0,
-            SWAP_AB2=False,
         )  # fmt: skip
 
 

@@ -84,6 +84,5 @@ def invoke_gate_up_gemm(
         BLOCK_M=config.BLOCK_M, BLOCK_N=block_n, BLOCK_K=config.BLOCK_K,
         GROUP_M=config.GROUP_M, EXPERT_GROUPS=config.EXPERT_GROUPS and not tiles.slots_from_ids,
         TAIL_M=tail_m, TAIL_SWAP=config.TAIL_SWAP and tail_m > 0,
-        SWAP_AB=config.SWAP_AB,
         num_warps=config.num_warps, num_stages=config.num_stages,
     )  # fmt: skip

@@ -14,8 +14,7 @@ With ``ZERO_COUNTERS`` the first programs also zero GEMM2's top-k sum counters (
 ``EXPERT_GROUPS`` (aligned tiles only) the tile order groups each expert's m-tiles (see
 ``program_tile``). With ``TAIL_M`` (aligned tiles only) a program also computes the next m-tile's
 first ``TAIL_M`` rows when that tile is its expert's short last one (see ``tail_fold``), with
-``TAIL_SWAP`` as the transposed product, so that those rows fill the MMA's N operand; with
-``SWAP_AB`` the tile's own products are transposed so (see ``swap_ab``).
+``TAIL_SWAP`` as the transposed product, so that those rows fill the MMA's N operand.
 """
 
 from __future__ import annotations
@@ -24,9 +23,14 @@ import triton
 import triton.language as tl
 
 from moekit.experts._triton_impl.activation_epilogue import gated_activation, unary_activation
-from moekit.experts._triton_impl.swap_ab import add_product, product_rows, product_zeros
-from moekit.experts._triton_impl.tail_fold import tail_folds, tail_rows
-from moekit.experts._triton_impl.tiles import program_tile, tile_matrix_rows, tile_rows
+from moekit.experts._triton_impl.tail_fold import (
+    tail_folds,
+    tail_product,
+    tail_result,
+    tail_rows,
+    tail_zeros,
+)
+from moekit.experts._triton_impl.tiles import dot, program_tile, tile_matrix_rows, tile_rows
 from moekit.experts._triton_impl.topk_sum_epilogue import zero_counters
 
 
@@ -36,18 +40,17 @@ def gate_up_products(
     n_ok, K, stride_ak, stride_bk, DESC_UP_ROW, DESC_UP_COL,
     GATED: tl.constexpr, IEEE_FP32: tl.constexpr, B_TMA: tl.constexpr, A_TMA: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, TAIL_ROWS: tl.constexpr,
-    TAIL_SWAP: tl.constexpr, SWAP_AB: tl.constexpr,
+    TAIL_SWAP: tl.constexpr,
 ):  # fmt: skip
     """The K loop: float32 ``(gate, up, tail_gate, tail_up)`` accumulators, ``[BLOCK_M, BLOCK_N]``
     of the tile, and with ``TAIL_ROWS`` ``[TAIL_ROWS, BLOCK_N]`` of the folded tail rows, which
-    use the same weight tiles (without, the tile's again). ``SWAP_AB`` and ``TAIL_SWAP`` keep the
-    tile's and the tail's products transposed during the loop (``swap_ab``)."""
+    use the same weight tiles (without, the tile's again)."""
     offs_k = tl.arange(0, BLOCK_K)
-    gate_acc = product_zeros(BLOCK_M, BLOCK_N, SWAP_AB)
-    up_acc = product_zeros(BLOCK_M, BLOCK_N, SWAP_AB)
+    gate_acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    up_acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     if TAIL_ROWS:
-        tail_gate = product_zeros(TAIL_ROWS, BLOCK_N, TAIL_SWAP)
-        tail_up = product_zeros(TAIL_ROWS, BLOCK_N, TAIL_SWAP)
+        tail_gate = tail_zeros(TAIL_ROWS, BLOCK_N, TAIL_SWAP)
+        tail_up = tail_zeros(TAIL_ROWS, BLOCK_N, TAIL_SWAP)
     for k_start in range(0, K, BLOCK_K):
         k_ok = offs_k < K - k_start
         if A_TMA:
@@ -61,26 +64,24 @@ def gate_up_products(
             gate = b_desc.load([gate_row, k_start]).T
         else:
             gate = tl.load(gate_ptrs, mask=b_ok, other=0.0)
-        gate_acc = add_product(a, gate, gate_acc, IEEE_FP32, SWAP_AB)
+        gate_acc = dot(a, gate, gate_acc, IEEE_FP32)
         if TAIL_ROWS:
-            tail_gate = add_product(tail_a, gate, tail_gate, IEEE_FP32, TAIL_SWAP)
+            tail_gate = tail_product(tail_a, gate, tail_gate, IEEE_FP32, TAIL_SWAP)
         if GATED:
             if B_TMA:
                 up = b_desc.load([gate_row + DESC_UP_ROW, DESC_UP_COL + k_start]).T
             else:
                 up = tl.load(up_ptrs, mask=b_ok, other=0.0)
-            up_acc = add_product(a, up, up_acc, IEEE_FP32, SWAP_AB)
+            up_acc = dot(a, up, up_acc, IEEE_FP32)
             if TAIL_ROWS:
-                tail_up = add_product(tail_a, up, tail_up, IEEE_FP32, TAIL_SWAP)
+                tail_up = tail_product(tail_a, up, tail_up, IEEE_FP32, TAIL_SWAP)
         a_ptrs += BLOCK_K * stride_ak
         tail_a_ptrs += BLOCK_K * stride_ak
         gate_ptrs += BLOCK_K * stride_bk
         up_ptrs += BLOCK_K * stride_bk
-    gate_acc = product_rows(gate_acc, SWAP_AB)
-    up_acc = product_rows(up_acc, SWAP_AB)
     if TAIL_ROWS:
-        tail_gate = product_rows(tail_gate, TAIL_SWAP)
-        tail_up = product_rows(tail_up, TAIL_SWAP)
+        tail_gate = tail_result(tail_gate, TAIL_SWAP)
+        tail_up = tail_result(tail_up, TAIL_SWAP)
     else:
         tail_gate = gate_acc
         tail_up = up_acc
@@ -119,7 +120,6 @@ def gate_up_gemm_kernel(
     A_ROWS_SORTED: tl.constexpr, A_TMA: tl.constexpr, C_ROWS_SORTED: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     EXPERT_GROUPS: tl.constexpr, TAIL_M: tl.constexpr, TAIL_SWAP: tl.constexpr,
-    SWAP_AB: tl.constexpr,
 ):  # fmt: skip
     if ZERO_COUNTERS:
         zero_counters(counters_ptr, num_counters, COUNTER_BLOCK)
@@ -188,7 +188,7 @@ def gate_up_gemm_kernel(
             gate_acc, up_acc, tail_gate, tail_up = gate_up_products(
                 a_ptrs, a_ok, a_desc, a_row, tail_a_ptrs, tail_a_ok, gate_ptrs, up_ptrs, b_desc,
                 gate_row, n_ok, K, stride_ak, stride_bk, DESC_UP_ROW, DESC_UP_COL, GATED, IEEE_FP32,
-                B_TMA, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, TAIL_M, TAIL_SWAP, SWAP_AB,
+                B_TMA, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, TAIL_M, TAIL_SWAP,
             )  # fmt: skip
             tail_c_rows, tail_c_ok = tile_matrix_rows(
                 tail_start, tail_slots, tail_slot_ok, num_sorted, C_ROWS_SORTED, 1, TAIL_M
@@ -203,13 +203,13 @@ def gate_up_gemm_kernel(
             gate_acc, up_acc, _, _ = gate_up_products(
                 a_ptrs, a_ok, a_desc, a_row, a_ptrs, a_ok, gate_ptrs, up_ptrs, b_desc, gate_row,
                 n_ok, K, stride_ak, stride_bk, DESC_UP_ROW, DESC_UP_COL, GATED, IEEE_FP32, B_TMA,
-                A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, 0, False, SWAP_AB,
+                A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, 0, False,
             )  # fmt: skip
     else:
         gate_acc, up_acc, _, _ = gate_up_products(
             a_ptrs, a_ok, a_desc, a_row, a_ptrs, a_ok, gate_ptrs, up_ptrs, b_desc, gate_row,
             n_ok, K, stride_ak, stride_bk, DESC_UP_ROW, DESC_UP_COL, GATED, IEEE_FP32, B_TMA,
-            A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, 0, False, SWAP_AB,
+            A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, 0, False,
         )  # fmt: skip
     store_activated(gate_acc, up_acc, gate_bias, up_bias, c_ptrs, c_ok, GATED, HAS_BIAS,
                     ACTIVATION, SWIGLU_ALPHA, SWIGLU_LIMIT)  # fmt: skip

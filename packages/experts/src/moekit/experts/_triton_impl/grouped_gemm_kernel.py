@@ -15,8 +15,7 @@ With ``B_TMA`` the B tiles come through ``b_desc``, a descriptor over ``b`` seen
 (aligned tiles only) the tile order groups each expert's m-tiles (see
 ``program_tile``). With ``TAIL_M`` (aligned tiles only) a program also computes the next m-tile's
 first ``TAIL_M`` rows when that tile is its expert's short last one (see ``tail_fold``), with
-``TAIL_SWAP`` as the transposed product, so that those rows fill the MMA's N operand; with
-``SWAP_AB`` the tile's own product is transposed so (see ``swap_ab``).
+``TAIL_SWAP`` as the transposed product, so that those rows fill the MMA's N operand.
 """
 
 from __future__ import annotations
@@ -24,9 +23,14 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from moekit.experts._triton_impl.swap_ab import add_product, product_rows, product_zeros
-from moekit.experts._triton_impl.tail_fold import tail_folds, tail_rows
-from moekit.experts._triton_impl.tiles import program_tile, tile_matrix_rows, tile_rows
+from moekit.experts._triton_impl.tail_fold import (
+    tail_folds,
+    tail_product,
+    tail_result,
+    tail_rows,
+    tail_zeros,
+)
+from moekit.experts._triton_impl.tiles import dot, program_tile, tile_matrix_rows, tile_rows
 from moekit.experts._triton_impl.topk_sum_epilogue import (
     local_slot_count,
     store_and_sum_tokens,
@@ -38,16 +42,15 @@ from moekit.experts._triton_impl.topk_sum_epilogue import (
 def products(a_ptrs, a_ok, a_desc, a_row, tail_a_ptrs, tail_a_ok, b_ptrs, b_desc, b_row, n_ok,
              K, stride_ak, stride_bk, IEEE_FP32: tl.constexpr, B_TMA: tl.constexpr,
              A_TMA: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-             BLOCK_K: tl.constexpr, TAIL_ROWS: tl.constexpr, TAIL_SWAP: tl.constexpr,
-             SWAP_AB: tl.constexpr):  # fmt: skip
+             BLOCK_K: tl.constexpr, TAIL_ROWS: tl.constexpr,
+             TAIL_SWAP: tl.constexpr):  # fmt: skip
     """The K loop: float32 ``(acc, tail_acc)``, ``[BLOCK_M, BLOCK_N]`` of the tile, and with
     ``TAIL_ROWS`` ``[TAIL_ROWS, BLOCK_N]`` of the folded tail rows, which use the same B tiles
-    (without, the tile's again). ``SWAP_AB`` and ``TAIL_SWAP`` keep the tile's and the tail's
-    products transposed during the loop (``swap_ab``)."""
+    (without, the tile's again)."""
     offs_k = tl.arange(0, BLOCK_K)
-    acc = product_zeros(BLOCK_M, BLOCK_N, SWAP_AB)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     if TAIL_ROWS:
-        tail_acc = product_zeros(TAIL_ROWS, BLOCK_N, TAIL_SWAP)
+        tail_acc = tail_zeros(TAIL_ROWS, BLOCK_N, TAIL_SWAP)
     for k_start in range(0, K, BLOCK_K):
         k_ok = offs_k < K - k_start
         if A_TMA:
@@ -58,16 +61,15 @@ def products(a_ptrs, a_ok, a_desc, a_row, tail_a_ptrs, tail_a_ok, b_ptrs, b_desc
             b = b_desc.load([b_row, k_start]).T
         else:
             b = tl.load(b_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
-        acc = add_product(a, b, acc, IEEE_FP32, SWAP_AB)
+        acc = dot(a, b, acc, IEEE_FP32)
         if TAIL_ROWS:
             tail_a = tl.load(tail_a_ptrs, mask=tail_a_ok[:, None] & k_ok[None, :], other=0.0)
-            tail_acc = add_product(tail_a, b, tail_acc, IEEE_FP32, TAIL_SWAP)
+            tail_acc = tail_product(tail_a, b, tail_acc, IEEE_FP32, TAIL_SWAP)
         a_ptrs += BLOCK_K * stride_ak
         tail_a_ptrs += BLOCK_K * stride_ak
         b_ptrs += BLOCK_K * stride_bk
-    acc = product_rows(acc, SWAP_AB)
     if TAIL_ROWS:
-        tail_acc = product_rows(tail_acc, TAIL_SWAP)
+        tail_acc = tail_result(tail_acc, TAIL_SWAP)
     else:
         tail_acc = acc
     return acc, tail_acc
@@ -99,7 +101,6 @@ def grouped_gemm_kernel(
     B_TMA: tl.constexpr, A_ROWS_SORTED: tl.constexpr, A_TMA: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     EXPERT_GROUPS: tl.constexpr, TAIL_M: tl.constexpr, TAIL_SWAP: tl.constexpr,
-    SWAP_AB: tl.constexpr,
 ):  # fmt: skip
     if SLOTS_FROM_IDS:
         num_m_tiles = num_valid_slots
@@ -168,7 +169,7 @@ def grouped_gemm_kernel(
             acc, tail_acc = products(
                 a_ptrs, a_ok, a_desc, a_row, tail_a_ptrs, tail_a_ok, b_ptrs, b_desc, b_row, n_ok,
                 K, stride_ak, stride_bk, IEEE_FP32, B_TMA, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K,
-                TAIL_M, TAIL_SWAP, SWAP_AB,
+                TAIL_M, TAIL_SWAP,
             )  # fmt: skip
             tail_acc = weighted_rows(tail_acc, bias, topk_weights_ptr, tail_slots, tail_slot_ok,
                                      HAS_BIAS, MUL_ROUTED_WEIGHT)  # fmt: skip
@@ -179,13 +180,11 @@ def grouped_gemm_kernel(
             acc, _ = products(
                 a_ptrs, a_ok, a_desc, a_row, a_ptrs, a_ok, b_ptrs, b_desc, b_row, n_ok, K,
                 stride_ak, stride_bk, IEEE_FP32, B_TMA, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, 0, False,
-                SWAP_AB,
             )  # fmt: skip
     else:
         acc, _ = products(
             a_ptrs, a_ok, a_desc, a_row, a_ptrs, a_ok, b_ptrs, b_desc, b_row, n_ok, K,
             stride_ak, stride_bk, IEEE_FP32, B_TMA, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, 0, False,
-            SWAP_AB,
         )  # fmt: skip
     acc = weighted_rows(acc, bias, topk_weights_ptr, slots, slot_ok, HAS_BIAS, MUL_ROUTED_WEIGHT)
     if FUSED_SUM:

@@ -8,8 +8,7 @@ expert, tile ``q - 1``'s program also computes those ``TAIL_M`` rows, from each 
 has already loaded, and tile ``q``'s program returns at once. Both programs decide from the same
 two ``expert_ids`` entries and one ``sorted_token_ids`` entry, so they always agree. The live
 rows of a segment come before its padding, so one entry tells whether rows ``TAIL_M`` and later
-of tile ``q`` are all padding. With ``TAIL_SWAP`` the tail's products are kept transposed
-(``swap_ab``), so that its few rows fill the MMA's N operand.
+of tile ``q`` are all padding.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from moekit.experts._triton_impl.tiles import tile_matrix_rows, tile_slots
+from moekit.experts._triton_impl.tiles import dot, tile_matrix_rows, tile_slots
 
 
 @triton.jit
@@ -46,3 +45,33 @@ def tail_rows(sorted_token_ids_ptr, tail_start, num_sorted, num_valid_slots,
     a_rows, a_ok = tile_matrix_rows(tail_start, slots, slot_ok, num_sorted, A_ROWS_SORTED, TOP_K,
                                     TAIL_M)  # fmt: skip
     return slots, slot_ok, a_rows, a_ok
+
+
+@triton.jit
+def tail_zeros(TAIL_ROWS: tl.constexpr, BLOCK_N: tl.constexpr, TAIL_SWAP: tl.constexpr):
+    """A float32 tail accumulator: ``[TAIL_ROWS, BLOCK_N]``, or its transpose with ``TAIL_SWAP``."""
+    # one return: the compiler checks every return statement's type, a constexpr branch's too
+    if TAIL_SWAP:
+        zeros = tl.zeros([BLOCK_N, TAIL_ROWS], dtype=tl.float32)
+    else:
+        zeros = tl.zeros([TAIL_ROWS, BLOCK_N], dtype=tl.float32)
+    return zeros
+
+
+@triton.jit
+def tail_product(tail_a, b, tail_acc, IEEE_FP32: tl.constexpr, TAIL_SWAP: tl.constexpr):
+    """``tail_acc + tail_a @ b`` for ``tail_a [TAIL_ROWS, BLOCK_K]`` and ``b [BLOCK_K, BLOCK_N]``,
+    kept transposed with ``TAIL_SWAP`` (``tail_acc`` as ``tail_zeros`` gives it)."""
+    if TAIL_SWAP:
+        tail_acc = dot(tl.trans(b), tl.trans(tail_a), tail_acc, IEEE_FP32)
+    else:
+        tail_acc = dot(tail_a, b, tail_acc, IEEE_FP32)
+    return tail_acc
+
+
+@triton.jit
+def tail_result(tail_acc, TAIL_SWAP: tl.constexpr):
+    """The tail accumulator as ``[TAIL_ROWS, BLOCK_N]``."""
+    if TAIL_SWAP:
+        tail_acc = tl.trans(tail_acc)
+    return tail_acc
