@@ -19,6 +19,12 @@ and on-chip traffic cost energy it does not count. Writes JSON.
 
     python benchmarks/experts/power_probe.py --out power.json --cells mixtral:16,1024 qwen3-30b-a3b:4096
     python benchmarks/experts/power_probe.py --from benchmarks/results/experts_power_h100.json
+    python benchmarks/experts/power_probe.py --from benchmarks/results/experts_power_h100.json \
+        --estimate benchmarks/results/experts_h100.json
+
+The last form needs no GPU: it takes the calibration of a JSON already written and gives the
+estimate of every cell of a ``bench_fused_moe.py`` table (random routing's expected active
+experts) beside that table's time, both over the table's floor.
 """
 
 from __future__ import annotations
@@ -143,6 +149,30 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def estimates(bench: dict, calibration: dict) -> str:
+    """Markdown: each cell of 1024 tokens or more of a ``bench_fused_moe.py`` result, its time
+    (CUDA graph) and the power estimate from ``calibration``, both over the result's floor."""
+    from bench_fused_moe import expected_active_experts, rows_path_bytes
+
+    joules_per_byte = calibration["pj_per_byte"] * 1e-12
+    joules_per_flop = calibration["pj_per_flop"] * 1e-12
+    headroom_w = calibration["power_limit_w"] - calibration["idle_w"]
+    lines = ["| shape | M | time / floor | estimate / floor | time / estimate |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for row in bench["rows"]:
+        tokens, top_k, hidden, inter = row["tokens"], row["top_k"], row["K"], row["I"]
+        if tokens < 1024:  # decode: far below the power limit by this model
+            continue
+        active = expected_active_experts(row["E"], top_k, tokens)
+        energy = (joules_per_byte * sum(rows_path_bytes(active, tokens, top_k, hidden, inter))
+                  + joules_per_flop * 6 * tokens * top_k * hidden * inter)  # fmt: skip
+        power_us = energy / headroom_w * 1e6
+        time_us, floor = row["triton_graph_us"], row["floor_us"]
+        lines.append(f"| {row['shape']} | {tokens} | {time_us / floor:.2f} | "
+                     f"{power_us / floor:.2f} | {time_us / power_us:.2f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -155,11 +185,19 @@ def main() -> None:
     parser.add_argument("--cells", nargs="+", default=list(CELLS),
                         help="shape:M,M,... (shapes of bench_fused_moe.py)")  # fmt: skip
     parser.add_argument("--seconds", type=float, default=2.5)
+    parser.add_argument("--estimate", type=Path, help="with --from: a bench_fused_moe.py JSON "
+                        "whose cells to estimate with that calibration")  # fmt: skip
     args = parser.parse_args()
     if (args.out is None) == (args.source is None):
         parser.error("give exactly one of --out (measure) and --from (an existing JSON)")
+    if args.estimate is not None and args.source is None:
+        parser.error("--estimate needs --from (the JSON that holds the calibration)")
     if args.source is not None:
-        print(table(json.loads(args.source.read_text())))
+        source = json.loads(args.source.read_text())
+        if args.estimate is not None:
+            print(estimates(json.loads(args.estimate.read_text()), source["calibration"]))
+        else:
+            print(table(source))
         return
     cells = parse_cells(args.cells)
     for shape, _ in cells:

@@ -67,7 +67,8 @@ def refinements(best: GemmConfig) -> list[GemmConfig]:
     8 or 16 m-tiles) never split one and gained 2-9% on Mixtral at 512-4096 tokens and on
     DeepSeek-V3 and gpt-oss at 4096. Folded tails (``TAIL_M``, ``TAIL_M2`` of 0, 16, 32 or 64
     rows each), their products swapped (``TAIL_SWAP``) or not, gained 1-12% at 4096 tokens on
-    the top-8 and top-4 shapes and lost or tied elsewhere (``probe_tiles.py --family tail``)."""
+    the top-8 and top-4 shapes, 1-2% on Qwen3 and its TP2 slice at 1024, and lost or tied
+    elsewhere (``probe_tiles.py --family tail``; confirm with ``--seeds 3 --rounds 2``)."""
     widths = [dataclasses.replace(best, BLOCK_N1=w) for w in (best.BLOCK_N // 4, best.BLOCK_N)
               if w >= 16]  # fmt: skip
     stages = [dataclasses.replace(best, num_stages=s) for s in (best.num_stages - 1,
