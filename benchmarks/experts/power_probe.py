@@ -150,8 +150,8 @@ def table(result: dict) -> str:
 
 
 def estimates(bench: dict, calibration: dict) -> str:
-    """Markdown: each cell of 1024 tokens or more of a ``bench_fused_moe.py`` result, its time
-    (CUDA graph) and the power estimate from ``calibration``, both over the result's floor."""
+    """Markdown: each cell of a ``bench_fused_moe.py`` result, its time (CUDA graph) and the
+    power estimate from ``calibration``, both over the result's floor."""
     from bench_fused_moe import expected_active_experts, rows_path_bytes
 
     joules_per_byte = calibration["pj_per_byte"] * 1e-12
@@ -161,8 +161,6 @@ def estimates(bench: dict, calibration: dict) -> str:
              "|---|---|---|---|---|"]  # fmt: skip
     for row in bench["rows"]:
         tokens, top_k, hidden, inter = row["tokens"], row["top_k"], row["K"], row["I"]
-        if tokens < 1024:  # decode: far below the power limit by this model
-            continue
         active = expected_active_experts(row["E"], top_k, tokens)
         energy = (joules_per_byte * sum(rows_path_bytes(active, tokens, top_k, hidden, inter))
                   + joules_per_flop * 6 * tokens * top_k * hidden * inter)  # fmt: skip

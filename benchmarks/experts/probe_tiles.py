@@ -174,7 +174,7 @@ def compiled_gemms() -> dict[str, dict]:
         for caches in jit_fn.device_caches.values():
             for key, kernel in caches[0].items():
                 ttgir = kernel.asm.get("ttgir", "")
-                # a kernel that did not fit (shared memory) stays cached without its counts
+                # a cached kernel may lack its counts (one did at gpt-oss's 64-token cell)
                 kernels[f"{jit_fn.__name__}/{key}"] = dict(
                     kernel=jit_fn.__name__, n_regs=getattr(kernel, "n_regs", None),
                     n_spills=getattr(kernel, "n_spills", None),
