@@ -149,22 +149,26 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def power_estimate_us(calibration: dict, num_bytes: float, flops: float) -> float:
+    """The module's estimate: the time below which ``num_bytes`` of HBM traffic and ``flops``
+    would draw more than the board's limit, by ``calibration`` (see ``calibrate``)."""
+    energy_j = (calibration["pj_per_byte"] * num_bytes + calibration["pj_per_flop"] * flops) * 1e-12
+    return energy_j / (calibration["power_limit_w"] - calibration["idle_w"]) * 1e6
+
+
 def estimates(bench: dict, calibration: dict) -> str:
     """Markdown: each cell of a ``bench_fused_moe.py`` result, its time (CUDA graph) and the
     power estimate from ``calibration``, both over the result's floor."""
     from bench_fused_moe import expected_active_experts, rows_path_bytes
 
-    joules_per_byte = calibration["pj_per_byte"] * 1e-12
-    joules_per_flop = calibration["pj_per_flop"] * 1e-12
-    headroom_w = calibration["power_limit_w"] - calibration["idle_w"]
     lines = ["| shape | M | time / floor | estimate / floor | time / estimate |",
              "|---|---|---|---|---|"]  # fmt: skip
     for row in bench["rows"]:
         tokens, top_k, hidden, inter = row["tokens"], row["top_k"], row["K"], row["I"]
         active = expected_active_experts(row["E"], top_k, tokens)
-        energy = (joules_per_byte * sum(rows_path_bytes(active, tokens, top_k, hidden, inter))
-                  + joules_per_flop * 6 * tokens * top_k * hidden * inter)  # fmt: skip
-        power_us = energy / headroom_w * 1e6
+        power_us = power_estimate_us(calibration,
+                                     sum(rows_path_bytes(active, tokens, top_k, hidden, inter)),
+                                     6 * tokens * top_k * hidden * inter)  # fmt: skip
         time_us, floor = row["triton_graph_us"], row["floor_us"]
         lines.append(f"| {row['shape']} | {tokens} | {time_us / floor:.2f} | "
                      f"{power_us / floor:.2f} | {time_us / power_us:.2f} |")  # fmt: skip
@@ -205,8 +209,6 @@ def main() -> None:
     bandwidth, tflops = copy_bandwidth_gbps(), matmul_tflops()
     calibration = calibrate(args.seconds)
     limit_w, idle_w = calibration["power_limit_w"], calibration["idle_w"]
-    joules_per_byte = calibration["pj_per_byte"] * 1e-12
-    joules_per_flop = calibration["pj_per_flop"] * 1e-12
     print(f"copy {bandwidth:.0f} GB/s, bf16 matmul {tflops:.0f} TFLOP/s (do_bench); limit "
           f"{limit_w:.0f} W, idle {idle_w:.0f} W; sustained copy at "
           f"{calibration['copy']['power_w_median']:.0f} W ({calibration['pj_per_byte']:.1f} "
@@ -221,10 +223,9 @@ def main() -> None:
             active = call.ids.unique().numel()
             num_bytes = sum(rows_path_bytes(active, call.tokens, top_k, hidden, inter))
             flops = 6 * call.tokens * top_k * hidden * inter
-            energy = joules_per_byte * num_bytes + joules_per_flop * flops
             row = dict(shape=shape, tokens=call.tokens, bytes=num_bytes, flops=flops,
                        floor_us=floor_us(call.ids, top_k, hidden, inter, bandwidth, tflops),
-                       power_us=energy / (limit_w - idle_w) * 1e6,
+                       power_us=power_estimate_us(calibration, num_bytes, flops),
                        **sustained(call, args.seconds))  # fmt: skip
             print(f"{shape:18s} M={call.tokens:5d}: {row['us_per_call']:8.1f} us, floor "
                   f"{row['floor_us']:8.1f}, power estimate {row['power_us']:8.1f} "
