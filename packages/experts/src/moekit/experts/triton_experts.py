@@ -29,10 +29,12 @@ def _gemms():  # type: ignore[no-untyped-def]
         from moekit.experts._triton_impl.gate_up_gemm import invoke_gate_up_gemm
         from moekit.experts._triton_impl.gather_rows import gather_sorted_rows
         from moekit.experts._triton_impl.grouped_gemm import invoke_grouped_gemm, sum_counters
+        from moekit.experts._triton_impl.token_sum_gemm import invoke_token_sum_gemm
     except ImportError as error:
         raise ImportError("the Triton experts need Triton: pip install 'moekit-experts[triton]' "
                           "(or use backend='torch')") from error  # fmt: skip
-    return invoke_gate_up_gemm, invoke_grouped_gemm, gather_sorted_rows, sum_counters
+    return (invoke_gate_up_gemm, invoke_grouped_gemm, gather_sorted_rows, sum_counters,
+            invoke_token_sum_gemm)  # fmt: skip
 
 
 MAX_BLOCK_M = 128  # the largest tile height tables and the heuristic use
@@ -50,6 +52,15 @@ IDS_TILES_GROUP_M = 64  # the slots of any call on the path, for top-k up to 16
 # Calls with tiles from topk_ids: GEMM2 sums the top-k slots itself, so the call is two launches
 # (benchmarks turn it off to time the separate moe_sum launch against it).
 FUSED_TOPK_SUM = True
+# Calls of up to this many tokens run GEMM2 in token order with the top-k sum
+# (``token_sum_gemm``): no per-slot rows and no sum launch, but each slot reads its expert's
+# weights itself, so tokens that share an expert lean on L2. 0: never.
+TOKEN_SUM_MAX_TOKENS = 0
+
+
+def token_sum_gemm2(num_tokens: int) -> bool:
+    """Whether GEMM2 runs in token order with the top-k sum (see ``TOKEN_SUM_MAX_TOKENS``)."""
+    return num_tokens <= TOKEN_SUM_MAX_TOKENS
 
 
 def tiles_from_ids(num_tokens: int, num_slots: int, num_local_experts: int) -> bool:
@@ -121,11 +132,13 @@ class TritonExperts(FusedMoEExpertsModular):
                 topk_ids, config.BLOCK_M, global_num_experts, expert_map,
                 ignore_invalid_experts=True, backend="triton",
             ))  # fmt: skip
-        invoke_gate_up_gemm, invoke_grouped_gemm, gather_sorted_rows, sum_counters = _gemms()
-        counters = None
-        if FUSED_TOPK_SUM and tiles.slots_from_ids:  # GEMM2 sums the top-k slots too
-            counters = sum_counters(num_tokens, k, config.gemm2(), hidden_states.device)
+        (invoke_gate_up_gemm, invoke_grouped_gemm, gather_sorted_rows, sum_counters,
+         invoke_token_sum_gemm) = _gemms()  # fmt: skip
         sorted_rows = config.SORTED_ROWS and not tiles.slots_from_ids
+        token_sum = token_sum_gemm2(num_tokens) and not sorted_rows
+        counters = None
+        if FUSED_TOPK_SUM and tiles.slots_from_ids and not token_sum:  # GEMM2 sums the top-k too
+            counters = sum_counters(num_tokens, k, config.gemm2(), hidden_states.device)
         if sorted_rows:  # every A tile of both GEMMs becomes one block of rows
             a1 = gather_sorted_rows(hidden_states, tiles, top_k)
             if workspace2.numel() >= a1.shape[0] * n_act:
@@ -139,8 +152,12 @@ class TritonExperts(FusedMoEExpertsModular):
                             MoEActivation.parse(activation), config, a_rows_sorted=sorted_rows,
                             out_rows_sorted=sorted_rows, num_slots=num_slots,
                             counters=counters)  # fmt: skip
-        gemm2_out = workspace13.view(-1)[: num_slots * k].view(num_slots, k)
         weights = None if apply_router_weight_on_input else topk_weights.reshape(-1).float()
+        if token_sum:
+            invoke_token_sum_gemm(activated, w2, output, self.quant_config.w2_bias, weights,
+                                  topk_ids, expert_map, global_num_experts)  # fmt: skip
+            return
+        gemm2_out = workspace13.view(-1)[: num_slots * k].view(num_slots, k)
         invoke_grouped_gemm(activated, w2, gemm2_out, self.quant_config.w2_bias, weights, tiles,
                             1, config.gemm2(), a_rows_sorted=sorted_rows,
                             summed=None if counters is None else (output, counters, top_k))  # fmt: skip
@@ -187,7 +204,7 @@ class BatchedTritonExperts(FusedMoEExpertsModular):
         tiles = TileSource(*batched_moe_align_block_size(
             rows, config.BLOCK_M, expert_tokens_meta.expert_num_tokens, backend="triton"
         ))  # fmt: skip
-        invoke_gate_up_gemm, invoke_grouped_gemm, _, _ = _gemms()
+        invoke_gate_up_gemm, invoke_grouped_gemm, *_ = _gemms()
         activated = workspace2.view(-1)[: flat_rows * n_act].view(flat_rows, n_act)
         invoke_gate_up_gemm(hidden_states.view(flat_rows, k), w1, activated,
                             self.quant_config.w1_bias, tiles, 1, MoEActivation.parse(activation),

@@ -1,0 +1,77 @@
+"""Launch of GEMM2 in token order with the top-k sum (see ``token_sum_gemm_kernel``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+
+from moekit.experts._triton_impl.token_sum_gemm_kernel import token_sum_gemm_kernel
+
+# Programs to aim for: enough to keep every SM's loads in flight on a 132-SM H100.
+TARGET_PROGRAMS = 1024
+
+
+@dataclass(frozen=True)
+class TokenSumTile:
+    """``BLOCK_N`` output columns and ``BLOCK_K`` reduction columns per step of one program;
+    ``BLOCK_N = 0`` picks the widest power of two from 16 to 128 that still gives
+    ``TARGET_PROGRAMS`` programs."""
+
+    BLOCK_N: int = 0
+    BLOCK_K: int = 128
+    num_warps: int = 4
+
+    def block_n(self, num_tokens: int, n: int) -> int:
+        if self.BLOCK_N:
+            return self.BLOCK_N
+        block_n = 128
+        while block_n > 16 and num_tokens * triton.cdiv(n, block_n) < TARGET_PROGRAMS:
+            block_n //= 2
+        return block_n
+
+
+DEFAULT_TILE = TokenSumTile()
+
+
+def invoke_token_sum_gemm(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    out: torch.Tensor,
+    bias: torch.Tensor | None,
+    topk_weights: torch.Tensor | None,
+    topk_ids: torch.Tensor,
+    expert_map: torch.Tensor | None,
+    num_global_experts: int,
+    tile: TokenSumTile | None = None,
+) -> None:
+    """``out[t] = sum over j of round((a[t * k + j] @ b[e].T + bias[e]) * topk_weights[t, j])``
+    for the local slots ``j`` of token ``t`` (``e`` their local expert), in slot order, in
+    float32, then cast: the result of GEMM2 then ``moe_sum`` without the per-slot rows.
+
+    ``a [num_tokens * k, K]`` (one activated row per slot), ``b [E, N, K]``,
+    ``out [num_tokens, N]`` (its dtype is the one each slot row is rounded to), ``bias [E, N]``
+    or None, ``topk_weights`` flat ``[num_tokens * k]`` float32 or None (no weighting),
+    ``topk_ids [num_tokens, k]`` global ids (through ``expert_map`` when given; ``-1``, out of
+    range and non-local ids are skipped); ``tile`` defaults to ``DEFAULT_TILE``.
+    """
+    tile = DEFAULT_TILE if tile is None else tile
+    topk_ids = topk_ids.contiguous()  # the kernel reads slot t * k + j at that offset
+    num_tokens, top_k = topk_ids.shape
+    n, k = b.shape[1], b.shape[2]
+    if out.numel() == 0:
+        return
+    block_n = tile.block_n(num_tokens, n)
+    grid = (num_tokens * triton.cdiv(n, block_n),)
+    token_sum_gemm_kernel[grid](
+        a, b, out, bias if bias is not None else out,
+        topk_weights if topk_weights is not None else out,
+        topk_ids, expert_map if expert_map is not None else topk_ids, num_global_experts,
+        num_tokens, n, k,
+        a.stride(0), a.stride(1), b.stride(0), b.stride(1), b.stride(2),
+        bias.stride(0) if bias is not None else 0, out.stride(0), out.stride(1),
+        HAS_MAP=expert_map is not None, TOP_K=top_k, MUL_ROUTED_WEIGHT=topk_weights is not None,
+        HAS_BIAS=bias is not None, BLOCK_N=block_n, BLOCK_K=tile.BLOCK_K,
+        num_warps=tile.num_warps,
+    )  # fmt: skip

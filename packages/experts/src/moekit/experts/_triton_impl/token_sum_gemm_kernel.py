@@ -1,0 +1,70 @@
+"""GEMM2 in token order with the top-k sum, for decode: one program per (n-tile, token).
+
+The program walks its token's ``TOP_K`` slots in slot order. For each local slot it multiplies
+the slot's activated row by its expert's ``W2`` strip on the CUDA cores (a token row is one row:
+an MMA tile would be mostly padding), adds the bias, multiplies by the routed weight and rounds
+to the output dtype, as GEMM2 rounds the slot rows it stores; it then adds that row to a float32
+total, as ``moe_sum`` does. Non-local and invalid slots are skipped, so a token with none gets
+zeros. No per-slot rows go through memory, no counter or atomic is needed, and the order of every
+sum is fixed. Programs run n-tile by n-tile, so the tokens that share an expert read its strip
+side by side and all but the first find it in L2.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from moekit.experts._triton_impl.tiles import local_expert_of
+
+
+@triton.jit
+def slot_row_product(a_ptr, b_ptr, slot, expert, offs_n, n_ok, K, stride_am, stride_ak,
+                     stride_be, stride_bn, stride_bk, BLOCK_N: tl.constexpr,
+                     BLOCK_K: tl.constexpr):  # fmt: skip
+    """float32 ``[BLOCK_N]``: row ``slot`` of ``a`` times rows ``offs_n`` of ``b[expert]``."""
+    offs_k = tl.arange(0, BLOCK_K)
+    a_ptrs = a_ptr + slot * stride_am + offs_k * stride_ak
+    b_ptrs = (b_ptr + expert * stride_be + offs_n[:, None] * stride_bn
+              + offs_k[None, :] * stride_bk)  # fmt: skip
+    acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
+    for k_start in range(0, K, BLOCK_K):
+        k_ok = offs_k < K - k_start
+        a = tl.load(a_ptrs, mask=k_ok, other=0.0)
+        b = tl.load(b_ptrs, mask=n_ok[:, None] & k_ok[None, :], other=0.0)
+        acc += b.to(tl.float32) * a.to(tl.float32)[None, :]
+        a_ptrs += BLOCK_K * stride_ak
+        b_ptrs += BLOCK_K * stride_bk
+    return tl.sum(acc, axis=1)
+
+
+@triton.jit
+def token_sum_gemm_kernel(
+    a_ptr, b_ptr, out_ptr, bias_ptr, topk_weights_ptr, topk_ids_ptr, expert_map_ptr,
+    num_global_experts, num_tokens, N, K,
+    stride_am, stride_ak, stride_be, stride_bn, stride_bk, stride_bias_e, stride_om, stride_on,
+    HAS_MAP: tl.constexpr, TOP_K: tl.constexpr, MUL_ROUTED_WEIGHT: tl.constexpr,
+    HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    pid = tl.program_id(0)
+    pid_n = pid // num_tokens
+    token = (pid % num_tokens).to(tl.int64)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_ok = offs_n < N
+    row_dtype = out_ptr.dtype.element_ty
+    total = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for j in tl.static_range(TOP_K):
+        slot = token * TOP_K + j
+        expert = local_expert_of(tl.load(topk_ids_ptr + slot), expert_map_ptr,
+                                 num_global_experts, HAS_MAP)  # fmt: skip
+        if expert >= 0:
+            row = slot_row_product(a_ptr, b_ptr, slot, expert, offs_n, n_ok, K, stride_am,
+                                   stride_ak, stride_be, stride_bn, stride_bk, BLOCK_N,
+                                   BLOCK_K)  # fmt: skip
+            if HAS_BIAS:
+                bias = tl.load(bias_ptr + expert * stride_bias_e + offs_n, mask=n_ok, other=0.0)
+                row += bias.to(tl.float32)
+            if MUL_ROUTED_WEIGHT:
+                row *= tl.load(topk_weights_ptr + slot).to(tl.float32)
+            total += row.to(row_dtype).to(tl.float32)
+    tl.store(out_ptr + token * stride_om + offs_n * stride_on, total.to(row_dtype), mask=n_ok)
