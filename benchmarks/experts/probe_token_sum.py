@@ -7,6 +7,8 @@ For each model shape and token count, ``TritonExperts`` runs:
   * ``token_sum``: GEMM1 as shipped, GEMM2 in token order with the sum, the default tile;
   * ``token_sum_ids``: the same with GEMM1's tiles from ``topk_ids`` for every token count
     (no alignment pass: two launches), each n-tile's slots side by side;
+  * ``token_sum_unrolled`` and ``token_sum_unrolled_ids``: those two with the K steps unrolled
+    and no branch per slot, where K takes at most ``UNROLLED_STEPS`` steps;
   * ``token_sum_n{BLOCK_N}_k{BLOCK_K}_w{warps}``: other tiles of the token-order GEMM2.
 The token-order sum rounds each slot row as GEMM2 does, but its products add in another order,
 so outputs are compared by relative error against the shipped output and ``TorchExperts``', and
@@ -23,6 +25,7 @@ from pathlib import Path
 from unittest import mock
 
 TOKENS = (1, 4, 8, 16, 32, 64)
+UNROLLED_STEPS = 8  # K up to 1024 with the default BLOCK_K of 128
 TILES = ((32, 256, 4), (64, 128, 4), (0, 64, 4), (0, 128, 8))  # (BLOCK_N, BLOCK_K, warps)
 
 
@@ -46,12 +49,15 @@ def main() -> None:
     parser.add_argument("--tiles", action="store_true", help="also the other GEMM2 tiles")
     args = parser.parse_args()
     every = {"TOKEN_SUM_MAX_TOKENS": 2**31}
+    unrolled = token_sum_gemm.TokenSumTile(max_unrolled_steps=UNROLLED_STEPS)
     ids_tiles = {"IDS_TILES_MAX_TOKENS": 2**31, "IDS_TILES_MAX_SLOTS_PER_EXPERT": float("inf"),
                  "IDS_TILES_GROUP_M": 512}  # fmt: skip
     variants = {  # name: (triton_experts attributes, token-order tile or None)
         "shipped": ({"TOKEN_SUM_MAX_TOKENS": triton_experts.TOKEN_SUM_MAX_TOKENS}, None),
         "token_sum": (every, None),
         "token_sum_ids": (every | ids_tiles, None),
+        "token_sum_unrolled": (every, unrolled),
+        "token_sum_unrolled_ids": (every | ids_tiles, unrolled),
     }
     if args.tiles:
         for block_n, block_k, warps in TILES:

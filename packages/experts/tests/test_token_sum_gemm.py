@@ -38,10 +38,11 @@ def token_sum_reference(a, b, bias, weights, local, top_k, dtype) -> np.ndarray:
 @pytest.mark.parametrize("with_bias", [False, True])
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("block_n", [16, 32, 0])  # 48 columns: three tiles, one and a half, auto
-def test_token_sum_gemm_matches_the_model(dtype, with_bias, weighted, block_n):
+@pytest.mark.parametrize("unrolled", [False, True])  # K's three steps in a loop or unrolled
+def test_token_sum_gemm_matches_the_model(dtype, with_bias, weighted, block_n, unrolled):
     from moekit.experts._triton_impl.token_sum_gemm import TokenSumTile, invoke_token_sum_gemm
 
-    seed = zlib.crc32(f"token-sum{dtype}{with_bias}{weighted}{block_n}".encode())
+    seed = zlib.crc32(f"token-sum{dtype}{with_bias}{weighted}{block_n}{unrolled}".encode())
     rng = np.random.default_rng(seed)
     num_local, n, k, top_k = 4, 48, 40, IDS.shape[1]  # K = 40: a ragged last step of 16
     a = (rng.standard_normal((IDS.size, k)) / 10).astype(np.float32)
@@ -53,7 +54,7 @@ def test_token_sum_gemm_matches_the_model(dtype, with_bias, weighted, block_n):
     invoke_token_sum_gemm(
         a_t, b_t, out, bias_t if with_bias else None,
         torch.tensor(weights) if weighted else None, torch.tensor(IDS),
-        torch.tensor(MAP), len(MAP), TokenSumTile(BLOCK_N=block_n, BLOCK_K=16),
+        torch.tensor(MAP), len(MAP), TokenSumTile(BLOCK_N=block_n, BLOCK_K=16, max_unrolled_steps=3 if unrolled else 0),
     )  # fmt: skip
     ids = IDS.reshape(-1)
     local = np.where((ids >= 0) & (ids < len(MAP)), MAP[np.clip(ids, 0, len(MAP) - 1)], -1)

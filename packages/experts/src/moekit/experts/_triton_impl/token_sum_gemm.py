@@ -17,11 +17,13 @@ TARGET_PROGRAMS = 1024
 class TokenSumTile:
     """``BLOCK_N`` output columns and ``BLOCK_K`` reduction columns per step of one program;
     ``BLOCK_N = 0`` picks the widest power of two from 16 to 128 that still gives
-    ``TARGET_PROGRAMS`` programs."""
+    ``TARGET_PROGRAMS`` programs. Where ``K`` takes at most ``max_unrolled_steps`` steps of
+    ``BLOCK_K``, the steps are unrolled without a branch per slot."""
 
     BLOCK_N: int = 0
     BLOCK_K: int = 128
     num_warps: int = 4
+    max_unrolled_steps: int = 0  # K steps up to which the reduction is unrolled (0: never)
 
     def block_n(self, num_tokens: int, n: int) -> int:
         if self.BLOCK_N:
@@ -64,6 +66,7 @@ def invoke_token_sum_gemm(
         return
     block_n = tile.block_n(num_tokens, n)
     grid = (num_tokens * triton.cdiv(n, block_n),)
+    k_steps = triton.cdiv(k, tile.BLOCK_K)
     token_sum_gemm_kernel[grid](
         a, b, out, bias if bias is not None else out,
         topk_weights if topk_weights is not None else out,
@@ -73,5 +76,6 @@ def invoke_token_sum_gemm(
         bias.stride(0) if bias is not None else 0, out.stride(0), out.stride(1),
         HAS_MAP=expert_map is not None, TOP_K=top_k, MUL_ROUTED_WEIGHT=topk_weights is not None,
         HAS_BIAS=bias is not None, BLOCK_N=block_n, BLOCK_K=tile.BLOCK_K,
+        K_STEPS=k_steps if k_steps <= tile.max_unrolled_steps else 0,
         num_warps=tile.num_warps,
     )  # fmt: skip

@@ -39,12 +39,48 @@ def slot_row_product(a_ptr, b_ptr, slot, expert, offs_n, n_ok, K, stride_am, str
 
 
 @triton.jit
+def weighted_row(row, expert, slot, offs_n, n_ok, bias_ptr, topk_weights_ptr, stride_bias_e,
+                 MUL_ROUTED_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr):  # fmt: skip
+    """The slot's float32 row with its expert's bias added, times its routed weight."""
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + tl.maximum(expert, 0) * stride_bias_e + offs_n,
+                       mask=n_ok & (expert >= 0), other=0.0)  # fmt: skip
+        row += bias.to(tl.float32)
+    if MUL_ROUTED_WEIGHT:
+        row *= tl.load(topk_weights_ptr + slot).to(tl.float32)
+    return row
+
+
+@triton.jit
+def slot_row_product_unrolled(a_ptr, b_ptr, slot, expert, offs_n, n_ok, K, stride_am,
+                              stride_ak, stride_be, stride_bn, stride_bk, BLOCK_N: tl.constexpr,
+                              BLOCK_K: tl.constexpr, K_STEPS: tl.constexpr):  # fmt: skip
+    """``slot_row_product`` with its ``K_STEPS`` steps unrolled and no branch: the loads of a
+    non-local slot (``expert < 0``) are masked off, so its row is zeros, and every step's loads
+    can go out early."""
+    offs_k = tl.arange(0, BLOCK_K)
+    live = expert >= 0
+    expert = tl.maximum(expert, 0)
+    acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
+    for step in tl.static_range(K_STEPS):
+        k_ok = (offs_k < K - step * BLOCK_K) & live
+        a = tl.load(a_ptr + slot * stride_am + (step * BLOCK_K + offs_k) * stride_ak, mask=k_ok,
+                    other=0.0)  # fmt: skip
+        b = tl.load(b_ptr + expert * stride_be + offs_n[:, None] * stride_bn
+                    + (step * BLOCK_K + offs_k)[None, :] * stride_bk,
+                    mask=n_ok[:, None] & k_ok[None, :], other=0.0)  # fmt: skip
+        acc += b.to(tl.float32) * a.to(tl.float32)[None, :]
+    return tl.sum(acc, axis=1)
+
+
+@triton.jit
 def token_sum_gemm_kernel(
     a_ptr, b_ptr, out_ptr, bias_ptr, topk_weights_ptr, topk_ids_ptr, expert_map_ptr,
     num_global_experts, num_tokens, N, K,
     stride_am, stride_ak, stride_be, stride_bn, stride_bk, stride_bias_e, stride_om, stride_on,
     HAS_MAP: tl.constexpr, TOP_K: tl.constexpr, MUL_ROUTED_WEIGHT: tl.constexpr,
     HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    K_STEPS: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
     pid_n = pid // num_tokens
@@ -57,14 +93,18 @@ def token_sum_gemm_kernel(
         slot = token * TOP_K + j
         expert = local_expert_of(tl.load(topk_ids_ptr + slot), expert_map_ptr,
                                  num_global_experts, HAS_MAP)  # fmt: skip
-        if expert >= 0:
+        if K_STEPS:  # straight-line: every slot's loads may go out before the first adds
+            row = slot_row_product_unrolled(a_ptr, b_ptr, slot, expert, offs_n, n_ok, K,
+                                            stride_am, stride_ak, stride_be, stride_bn,
+                                            stride_bk, BLOCK_N, BLOCK_K, K_STEPS)  # fmt: skip
+            row = weighted_row(row, expert, slot, offs_n, n_ok, bias_ptr, topk_weights_ptr,
+                               stride_bias_e, MUL_ROUTED_WEIGHT, HAS_BIAS)  # fmt: skip
+            total += row.to(row_dtype).to(tl.float32)  # zeros for a non-local slot
+        elif expert >= 0:
             row = slot_row_product(a_ptr, b_ptr, slot, expert, offs_n, n_ok, K, stride_am,
                                    stride_ak, stride_be, stride_bn, stride_bk, BLOCK_N,
                                    BLOCK_K)  # fmt: skip
-            if HAS_BIAS:
-                bias = tl.load(bias_ptr + expert * stride_bias_e + offs_n, mask=n_ok, other=0.0)
-                row += bias.to(tl.float32)
-            if MUL_ROUTED_WEIGHT:
-                row *= tl.load(topk_weights_ptr + slot).to(tl.float32)
+            row = weighted_row(row, expert, slot, offs_n, n_ok, bias_ptr, topk_weights_ptr,
+                               stride_bias_e, MUL_ROUTED_WEIGHT, HAS_BIAS)  # fmt: skip
             total += row.to(row_dtype).to(tl.float32)
     tl.store(out_ptr + token * stride_om + offs_n * stride_on, total.to(row_dtype), mask=n_ok)
