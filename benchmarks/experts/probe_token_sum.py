@@ -2,16 +2,14 @@
 (GPU, bf16, CUDA graph).
 
 For each model shape and token count, ``TritonExperts`` runs:
-  * ``shipped``: the library's rules (alignment pass or tiles from ``topk_ids``, GEMM2 writing
-    per-slot rows, ``moe_sum`` or GEMM2's counter sum);
-  * ``token_sum``: GEMM1 as shipped, GEMM2 in token order with the sum, the default tile;
-  * ``token_sum_ids``: the same with GEMM1's tiles from ``topk_ids`` for every token count
-    (no alignment pass: two launches), each n-tile's slots side by side;
-  * ``token_sum_unrolled`` and ``token_sum_unrolled_ids``: those two with the K steps unrolled
-    and no branch per slot, where K takes at most ``UNROLLED_STEPS`` steps;
-  * ``token_sum_n{BLOCK_N}_k{BLOCK_K}_w{warps}``: other tiles of the token-order GEMM2.
+  * ``shipped``: the library's rule (``token_sum_gemm2``);
+  * ``without``: never in token order (the alignment pass or tiles from ``topk_ids`` as before,
+    GEMM2 writing per-slot rows, ``moe_sum`` or GEMM2's counter sum);
+  * ``everywhere``: always in token order, GEMM1's tiles then from ``topk_ids`` (two launches);
+  * ``everywhere_loop``: the same with the K steps in a loop rather than unrolled;
+  * ``everywhere_n{BLOCK_N}_k{BLOCK_K}_w{warps}`` (``--tiles``): other token-order tiles.
 The token-order sum rounds each slot row as GEMM2 does, but its products add in another order,
-so outputs are compared by relative error against the shipped output and ``TorchExperts``', and
+so outputs are compared by relative error against ``without``'s and ``TorchExperts``', and
 each variant against itself over CUDA-graph replays. Times are medians of
 ``do_bench_cudagraph`` beside the floor of ``bench_fused_moe.py``. Writes JSON.
 
@@ -24,8 +22,7 @@ import sys
 from pathlib import Path
 from unittest import mock
 
-TOKENS = (1, 4, 8, 16, 32, 64)
-UNROLLED_STEPS = 8  # K up to 1024 with the default BLOCK_K of 128
+TOKENS = (1, 2, 3, 4, 6, 8, 10, 16)
 TILES = ((32, 256, 4), (64, 128, 4), (0, 64, 4), (0, 128, 8))  # (BLOCK_N, BLOCK_K, warps)
 
 
@@ -48,21 +45,17 @@ def main() -> None:
     parser = cell_parser(__doc__.splitlines()[0], TOKENS)
     parser.add_argument("--tiles", action="store_true", help="also the other GEMM2 tiles")
     args = parser.parse_args()
-    every = {"TOKEN_SUM_MAX_TOKENS": 2**31}
-    unrolled = token_sum_gemm.TokenSumTile(max_unrolled_steps=UNROLLED_STEPS)
-    ids_tiles = {"IDS_TILES_MAX_TOKENS": 2**31, "IDS_TILES_MAX_SLOTS_PER_EXPERT": float("inf"),
-                 "IDS_TILES_GROUP_M": 512}  # fmt: skip
+    every = {"token_sum_gemm2": lambda *_: True, "IDS_TILES_GROUP_M": 512}
     variants = {  # name: (triton_experts attributes, token-order tile or None)
-        "shipped": ({"TOKEN_SUM_MAX_TOKENS": triton_experts.TOKEN_SUM_MAX_TOKENS}, None),
-        "token_sum": (every, None),
-        "token_sum_ids": (every | ids_tiles, None),
-        "token_sum_unrolled": (every, unrolled),
-        "token_sum_unrolled_ids": (every | ids_tiles, unrolled),
+        "without": ({"token_sum_gemm2": lambda *_: False}, None),
+        "shipped": ({"token_sum_gemm2": triton_experts.token_sum_gemm2}, None),
+        "everywhere": (every, None),
+        "everywhere_loop": (every, token_sum_gemm.TokenSumTile(max_unrolled_steps=0)),
     }
     if args.tiles:
         for block_n, block_k, warps in TILES:
-            tile = token_sum_gemm.TokenSumTile(block_n, block_k, warps)
-            variants[f"token_sum_n{block_n}_k{block_k}_w{warps}"] = (every, tile)
+            tile = token_sum_gemm.TokenSumTile(block_n, block_k, warps, max_unrolled_steps=8)
+            variants[f"everywhere_n{block_n}_k{block_k}_w{warps}"] = (every, tile)
 
     bandwidth, tflops = copy_bandwidth_gbps(), matmul_tflops()
     print(f"copy {bandwidth:.0f} GB/s, bf16 matmul {tflops:.0f} TFLOP/s", flush=True)
@@ -73,7 +66,7 @@ def main() -> None:
         torch_out = call("torch")
         row: dict[str, object] = dict(shape=call.shape, tokens=call.tokens, E=num_experts,
                                       top_k=top_k, floor_us=floor)  # fmt: skip
-        shipped = None
+        without = None
         for name, (attributes, tile) in variants.items():
             tile = tile if tile is not None else token_sum_gemm.DEFAULT_TILE
             with mock.patch.multiple(triton_experts, **attributes), \
@@ -84,10 +77,10 @@ def main() -> None:
                     row[f"{name}_error"] = f"{type(error).__name__}: {error}"[:300]
                     print(f"  {name} failed: {row[f'{name}_error']}", flush=True)
                     continue
-                shipped = out if name == "shipped" else shipped
+                without = out if name == "without" else without
                 row[f"{name}_rel_err_vs_torch"] = relative_error(out, torch_out)
-                if shipped is not None:
-                    row[f"{name}_rel_err_vs_shipped"] = relative_error(out, shipped)
+                if without is not None:
+                    row[f"{name}_rel_err_vs_without"] = relative_error(out, without)
                 row[f"{name}_replays_equal"] = graph_replays_agree(call, out)
                 row[f"{name}_us"] = time_us(call, graph=True)[0]
         print(f"{call.shape:18s} M={call.tokens:3d} floor {floor:7.1f} "

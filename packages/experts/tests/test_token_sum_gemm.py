@@ -71,7 +71,7 @@ def test_token_sum_gemm_matches_the_model(dtype, with_bias, weighted, block_n, u
 
 
 @pytest.mark.parametrize("activation", ["silu", "swigluoai", "gelu_no_mul"])
-@pytest.mark.parametrize("num_tokens", [1, 3, 9])  # 1 and 3 take tiles from ids, 9 aligned
+@pytest.mark.parametrize("num_tokens", [1, 3, 9])
 def test_path_with_token_sum_matches_the_reference(monkeypatch, activation, num_tokens):
     from moekit.experts import triton_experts
 
@@ -79,9 +79,23 @@ def test_path_with_token_sum_matches_the_reference(monkeypatch, activation, num_
     problem = make_problem(seed, num_tokens, 4, 3, 48, 24, activation, bias=True,
                            expert_map=MAP)  # fmt: skip
     results = {}
-    for max_tokens in (0, 64):
-        monkeypatch.setattr(triton_experts, "TOKEN_SUM_MAX_TOKENS", max_tokens)
-        results[max_tokens] = run(problem, torch.float32, "triton")
-    assert_matches(results[64], reference(problem, torch.float32), torch.float32, seed)
-    np.testing.assert_allclose(results[64].numpy(), results[0].numpy(), atol=1e-5, rtol=1e-5,
-                               err_msg=f"seed={seed}")  # fmt: skip
+    for token_sum in (False, True):
+        monkeypatch.setattr(triton_experts, "token_sum_gemm2", lambda *_, on=token_sum: on)
+        results[token_sum] = run(problem, torch.float32, "triton")
+    assert_matches(results[True], reference(problem, torch.float32), torch.float32, seed)
+    np.testing.assert_allclose(results[True].numpy(), results[False].numpy(), atol=1e-5,
+                               rtol=1e-5, err_msg=f"seed={seed}")  # fmt: skip
+
+
+@pytest.mark.parametrize(("tokens", "hidden", "inter", "takes"), [
+    (1, 7168, 512, True),  # DeepSeek-V3 TP4, one token: 448 programs
+    (1, 2048, 384, False),  # Qwen3-30B TP2, one token: 128 programs are too few
+    (2, 2048, 384, True),
+    (8, 2048, 384, True),
+    (9, 2048, 384, False),  # past TOKEN_SUM_MAX_TOKENS
+    (4, 2048, 768, False),  # rows too long (Qwen3-30B)
+])  # fmt: skip
+def test_token_sum_rule(tokens, hidden, inter, takes):
+    from moekit.experts.triton_experts import token_sum_gemm2
+
+    assert token_sum_gemm2(tokens, hidden, inter) is takes

@@ -52,15 +52,27 @@ IDS_TILES_GROUP_M = 64  # the slots of any call on the path, for top-k up to 16
 # Calls with tiles from topk_ids: GEMM2 sums the top-k slots itself, so the call is two launches
 # (benchmarks turn it off to time the separate moe_sum launch against it).
 FUSED_TOPK_SUM = True
-# Calls of up to this many tokens run GEMM2 in token order with the top-k sum
-# (``token_sum_gemm``): no per-slot rows and no sum launch, but each slot reads its expert's
-# weights itself, so tokens that share an expert lean on L2. 0: never.
-TOKEN_SUM_MAX_TOKENS = 0
+# GEMM2 in token order with the top-k sum (``token_sum_gemm``) for calls of up to
+# TOKEN_SUM_MAX_TOKENS tokens whose intermediate size (GEMM2's reduction) is at most
+# TOKEN_SUM_MAX_INTER and whose grid has TOKEN_SUM_MIN_PROGRAMS programs of 16 columns: no per-slot
+# rows, no sum, and GEMM1 then takes its tiles from topk_ids, so the call is two launches. Each
+# slot reads its expert's weights itself, so slots that share an expert lean on L2, and short
+# rows keep each program's chain of loads short. On the H100
+# (benchmarks/results/experts_token_sum_*_h100.json) Qwen3-30B TP2 gained 2-8% at 2-8 tokens
+# and DeepSeek-V3 TP4 1.5-4% at 1-4; every shape lost at 16 tokens, and the shapes with longer
+# rows (Qwen3-30B, gpt-oss, DeepSeek-V3, Mixtral) lost at every count.
+TOKEN_SUM_MAX_TOKENS = 8
+TOKEN_SUM_MAX_INTER = 512
+TOKEN_SUM_MIN_PROGRAMS = 256
 
 
-def token_sum_gemm2(num_tokens: int) -> bool:
+def token_sum_gemm2(num_tokens: int, hidden: int, inter: int) -> bool:
     """Whether GEMM2 runs in token order with the top-k sum (see ``TOKEN_SUM_MAX_TOKENS``)."""
-    return num_tokens <= TOKEN_SUM_MAX_TOKENS
+    return (
+        num_tokens <= TOKEN_SUM_MAX_TOKENS
+        and inter <= TOKEN_SUM_MAX_INTER
+        and num_tokens * -(-hidden // 16) >= TOKEN_SUM_MIN_PROGRAMS
+    )
 
 
 def tiles_from_ids(num_tokens: int, num_slots: int, num_local_experts: int) -> bool:
@@ -119,7 +131,8 @@ class TritonExperts(FusedMoEExpertsModular):
         n_act = adjust_N_for_activation(n, activation)
         config = get_config(num_tokens, top_k, num_local, n, hidden_states.dtype,
                             hidden_states.device, interpreter_enabled())  # fmt: skip
-        if tiles_from_ids(num_tokens, num_slots, num_local):
+        token_sum = token_sum_gemm2(num_tokens, k, n_act)
+        if token_sum or tiles_from_ids(num_tokens, num_slots, num_local):
             # Each slot fills its own 16-row tile: no alignment pass to launch. With several
             # tokens, every slot's tile of an n-tile runs side by side, so slots that share an
             # expert read its weights once from HBM. Such tiles have no aligned tail to fold.
@@ -135,7 +148,6 @@ class TritonExperts(FusedMoEExpertsModular):
         (invoke_gate_up_gemm, invoke_grouped_gemm, gather_sorted_rows, sum_counters,
          invoke_token_sum_gemm) = _gemms()  # fmt: skip
         sorted_rows = config.SORTED_ROWS and not tiles.slots_from_ids
-        token_sum = token_sum_gemm2(num_tokens) and not sorted_rows
         counters = None
         if FUSED_TOPK_SUM and tiles.slots_from_ids and not token_sum:  # GEMM2 sums the top-k too
             counters = sum_counters(num_tokens, k, config.gemm2(), hidden_states.device)
