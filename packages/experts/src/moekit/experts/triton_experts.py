@@ -48,7 +48,7 @@ MAX_BLOCK_M = 128  # the largest tile height tables and the heuristic use
 # lost up to 1.1% on DeepSeek-V3 at 6 and 8 tokens.
 IDS_TILES_MAX_TOKENS = 4
 IDS_TILES_MAX_SLOTS_PER_EXPERT = 0.25
-IDS_TILES_GROUP_M = 64  # the slots of any call on the path, for top-k up to 16
+IDS_TILES_GROUP_M = 128  # the slots of any call on the path: 8 tokens of top-k up to 16
 # Calls with tiles from topk_ids: GEMM2 sums the top-k slots itself, so the call is two launches
 # (benchmarks turn it off to time the separate moe_sum launch against it).
 FUSED_TOPK_SUM = True
@@ -58,9 +58,10 @@ FUSED_TOPK_SUM = True
 # rows, no sum, and GEMM1 then takes its tiles from topk_ids, so the call is two launches. Each
 # slot reads its expert's weights itself, so slots that share an expert lean on L2, and short
 # rows keep each program's chain of loads short. On the H100
-# (benchmarks/results/experts_token_sum_*_h100.json) Qwen3-30B TP2 gained 2-8% at 2-8 tokens
-# and DeepSeek-V3 TP4 1.5-4% at 1-4; every shape lost at 16 tokens, and the shapes with longer
-# rows (Qwen3-30B, gpt-oss, DeepSeek-V3, Mixtral) lost at every count.
+# (benchmarks/results/experts_token_sum_h100.json) Qwen3-30B TP2 gained 1.4-10% at 2-8 tokens
+# and DeepSeek-V3 TP4 0.1-3.6% at 1-8 (the H200: up to 14%); in token order every shape lost at
+# 10 and 16 tokens, and the shapes with longer rows (Qwen3-30B, gpt-oss, DeepSeek-V3, Mixtral)
+# lost at every count (experts_token_sum_screen_h100.json).
 TOKEN_SUM_MAX_TOKENS = 8
 TOKEN_SUM_MAX_INTER = 512
 TOKEN_SUM_MIN_PROGRAMS = 256
@@ -100,7 +101,11 @@ class TritonExperts(FusedMoEExpertsModular):
     A single token, or up to four whose slots number at most a quarter of the local experts
     (``IDS_TILES_MAX_TOKENS``), launches two kernels: no alignment pass (each slot is a
     tile of its own, its expert read from ``topk_ids``) and GEMM2 sums the top-k slots itself,
-    in the same slot order and float32 as ``moe_sum``, so the result is the same."""
+    in the same slot order and float32 as ``moe_sum``, so the result is the same. Up to eight
+    tokens on slices with short expert rows (``token_sum_gemm2``) also launch two kernels: GEMM1
+    with tiles from ``topk_ids``, then GEMM2 in token order with the top-k sum
+    (``token_sum_gemm``), which rounds each slot row and adds the rows in slot order in float32
+    too, but whose products add in another order than the MMA's."""
 
     @classmethod
     def activation_format(cls) -> FusedMoEActivationFormat:

@@ -34,8 +34,8 @@ class TokenSumTile:
         return block_n
 
 
-# Up to 512-wide rows unrolled: on the H100 that gained 1-4% against the loop where the path pays
-# (benchmarks/results/experts_token_sum_unrolled_h100.json).
+# Up to 512-wide rows unrolled: on the H100 that gained up to 9% against the loop where the path
+# pays, and lost at most 0.3% (everywhere_loop in benchmarks/results/experts_token_sum_h100.json).
 DEFAULT_TILE = TokenSumTile(max_unrolled_steps=4)
 
 
