@@ -4,10 +4,10 @@ The program walks its token's ``TOP_K`` slots in slot order. For each local slot
 the slot's activated row by its expert's ``W2`` strip on the CUDA cores (a token row is one row:
 an MMA tile would be mostly padding), adds the bias, multiplies by the routed weight and rounds
 to the output dtype, as GEMM2 rounds the slot rows it stores; it then adds that row to a float32
-total, as ``moe_sum`` does. Non-local and invalid slots are skipped, so a token with none gets
-zeros. No per-slot rows go through memory, no counter or atomic is needed, and the order of every
-sum is fixed. Programs run n-tile by n-tile, so the tokens that share an expert read its strip
-side by side and all but the first find it in L2.
+total, as ``moe_sum`` does. Non-local and invalid slots add zeros (their loads are masked off),
+so a token with none gets zeros. No per-slot rows go through memory, no counter or atomic is
+needed, and the order of every sum is fixed. Programs run n-tile by n-tile, so the tokens that
+share an expert read its strip side by side and all but the first find it in L2.
 """
 
 from __future__ import annotations
@@ -19,29 +19,48 @@ from moekit.experts._triton_impl.tiles import local_expert_of
 
 
 @triton.jit
+def step_product(acc, a_ptr, b_ptr, slot, expert, live, offs_n, n_ok, k_start, K, stride_am,
+                 stride_ak, stride_be, stride_bn, stride_bk, BLOCK_K: tl.constexpr):  # fmt: skip
+    """``acc`` plus one ``BLOCK_K`` step of row ``slot`` of ``a`` times rows ``offs_n`` of
+    ``b[expert]``, elementwise (reduced over K by the caller); nothing is read where not
+    ``live``."""
+    offs_k = k_start + tl.arange(0, BLOCK_K)
+    k_ok = (offs_k < K) & live
+    a = tl.load(a_ptr + slot * stride_am + offs_k * stride_ak, mask=k_ok, other=0.0)
+    b = tl.load(b_ptr + expert * stride_be + offs_n[:, None] * stride_bn
+                + offs_k[None, :] * stride_bk, mask=n_ok[:, None] & k_ok[None, :], other=0.0)  # fmt: skip
+    return acc + b.to(tl.float32) * a.to(tl.float32)[None, :]
+
+
+@triton.jit
 def slot_row_product(a_ptr, b_ptr, slot, expert, offs_n, n_ok, K, stride_am, stride_ak,
                      stride_be, stride_bn, stride_bk, BLOCK_N: tl.constexpr,
-                     BLOCK_K: tl.constexpr):  # fmt: skip
-    """float32 ``[BLOCK_N]``: row ``slot`` of ``a`` times rows ``offs_n`` of ``b[expert]``."""
-    offs_k = tl.arange(0, BLOCK_K)
-    a_ptrs = a_ptr + slot * stride_am + offs_k * stride_ak
-    b_ptrs = (b_ptr + expert * stride_be + offs_n[:, None] * stride_bn
-              + offs_k[None, :] * stride_bk)  # fmt: skip
+                     BLOCK_K: tl.constexpr, K_STEPS: tl.constexpr):  # fmt: skip
+    """float32 ``[BLOCK_N]``: row ``slot`` of ``a`` times rows ``offs_n`` of ``b[expert]``, zeros
+    for a non-local slot (``expert < 0``), whose loads are masked off rather than branched
+    around. With ``K_STEPS`` (K's steps of ``BLOCK_K``) the steps are unrolled, so that every
+    step's loads can go out before the first adds; without, they run in a loop."""
+    live = expert >= 0
+    expert = tl.maximum(expert, 0)
     acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
-    for k_start in range(0, K, BLOCK_K):
-        k_ok = offs_k < K - k_start
-        a = tl.load(a_ptrs, mask=k_ok, other=0.0)
-        b = tl.load(b_ptrs, mask=n_ok[:, None] & k_ok[None, :], other=0.0)
-        acc += b.to(tl.float32) * a.to(tl.float32)[None, :]
-        a_ptrs += BLOCK_K * stride_ak
-        b_ptrs += BLOCK_K * stride_bk
+    if K_STEPS:
+        for step in tl.static_range(K_STEPS):
+            acc = step_product(acc, a_ptr, b_ptr, slot, expert, live, offs_n, n_ok,
+                               step * BLOCK_K, K, stride_am, stride_ak, stride_be, stride_bn,
+                               stride_bk, BLOCK_K)  # fmt: skip
+    else:
+        for k_start in range(0, K, BLOCK_K):
+            acc = step_product(acc, a_ptr, b_ptr, slot, expert, live, offs_n, n_ok, k_start, K,
+                               stride_am, stride_ak, stride_be, stride_bn, stride_bk,
+                               BLOCK_K)  # fmt: skip
     return tl.sum(acc, axis=1)
 
 
 @triton.jit
 def weighted_row(row, expert, slot, offs_n, n_ok, bias_ptr, topk_weights_ptr, stride_bias_e,
                  MUL_ROUTED_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr):  # fmt: skip
-    """The slot's float32 row with its expert's bias added, times its routed weight."""
+    """The slot's float32 row with its expert's bias added (none for a non-local slot), times
+    its routed weight."""
     if HAS_BIAS:
         bias = tl.load(bias_ptr + tl.maximum(expert, 0) * stride_bias_e + offs_n,
                        mask=n_ok & (expert >= 0), other=0.0)  # fmt: skip
@@ -49,28 +68,6 @@ def weighted_row(row, expert, slot, offs_n, n_ok, bias_ptr, topk_weights_ptr, st
     if MUL_ROUTED_WEIGHT:
         row *= tl.load(topk_weights_ptr + slot).to(tl.float32)
     return row
-
-
-@triton.jit
-def slot_row_product_unrolled(a_ptr, b_ptr, slot, expert, offs_n, n_ok, K, stride_am,
-                              stride_ak, stride_be, stride_bn, stride_bk, BLOCK_N: tl.constexpr,
-                              BLOCK_K: tl.constexpr, K_STEPS: tl.constexpr):  # fmt: skip
-    """``slot_row_product`` with its ``K_STEPS`` steps unrolled and no branch: the loads of a
-    non-local slot (``expert < 0``) are masked off, so its row is zeros, and every step's loads
-    can go out early."""
-    offs_k = tl.arange(0, BLOCK_K)
-    live = expert >= 0
-    expert = tl.maximum(expert, 0)
-    acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
-    for step in tl.static_range(K_STEPS):
-        k_ok = (offs_k < K - step * BLOCK_K) & live
-        a = tl.load(a_ptr + slot * stride_am + (step * BLOCK_K + offs_k) * stride_ak, mask=k_ok,
-                    other=0.0)  # fmt: skip
-        b = tl.load(b_ptr + expert * stride_be + offs_n[:, None] * stride_bn
-                    + (step * BLOCK_K + offs_k)[None, :] * stride_bk,
-                    mask=n_ok[:, None] & k_ok[None, :], other=0.0)  # fmt: skip
-        acc += b.to(tl.float32) * a.to(tl.float32)[None, :]
-    return tl.sum(acc, axis=1)
 
 
 @triton.jit
@@ -93,18 +90,10 @@ def token_sum_gemm_kernel(
         slot = token * TOP_K + j
         expert = local_expert_of(tl.load(topk_ids_ptr + slot), expert_map_ptr,
                                  num_global_experts, HAS_MAP)  # fmt: skip
-        if K_STEPS:  # straight-line: every slot's loads may go out before the first adds
-            row = slot_row_product_unrolled(a_ptr, b_ptr, slot, expert, offs_n, n_ok, K,
-                                            stride_am, stride_ak, stride_be, stride_bn,
-                                            stride_bk, BLOCK_N, BLOCK_K, K_STEPS)  # fmt: skip
-            row = weighted_row(row, expert, slot, offs_n, n_ok, bias_ptr, topk_weights_ptr,
-                               stride_bias_e, MUL_ROUTED_WEIGHT, HAS_BIAS)  # fmt: skip
-            total += row.to(row_dtype).to(tl.float32)  # zeros for a non-local slot
-        elif expert >= 0:
-            row = slot_row_product(a_ptr, b_ptr, slot, expert, offs_n, n_ok, K, stride_am,
-                                   stride_ak, stride_be, stride_bn, stride_bk, BLOCK_N,
-                                   BLOCK_K)  # fmt: skip
-            row = weighted_row(row, expert, slot, offs_n, n_ok, bias_ptr, topk_weights_ptr,
-                               stride_bias_e, MUL_ROUTED_WEIGHT, HAS_BIAS)  # fmt: skip
-            total += row.to(row_dtype).to(tl.float32)
+        row = slot_row_product(a_ptr, b_ptr, slot, expert, offs_n, n_ok, K, stride_am,
+                               stride_ak, stride_be, stride_bn, stride_bk, BLOCK_N, BLOCK_K,
+                               K_STEPS)  # fmt: skip
+        row = weighted_row(row, expert, slot, offs_n, n_ok, bias_ptr, topk_weights_ptr,
+                           stride_bias_e, MUL_ROUTED_WEIGHT, HAS_BIAS)  # fmt: skip
+        total += row.to(row_dtype).to(tl.float32)  # zeros for a non-local slot
     tl.store(out_ptr + token * stride_om + offs_n * stride_on, total.to(row_dtype), mask=n_ok)
