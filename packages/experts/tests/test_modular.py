@@ -95,6 +95,38 @@ def test_chunking_gives_the_same_result():
     torch.testing.assert_close(kernel_result(chunked, problem), kernel_result(whole, problem))
 
 
+class RecordingExperts(TorchExperts):
+    """``TorchExperts`` that records the address of every ``output`` it is given."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.outputs: list[int] = []
+
+    def apply(self, output, *args, **kwargs):
+        self.outputs.append(output.data_ptr())
+        return super().apply(output, *args, **kwargs)
+
+
+class CopyingNoEP(MoEPrepareAndFinalizeNoEP):
+    finalizes_in_place = False
+
+
+@pytest.mark.parametrize("chunk_size", [None, 8])
+def test_noop_experts_write_the_output_itself(chunk_size):
+    """With a finalize that only applies a NoOP reduce, the experts write the returned tensor's
+    rows (no [M, K] copy); any other finalize gets a buffer of its own. Both give the reference."""
+    problem = make_problem(26, 19, 6, 3, 32, 16)
+    want = reference(problem, torch.float32)
+    for prepare_finalize, in_place in ((MoEPrepareAndFinalizeNoEP(), True), (CopyingNoEP(), False)):
+        experts = RecordingExperts(CONFIG)
+        got = kernel_result(FusedMoEKernel(prepare_finalize, experts, chunk_size=chunk_size),
+                            problem)  # fmt: skip
+        assert_matches(got, want, torch.float32, 26)
+        row_bytes = got.shape[1] * got.element_size()
+        chunk_starts = [got.data_ptr() + row * row_bytes for row in range(0, 19, chunk_size or 19)]
+        assert (experts.outputs == chunk_starts) == in_place, (in_place, chunk_size)
+
+
 def test_shared_experts_are_added():
     problem = make_problem(24, 5, 6, 3, 32, 16)
     shared = torch.nn.Linear(32, 32, bias=False)

@@ -11,6 +11,7 @@ from moekit.experts.modular_kernel import (
     FusedMoEPrepareAndFinalize,
     FusedMoEPrepareAndFinalizeModular,
 )
+from moekit.experts.topk_weight_and_reduce import TopKWeightAndReduce, TopKWeightAndReduceNoOP
 
 
 def allocate_workspace(shape: tuple[int, ...], device: torch.device,
@@ -102,11 +103,27 @@ class FusedMoEKernel(torch.nn.Module):
         device, dtype = a1q.device, a1q.dtype
         workspace13 = allocate_workspace(shape13, device, dtype)
         workspace2 = allocate_workspace(shape2, device, dtype)
-        fused_out = allocate_workspace(out_shape, device, dtype)
+        reduce_impl = experts.finalize_weight_and_reduce_impl()
+        if self._experts_write_output(reduce_impl, output, out_shape, dtype):
+            fused_out = output  # no [M, K] copy in finalize: 2-9 µs of a decode call on an H100
+        else:
+            fused_out = allocate_workspace(out_shape, device, dtype)
         if a1q.shape[0] > 0:  # a dispatching prepare may leave this rank no rows
             experts.apply(fused_out, a1q, w1, w2, weights, ids, activation, global_num_experts,
                           expert_map, a1q_scale, None, workspace13, workspace2, meta,
                           apply_router_weight_on_input)  # fmt: skip
-        reduce_impl = experts.finalize_weight_and_reduce_impl()
         self.prepare_finalize.finalize(output, fused_out, weights, ids,
                                        apply_router_weight_on_input, reduce_impl)  # fmt: skip
+
+    def _experts_write_output(self, reduce_impl: TopKWeightAndReduce, output: torch.Tensor,
+                              out_shape: tuple[int, ...], dtype: torch.dtype) -> bool:  # fmt: skip
+        """Whether the experts' output can be ``output`` itself: the finalize only applies a
+        ``NoOP`` reduce (copy unless same tensor) to rows left in place, and ``output`` has the
+        experts' output shape and dtype, contiguous."""
+        return (
+            self.prepare_finalize.finalizes_in_place
+            and isinstance(reduce_impl, TopKWeightAndReduceNoOP)
+            and tuple(out_shape) == tuple(output.shape)
+            and output.dtype == dtype
+            and output.is_contiguous()
+        )

@@ -65,6 +65,11 @@ class FusedMoEPrepareAndFinalize(abc.ABC):
     #: per forward, with or without tokens, and the kernel does not chunk.
     is_collective: bool = False
 
+    #: Whether ``finalize`` leaves the rows where ``prepare`` found them and only applies the
+    #: experts' weight-and-reduce to them. Then experts whose reduce is ``NoOP`` may write
+    #: ``output`` itself, and ``NoOP`` has nothing to copy.
+    finalizes_in_place: bool = False
+
     def topk_indices_dtype(self) -> torch.dtype | None:
         """The id dtype ``prepare`` needs, or None for any."""
         return None

@@ -22,6 +22,8 @@ class MoEPrepareAndFinalizeNoEP(FusedMoEPrepareAndFinalizeModular):
     the routed weight when ``apply_router_weight_on_input``; ``finalize`` applies the experts'
     weight-and-reduce (``Contiguous`` if they delegate)."""
 
+    finalizes_in_place = True
+
     @property
     def activation_format(self) -> FusedMoEActivationFormat:
         return FusedMoEActivationFormat.Standard

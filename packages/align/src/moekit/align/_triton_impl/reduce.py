@@ -12,6 +12,25 @@ from moekit.align._triton_impl.segment_kernels import slot_bins
 _COUNT_CHUNK = 4096  # slots per program of the counting kernel
 
 
+# At least this many programs, so that few tokens still spread their rows' loads over the SMs;
+# each program's loads are all issued before the first add (the slots are unrolled).
+_SUM_MIN_PROGRAMS = 256
+_SUM_MAX_BLOCK_H = 1024
+_SUM_MIN_BLOCK_H = 128
+
+
+@triton.jit
+def slot_is_local(topk_ids_ptr, expert_map_ptr, slot, map_size, HAS_MAP: tl.constexpr):
+    """Whether flat slot ``slot`` adds to its token: its id is ``>= 0`` and, with a map, local."""
+    expert = tl.load(topk_ids_ptr + slot)
+    keep = expert >= 0
+    if HAS_MAP:
+        in_map = keep & (expert < map_size)
+        local = tl.load(expert_map_ptr + tl.where(in_map, expert, 0))
+        keep = in_map & (local >= 0)
+    return keep
+
+
 @triton.jit
 def moe_sum_kernel(
     input_ptr,
@@ -19,11 +38,11 @@ def moe_sum_kernel(
     topk_ids_ptr,
     expert_map_ptr,
     hidden_size,
-    top_k,
     map_size,
     stride_t,
     stride_k,
     stride_h,
+    TOP_K: tl.constexpr,
     HAS_IDS: tl.constexpr,
     HAS_MAP: tl.constexpr,
     BLOCK_H: tl.constexpr,
@@ -32,15 +51,10 @@ def moe_sum_kernel(
     cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     col_mask = cols < hidden_size
     acc = tl.zeros([BLOCK_H], dtype=tl.float32)
-    for j in range(0, top_k):
+    for j in tl.static_range(TOP_K):  # in slot order: the float32 sum is the same every call
         keep = True
         if HAS_IDS:
-            expert = tl.load(topk_ids_ptr + token * top_k + j)
-            keep = expert >= 0
-            if HAS_MAP:
-                in_map = keep & (expert < map_size)
-                local = tl.load(expert_map_ptr + tl.where(in_map, expert, 0))
-                keep = in_map & (local >= 0)
+            keep = slot_is_local(topk_ids_ptr, expert_map_ptr, token * TOP_K + j, map_size, HAS_MAP)
         row = tl.load(
             input_ptr + token * stride_t + j * stride_k + cols * stride_h,
             mask=col_mask & keep,
@@ -48,6 +62,16 @@ def moe_sum_kernel(
         )
         acc += row.to(tl.float32)
     tl.store(output_ptr + token * hidden_size + cols, acc, mask=col_mask)
+
+
+def sum_block_h(num_tokens: int, hidden_size: int) -> int:
+    """Columns per program: up to 1024, halved while the grid has fewer than 256 programs."""
+    block_h = min(_SUM_MAX_BLOCK_H, triton.next_power_of_2(hidden_size))
+    while block_h > _SUM_MIN_BLOCK_H and num_tokens * triton.cdiv(hidden_size, block_h) < (
+        _SUM_MIN_PROGRAMS
+    ):
+        block_h //= 2
+    return block_h
 
 
 def moe_sum(
@@ -59,7 +83,7 @@ def moe_sum(
     num_tokens, top_k, hidden_size = input.shape
     if num_tokens == 0 or hidden_size == 0:
         return output
-    block_h = min(1024, triton.next_power_of_2(hidden_size))
+    block_h = sum_block_h(num_tokens, hidden_size)
     ids = topk_ids.contiguous() if topk_ids is not None else input
     moe_sum_kernel[(num_tokens, triton.cdiv(hidden_size, block_h))](
         input,
@@ -67,12 +91,13 @@ def moe_sum(
         ids,
         expert_map if expert_map is not None else input,
         hidden_size,
-        top_k,
         expert_map.numel() if expert_map is not None else 0,
         *input.stride(),
+        TOP_K=top_k,
         HAS_IDS=topk_ids is not None,
         HAS_MAP=expert_map is not None,
         BLOCK_H=block_h,
+        num_warps=max(1, min(4, block_h // 256)),  # 8 columns a thread: 16-byte bf16 loads
     )
     return output
 
