@@ -46,31 +46,34 @@ def check_case(ids: torch.Tensor, block: int, experts: int) -> None:
             raise AssertionError(f"{name} differs: tokens={ids.shape} block={block} E={experts}")
 
 
-def sweep_layout_configs(bandwidth: float) -> list[dict]:
-    """Time the Triton path under several launch configurations (for tuning launch_config)."""
+def sweep_layout_configs(args: argparse.Namespace) -> list[dict]:
+    """Time the Triton path under several launch configurations (for tuning launch_config):
+    top-8 ids over each of ``--sweep-experts``, block 16, every chunk, experts-per-program and
+    warp count asked for (one chunk of all slots up to 4096 slots)."""
     import moekit.align._triton_impl.block_align as launcher
     from moekit.align._triton_impl.launch_config import LayoutConfig
 
     default = launcher.layout_config
     results = []
-    for tokens in (16, 256, 1024, 4096, 16384):
-        inputs = [skewed_topk_ids(tokens, 8, 256, s) for s in range(NUM_INPUT_SETS)]
+    for tokens, experts in itertools.product(args.sweep_tokens, args.sweep_experts):
+        inputs = [skewed_topk_ids(tokens, 8, experts, s) for s in range(NUM_INPUT_SETS)]
         numel = tokens * 8
-        for chunk, epp, warps in itertools.product((1024, 2048, 4096, 8192), (2, 4, 8, 16), (4, 8)):
-            if numel <= 4096:
-                chunk = max(16, 1 << (numel - 1).bit_length())
+        chunks = args.sweep_chunks if numel > 4096 else [max(16, 1 << (numel - 1).bit_length())]
+        for chunk, epp, warps in itertools.product(chunks, args.sweep_epp, args.sweep_warps):
             config = LayoutConfig(chunk, min(chunk, 4096 // epp), epp, warps)
             launcher.layout_config = lambda n, b, c=config: c
             try:
-                check_case(inputs[0], 16, 256)
+                check_case(inputs[0], 16, experts)
                 us = time_us(
-                    lambda: moe_align_block_size(inputs[0], 16, 256, backend="triton"), graph=True
+                    lambda: moe_align_block_size(inputs[0], 16, experts, backend="triton"),
+                    graph=True,
                 )[0]
             finally:
                 launcher.layout_config = default
             results.append(
                 {
                     "tokens": tokens,
+                    "experts": experts,
                     "chunk": chunk,
                     "experts_per_program": epp,
                     "num_warps": warps,
@@ -78,7 +81,8 @@ def sweep_layout_configs(bandwidth: float) -> list[dict]:
                 }
             )
             print(
-                f"sweep T={tokens} chunk={chunk} epp={epp} warps={warps}: {us:.1f} us", flush=True
+                f"sweep T={tokens} E={experts} chunk={chunk} epp={epp} warps={warps}: {us:.1f} us",
+                flush=True,
             )
     return results
 
@@ -88,6 +92,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--quick", action="store_true", help="one shape per token count")
     parser.add_argument("--sweep", action="store_true", help="also sweep launch configurations")
+    parser.add_argument("--sweep-only", action="store_true", help="only the sweep")
+    parser.add_argument("--sweep-tokens", nargs="+", type=int, default=[16, 256, 1024, 4096, 16384])
+    parser.add_argument("--sweep-experts", nargs="+", type=int, default=[256])
+    parser.add_argument("--sweep-chunks", nargs="+", type=int, default=[1024, 2048, 4096, 8192])
+    parser.add_argument("--sweep-epp", nargs="+", type=int, default=[2, 4, 8, 16])
+    parser.add_argument("--sweep-warps", nargs="+", type=int, default=[4, 8])
     args = parser.parse_args()
 
     bandwidth = copy_bandwidth_gbps()
@@ -95,6 +105,8 @@ def main() -> None:
     cases = list(itertools.product(TOKENS, TOP_K, EXPERTS, BLOCKS))
     if args.quick:
         cases = [c for c in cases if c[1:] == (8, 256, 16)]
+    if args.sweep_only:
+        cases = []
     for tokens, top_k, experts, block in cases:
         inputs = [skewed_topk_ids(tokens, top_k, experts, s) for s in range(NUM_INPUT_SETS)]
         for ids in inputs:
@@ -138,8 +150,8 @@ def main() -> None:
             flush=True,
         )
     payload = {"environment": environment(), "copy_bandwidth_gbps": bandwidth, "rows": rows}
-    if args.sweep:
-        payload["sweep"] = sweep_layout_configs(bandwidth)
+    if args.sweep or args.sweep_only:
+        payload["sweep"] = sweep_layout_configs(args)
     write_json(args.out, payload)
 
 

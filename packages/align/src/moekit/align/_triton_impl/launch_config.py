@@ -9,10 +9,14 @@ import triton
 from moekit.align._backend import interpreter_enabled
 
 # Up to this many flat slots the layout runs as one launch (each program counts every slot).
-# The thresholds and splits below come from a sweep on an H100 (top-8 of 256 experts,
-# benchmarks/results/align_sweep_h100.json): fewer experts per program pays while the slots
-# are few, longer chunks once they are many.
+# The thresholds and splits below come from sweeps on an H100 (top-8 of 256 experts,
+# benchmarks/results/align_sweep_h100.json; top-8 of 128 and 256 experts at 16-1024 tokens,
+# align_sweep_small_h100.json): fewer experts per program pays while the slots are few, down to
+# about 128 programs for one chunk and 64 groups of experts for up to 8192 slots (128 experts at
+# 256 tokens: 7.4 -> 5.6 us), longer chunks once the slots are many.
 SINGLE_CHUNK_MAX_SLOTS = 2048
+SINGLE_CHUNK_PROGRAMS = 128
+FEW_CHUNKS_GROUPS = 64
 
 
 @dataclass(frozen=True)
@@ -28,10 +32,12 @@ class LayoutConfig:
 
 def layout_config(numel: int, num_layout_bins: int) -> LayoutConfig:
     """Chunking and work split for ``numel`` slots over ``num_layout_bins`` segments."""
+    bins = triton.next_power_of_2(num_layout_bins)
     if numel <= SINGLE_CHUNK_MAX_SLOTS:
-        chunk, experts_per_program = max(16, triton.next_power_of_2(numel)), 2
+        chunk = max(16, triton.next_power_of_2(numel))
+        experts_per_program = min(2, max(1, bins // SINGLE_CHUNK_PROGRAMS))
     elif numel <= 8192:
-        chunk, experts_per_program = 1024, 4
+        chunk, experts_per_program = 1024, min(4, max(1, bins // FEW_CHUNKS_GROUPS))
     elif numel <= 32768:
         chunk, experts_per_program = 2048, 4
     else:
@@ -39,7 +45,7 @@ def layout_config(numel: int, num_layout_bins: int) -> LayoutConfig:
     if interpreter_enabled():
         # The CPU interpreter runs programs one after another: few wide programs are far faster.
         experts_per_program = 32
-    experts_per_program = min(experts_per_program, triton.next_power_of_2(num_layout_bins))
+    experts_per_program = min(experts_per_program, bins)
     sub = min(chunk, 4096 // experts_per_program)
     return LayoutConfig(chunk, sub, experts_per_program, num_warps=4)
 
