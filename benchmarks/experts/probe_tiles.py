@@ -18,6 +18,9 @@ Each family varies the shipped table entry of a set of cells:
     most half of ``BLOCK_M``; ``tail0_0`` is the entry without them; a trailing ``s`` computes
     the tails' products transposed, ``TAIL_SWAP``); the whole path where the rows per expert sit
     near a multiple of ``BLOCK_M``, and each GEMM alone.
+  * ``gemm2_tile``: GEMM2's own tile (``BLOCK_N2`` 32-256, ``BLOCK_K2`` 64 or 128, 3-5 stages,
+    4 warps, and 8 warps for the wide tiles) around the entry, GEMM1 unchanged; the whole path
+    at the decode cells whose GEMM2 runs furthest above its share of the floor.
   * ``half_tail``: half the entry's ``BLOCK_M`` with folded tails of a quarter of it (swapped
     on one GEMM or both, or unswapped on both), where the rows per expert sit near half the
     entry's ``BLOCK_M``: most experts fit one half-height tile, a few fold their last rows,
@@ -78,6 +81,8 @@ CELLS = {
              ("mixtral", 16384), ("deepseek-v3-tp4", 1024), ("gpt-oss-120b", 1024),
              ("qwen3-30b-a3b", 16384), ("qwen3-30b-a3b-tp2", 16384)],
     "half_tail": [("deepseek-v3-tp4", 1024), ("gpt-oss-120b", 1024), ("deepseek-v3", 1024)],
+    "gemm2_tile": [("qwen3-30b-a3b", 256), ("qwen3-30b-a3b-tp2", 256), ("mixtral-tp2", 256),
+                   ("qwen3-30b-a3b-tp2", 64), ("mixtral", 256)],
 }  # fmt: skip
 GROUP_M_VALUES = (1, 8, 16, 32, 64, 256)
 
@@ -147,6 +152,18 @@ def variants(family: str, entry: GemmConfig) -> dict[str, GemmConfig]:
         swapped = {f"{name}s": swap(config, TAIL_SWAP=True)
                    for name, config in tails.items() if config.TAIL_M or config.TAIL_M2}  # fmt: skip
         return {"entry": entry} | tails | swapped
+    if family == "gemm2_tile":
+        tiles = [(n, k, stages, 4) for n in (32, 64, 128, 256) for k in (64, 128)
+                 for stages in (3, 4, 5)]  # fmt: skip
+        tiles += [(n, 64, stages, 8) for n in (128, 256) for stages in (3, 4)]
+        mine = (own2.BLOCK_N2, own2.BLOCK_K2, own2.num_stages2, own2.num_warps2)
+        return {"entry": entry} | {
+            f"n{n}_k{k}_s{stages}_w{warps}": swap(
+                own2, BLOCK_N2=n, BLOCK_K2=k, num_stages2=stages, num_warps2=warps
+            )
+            for n, k, stages, warps in tiles
+            if (n, k, stages, warps) != mine
+        }
     if family == "half_tail":
         half = entry.with_block_m(entry.BLOCK_M // 2)
         t = half.BLOCK_M // 2
