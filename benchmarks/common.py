@@ -64,16 +64,25 @@ def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
     return (got.float() - want.float()).abs().max().item() / scale
 
 
+def capture_graph(fn: Callable[[], object], calls: int = 1) -> tuple[torch.cuda.CUDAGraph, object]:
+    """``calls`` calls of ``fn`` captured in one CUDA graph (after a warm-up call outside it, which
+    compiles), and what the last captured call returned."""
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        fn()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    out = None
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            out = fn()
+    return graph, out
+
+
 def graph_replays_agree(fn: Callable[[], torch.Tensor], want: torch.Tensor,
                         replays: int = 20) -> bool:  # fmt: skip
     """Whether ``fn`` captured in a CUDA graph gives ``want`` bit for bit on every replay."""
-    stream = torch.cuda.Stream()
-    with torch.cuda.stream(stream):
-        fn()  # compile and warm up outside the capture
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = fn()
+    graph, out = capture_graph(fn)
     same = True
     for _ in range(replays):
         graph.replay()

@@ -28,16 +28,10 @@ def kernel_records(fn, calls: int, replays: int) -> list[dict]:
     """Kernel records (name, start, end in µs) of ``replays`` replays of ``calls`` calls of
     ``fn`` captured in one CUDA graph, in time order."""
     import torch
+    from common import capture_graph
     from torch.profiler import ProfilerActivity, profile
 
-    stream = torch.cuda.Stream()
-    with torch.cuda.stream(stream):
-        fn()  # compile and warm up outside the capture
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(calls):
-            fn()
+    graph, _ = capture_graph(fn, calls)
     graph.replay()
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
