@@ -26,10 +26,10 @@ Each family varies the shipped table entry of a set of cells:
     entry's ``BLOCK_M``: most experts fit one half-height tile, a few fold their last rows,
     and the MMAs skip the padding of the full-height tile; the whole path and each GEMM alone.
 Whole-path variants are checked against the torch path (2% of the output scale) and compared
-bit for bit with the entry's output and with their own second call. A variant that strays, or
-does not compile (shared memory, registers), is recorded with its error and not timed. Each
-row lists the GEMM kernels its variant compiled first: registers, spills and how many dots
-became warpgroup MMAs (``wgmma``) or per-warp MMAs (``mma_v2``).
+bit for bit with the entry's output. A variant that strays, or does not compile (shared memory,
+registers), is recorded with its error and not timed. Each row lists the GEMM kernels its
+variant compiled first: registers, spills and how many dots became warpgroup MMAs (``wgmma``)
+or per-warp MMAs (``mma_v2``).
 
     python benchmarks/experts/probe_tiles.py --family wide --out wide.json
 """
@@ -83,10 +83,6 @@ CELLS = {
     "half_tail": [("deepseek-v3-tp4", 1024), ("gpt-oss-120b", 1024), ("deepseek-v3", 1024)],
     "gemm2_tile": [("qwen3-30b-a3b", 256), ("qwen3-30b-a3b-tp2", 256), ("mixtral-tp2", 256),
                    ("qwen3-30b-a3b-tp2", 64), ("mixtral", 256)],
-    "split_k2": [("mixtral-tp2", 64), ("mixtral-tp2", 256), ("mixtral-tp2", 1024),
-                 ("mixtral", 64), ("mixtral", 256), ("mixtral", 1024), ("qwen3-30b-a3b-tp2", 16),
-                 ("qwen3-30b-a3b-tp2", 64), ("qwen3-30b-a3b-tp2", 256), ("qwen3-30b-a3b", 256),
-                 ("gpt-oss-120b", 256), ("gpt-oss-120b", 1024), ("deepseek-v3-tp4", 1024)],
 }  # fmt: skip
 GROUP_M_VALUES = (1, 8, 16, 32, 64, 256)
 
@@ -168,15 +164,6 @@ def variants(family: str, entry: GemmConfig) -> dict[str, GemmConfig]:
             for n, k, stages, warps in tiles
             if (n, k, stages, warps) != mine
         }
-    if family == "split_k2":
-        unfolded = swap(entry, TAIL_M2=0)
-        wide = swap(own2, TAIL_M2=0, BLOCK_N2=2 * own2.BLOCK_N2)
-        return (
-            {"entry": entry}
-            | ({"tail2_off": unfolded} if entry.TAIL_M2 else {})
-            | {f"split{s}": swap(unfolded, SPLIT_K2=s) for s in (2, 3, 4, 6)}
-            | {f"n{wide.BLOCK_N2}_split{s}": swap(wide, SPLIT_K2=s) for s in (2, 4)}
-        )
     if family == "half_tail":
         half = entry.with_block_m(entry.BLOCK_M // 2)
         t = half.BLOCK_M // 2
@@ -240,7 +227,6 @@ def time_variants(family: str, routed, entry: GemmConfig, expected, names: list[
                         if entry_out is None:
                             entry_out = out.clone()
                         row["bit_identical_to_entry"] = bool(torch.equal(out, entry_out))
-                        row["repeatable"] = bool(torch.equal(path(), out))
                         row["path_us"] = ablate.graph_us(path)
                     if per_gemm and family in ("tail", "half_tail"):  # where a fold gains
                         with mock.patch.object(ablate, "get_config", lambda *_, c=config: c):

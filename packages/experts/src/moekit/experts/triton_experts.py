@@ -28,17 +28,13 @@ def _gemms():  # type: ignore[no-untyped-def]
     try:
         from moekit.experts._triton_impl.gate_up_gemm import invoke_gate_up_gemm
         from moekit.experts._triton_impl.gather_rows import gather_sorted_rows
-        from moekit.experts._triton_impl.grouped_gemm import (
-            invoke_grouped_gemm,
-            split_state,
-            sum_counters,
-        )
+        from moekit.experts._triton_impl.grouped_gemm import invoke_grouped_gemm, sum_counters
         from moekit.experts._triton_impl.token_sum_gemm import invoke_token_sum_gemm
     except ImportError as error:
         raise ImportError("the Triton experts need Triton: pip install 'moekit-experts[triton]' "
                           "(or use backend='torch')") from error  # fmt: skip
     return (invoke_gate_up_gemm, invoke_grouped_gemm, gather_sorted_rows, sum_counters,
-            invoke_token_sum_gemm, split_state)  # fmt: skip
+            invoke_token_sum_gemm)  # fmt: skip
 
 
 MAX_BLOCK_M = 128  # the largest tile height tables and the heuristic use
@@ -155,19 +151,11 @@ class TritonExperts(FusedMoEExpertsModular):
                 ignore_invalid_experts=True, backend="triton",
             ))  # fmt: skip
         (invoke_gate_up_gemm, invoke_grouped_gemm, gather_sorted_rows, sum_counters,
-         invoke_token_sum_gemm, split_state) = _gemms()  # fmt: skip
+         invoke_token_sum_gemm) = _gemms()  # fmt: skip
         sorted_rows = config.SORTED_ROWS and not tiles.slots_from_ids
-        summed = split = None  # GEMM2 sums the top-k too, or splits its K loop
-        if FUSED_TOPK_SUM and tiles.slots_from_ids and not token_sum:
-            summed = (output, sum_counters(num_tokens, k, config.gemm2(), hidden_states.device),
-                      top_k)  # fmt: skip
-        elif config.SPLIT_K2 and not tiles.slots_from_ids:
-            split = split_state(tiles, k, config.gemm2(), config.SPLIT_K2, hidden_states.device)
-        counters = None  # either's counters start at zero: GEMM1 zeroes them on the way
-        if summed is not None:
-            counters = summed[1]
-        elif split is not None:
-            counters = split[1]
+        counters = None
+        if FUSED_TOPK_SUM and tiles.slots_from_ids and not token_sum:  # GEMM2 sums the top-k too
+            counters = sum_counters(num_tokens, k, config.gemm2(), hidden_states.device)
         if sorted_rows:  # every A tile of both GEMMs becomes one block of rows
             a1 = gather_sorted_rows(hidden_states, tiles, top_k)
             if workspace2.numel() >= a1.shape[0] * n_act:
@@ -189,8 +177,8 @@ class TritonExperts(FusedMoEExpertsModular):
         gemm2_out = workspace13.view(-1)[: num_slots * k].view(num_slots, k)
         invoke_grouped_gemm(activated, w2, gemm2_out, self.quant_config.w2_bias, weights, tiles,
                             1, config.gemm2(), a_rows_sorted=sorted_rows,
-                            summed=summed, split=split)  # fmt: skip
-        if summed is None:
+                            summed=None if counters is None else (output, counters, top_k))  # fmt: skip
+        if counters is None:
             moe_sum(gemm2_out.view(num_tokens, top_k, k), output, topk_ids, expert_map,
                     backend="triton")  # fmt: skip
 

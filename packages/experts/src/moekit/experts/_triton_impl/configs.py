@@ -31,7 +31,6 @@ OPTIONAL_FIELDS = (
     "TAIL_M",
     "TAIL_M2",
     "TAIL_SWAP",
-    "SPLIT_K2",
 )
 
 
@@ -57,10 +56,7 @@ class GemmConfig:
     same for GEMM2, independently (0: off, not GEMM1's); tiles from ``topk_ids`` ignore both. With
     ``TAIL_SWAP`` both GEMMs compute their folded rows' products transposed, so that the rows fill
     the MMA's N operand rather than a padded M (see ``tail_fold``); without a tail it does
-    nothing. ``SPLIT_K2`` (0: off; else at least 2, without ``TAIL_M2``) runs each of GEMM2's
-    aligned tiles as that many programs over parts of its K range, whose float32 products the
-    last of them to finish adds in a fixed order (see ``split_k``); tiles from ``topk_ids``
-    ignore it."""
+    nothing."""
 
     BLOCK_M: int
     BLOCK_N: int
@@ -79,7 +75,6 @@ class GemmConfig:
     TAIL_M: int = 0
     TAIL_M2: int = 0
     TAIL_SWAP: bool = False
-    SPLIT_K2: int = 0
 
     def __post_init__(self) -> None:
         if self.EXPERT_GROUPS and (self.GROUP_M < 1 or self.GROUP_M & (self.GROUP_M - 1)):
@@ -88,10 +83,6 @@ class GemmConfig:
             if tail and (tail < 16 or tail & (tail - 1) or 2 * tail > self.BLOCK_M):
                 raise ValueError(f"{name}: 0 or a power of two from 16 to BLOCK_M / 2 "
                                  f"({self.BLOCK_M // 2}), got {tail}")  # fmt: skip
-        if self.SPLIT_K2 == 1 or self.SPLIT_K2 < 0:
-            raise ValueError(f"SPLIT_K2: 0 (off) or at least 2, got {self.SPLIT_K2}")
-        if self.SPLIT_K2 and self.TAIL_M2:
-            raise ValueError("SPLIT_K2: a split GEMM2 folds no tails; set TAIL_M2 to 0")
 
     def with_block_m(self, block_m: int) -> GemmConfig:
         """This config with ``BLOCK_M = block_m``, each folded tail dropped where it no longer

@@ -127,7 +127,7 @@ def gate_up_gemm_kernel(
         num_m_tiles = num_valid_slots
     else:
         num_m_tiles = tl.cdiv(num_sorted, BLOCK_M)
-    pid_m, pid_n = program_tile(tl.program_id(0), expert_ids_ptr, num_m_tiles, num_m_tiles,
+    pid_m, pid_n = program_tile(expert_ids_ptr, num_m_tiles, num_m_tiles,
                                 tl.cdiv(N_OUT, BLOCK_N), GROUP_M, EXPERT_GROUPS)  # fmt: skip
     if not SLOTS_FROM_IDS:  # noqa: SIM102 (a compile-time branch: no load when it is off)
         if pid_m * BLOCK_M >= tl.load(num_tokens_post_padded_ptr):

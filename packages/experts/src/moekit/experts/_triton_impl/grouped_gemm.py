@@ -7,7 +7,6 @@ import triton
 
 from moekit.experts._triton_impl.configs import GemmConfig
 from moekit.experts._triton_impl.grouped_gemm_kernel import grouped_gemm_kernel
-from moekit.experts._triton_impl.split_k import split_k_buffers
 from moekit.experts._triton_impl.tile_source import TileSource
 from moekit.experts._triton_impl.weight_descriptor import rows_descriptor, weight_descriptor
 
@@ -23,7 +22,6 @@ def invoke_grouped_gemm(
     config: GemmConfig,
     a_rows_sorted: bool = False,
     summed: tuple[torch.Tensor, torch.Tensor, int] | None = None,
-    split: tuple[torch.Tensor, torch.Tensor, int] | None = None,
 ) -> None:
     """``c[slot] = (a[slot // top_k] @ b[e].T + bias[e]) * topk_weights[slot]`` for every placed
     slot of every expert ``e`` (zeros for blocks of expert ``-1``).
@@ -39,20 +37,11 @@ def invoke_grouped_gemm(
     rows of ``c`` in slot order, cast, zeros for a token with none (see
     ``topk_sum_epilogue``); ``counters`` (int32, ``num_tokens * cdiv(N, BLOCK_N)``, see
     ``sum_counters``) must be zero, as GEMM1 leaves them.
-
-    ``split = (partials, counters, split_k)`` (aligned tiles only, ``config.TAIL_M`` 0) runs
-    each tile's K loop as ``split_k`` programs and sums their float32 products in split order
-    (see ``split_k``); ``partials`` and ``counters`` come from ``split_k_buffers`` for this
-    tile, and the counters must be zero, as GEMM1 leaves them.
     """
     num_slots, n = c.shape
     k = a.shape[1]
     num_m_tiles = tiles.num_m_tiles(config.BLOCK_M) + (summed is not None)
-    partials, split_counters, split_k = split if split is not None else (c, c, 1)
-    if split is not None:
-        check_split(tiles, config, num_m_tiles * triton.cdiv(n, config.BLOCK_N), partials,
-                    split_counters, split_k, summed is not None)  # fmt: skip
-    grid = (num_m_tiles * triton.cdiv(n, config.BLOCK_N) * split_k,)
+    grid = (num_m_tiles * triton.cdiv(n, config.BLOCK_N),)
     dummy = c  # never read when the matching flag is off
     tail_m = 0 if tiles.slots_from_ids else config.TAIL_M  # one slot per tile: nothing to fold
     out, counters, sum_top_k = summed if summed is not None else (dummy, dummy, 1)
@@ -69,8 +58,7 @@ def invoke_grouped_gemm(
         a, a_desc if a_desc is not None else a, b, b_desc if b_desc is not None else b, c,
         bias if bias is not None else dummy,
         topk_weights if topk_weights is not None else dummy, *tile_args,
-        out, counters if split is None else split_counters, partials,
-        out.shape[0] if summed is not None else 0,
+        out, counters, out.shape[0] if summed is not None else 0,
         n, k, num_slots, num_sorted,
         a.stride(0), a.stride(1), b.stride(0), b.stride(1), b.stride(2),
         c.stride(0), c.stride(1), bias.stride(0) if bias is not None else 0,
@@ -82,25 +70,9 @@ def invoke_grouped_gemm(
         A_ROWS_SORTED=a_rows_sorted, A_TMA=a_desc is not None,
         BLOCK_M=config.BLOCK_M, BLOCK_N=config.BLOCK_N, BLOCK_K=config.BLOCK_K,
         GROUP_M=config.GROUP_M, EXPERT_GROUPS=config.EXPERT_GROUPS and not tiles.slots_from_ids,
-        TAIL_M=tail_m, TAIL_SWAP=config.TAIL_SWAP and tail_m > 0, SPLIT_K=split_k,
+        TAIL_M=tail_m, TAIL_SWAP=config.TAIL_SWAP and tail_m > 0,
         num_warps=config.num_warps, num_stages=config.num_stages,
     )  # fmt: skip
-
-
-def check_split(tiles: TileSource, config: GemmConfig, num_tiles: int, partials: torch.Tensor,
-                counters: torch.Tensor, split_k: int, summed: bool) -> None:  # fmt: skip
-    if tiles.slots_from_ids or summed or config.TAIL_M:
-        raise ValueError("split: split K needs aligned tiles, no fused sum and no folded tail")
-    if split_k < 2:
-        raise ValueError(f"split: split_k must be at least 2, got {split_k}")
-    if (
-        partials.dtype != torch.float32
-        or partials.numel() < num_tiles * split_k * config.BLOCK_M * config.BLOCK_N
-        or counters.dtype != torch.int32
-        or counters.numel() < num_tiles
-    ):
-        raise ValueError("split: partials need float32 [tiles * split_k * BLOCK_M * BLOCK_N] "
-                         "and counters int32 [tiles]; see split_k_buffers")  # fmt: skip
 
 
 def sum_counters(num_tokens: int, n: int, config: GemmConfig, device: torch.device) -> torch.Tensor:
@@ -108,12 +80,3 @@ def sum_counters(num_tokens: int, n: int, config: GemmConfig, device: torch.devi
     ``config``: one per token and n-tile (GEMM1 zeroes them)."""
     return torch.empty(num_tokens * triton.cdiv(n, config.BLOCK_N), dtype=torch.int32,
                        device=device)  # fmt: skip
-
-
-def split_state(tiles: TileSource, n: int, config: GemmConfig, split_k: int,
-                device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int]:  # fmt: skip
-    """``invoke_grouped_gemm``'s ``split`` for ``n`` output columns with GEMM2 tile ``config``:
-    uninitialised partials and counters (GEMM1 zeroes the counters: pass them as its
-    ``counters``)."""
-    num_tiles = tiles.num_m_tiles(config.BLOCK_M) * triton.cdiv(n, config.BLOCK_N)
-    return (*split_k_buffers(num_tiles, split_k, config.BLOCK_M, config.BLOCK_N, device), split_k)

@@ -23,12 +23,6 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from moekit.experts._triton_impl.split_k import (
-    arrive,
-    split_k_range,
-    store_partial,
-    summed_partials,
-)
 from moekit.experts._triton_impl.tail_fold import (
     tail_folds,
     tail_product,
@@ -46,22 +40,18 @@ from moekit.experts._triton_impl.topk_sum_epilogue import (
 
 @triton.jit
 def products(a_ptrs, a_ok, a_desc, a_row, tail_a_ptrs, tail_a_ok, b_ptrs, b_desc, b_row, n_ok,
-             K, k_lo, k_hi, stride_ak, stride_bk, IEEE_FP32: tl.constexpr, B_TMA: tl.constexpr,
+             K, stride_ak, stride_bk, IEEE_FP32: tl.constexpr, B_TMA: tl.constexpr,
              A_TMA: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
              BLOCK_K: tl.constexpr, TAIL_ROWS: tl.constexpr,
              TAIL_SWAP: tl.constexpr):  # fmt: skip
-    """The K loop over ``[k_lo, k_hi)`` (``k_lo`` a multiple of ``BLOCK_K``; the pointers point
-    at column 0): float32 ``(acc, tail_acc)``, ``[BLOCK_M, BLOCK_N]`` of the tile, and with
+    """The K loop: float32 ``(acc, tail_acc)``, ``[BLOCK_M, BLOCK_N]`` of the tile, and with
     ``TAIL_ROWS`` ``[TAIL_ROWS, BLOCK_N]`` of the folded tail rows, which use the same B tiles
     (without, the tile's again)."""
     offs_k = tl.arange(0, BLOCK_K)
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     if TAIL_ROWS:
         tail_acc = tail_zeros(TAIL_ROWS, BLOCK_N, TAIL_SWAP)
-    a_ptrs += k_lo * stride_ak
-    tail_a_ptrs += k_lo * stride_ak
-    b_ptrs += k_lo * stride_bk
-    for k_start in range(k_lo, k_hi, BLOCK_K):
+    for k_start in range(0, K, BLOCK_K):
         k_ok = offs_k < K - k_start
         if A_TMA:
             a = a_desc.load([a_row, k_start])
@@ -101,8 +91,7 @@ def weighted_rows(acc, bias, topk_weights_ptr, slots, slot_ok, HAS_BIAS: tl.cons
 def grouped_gemm_kernel(
     a_ptr, a_desc, b_ptr, b_desc, c_ptr, bias_ptr, topk_weights_ptr,
     sorted_token_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr,
-    topk_ids_ptr, expert_map_ptr, num_global_experts, out_ptr, counters_ptr, partials_ptr,
-    num_tokens,
+    topk_ids_ptr, expert_map_ptr, num_global_experts, out_ptr, counters_ptr, num_tokens,
     N, K, num_valid_slots, num_sorted,
     stride_am, stride_ak, stride_be, stride_bn, stride_bk, stride_cm, stride_cn, stride_bias_e,
     stride_om,
@@ -112,10 +101,7 @@ def grouped_gemm_kernel(
     B_TMA: tl.constexpr, A_ROWS_SORTED: tl.constexpr, A_TMA: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     EXPERT_GROUPS: tl.constexpr, TAIL_M: tl.constexpr, TAIL_SWAP: tl.constexpr,
-    SPLIT_K: tl.constexpr,
 ):  # fmt: skip
-    tile = tl.program_id(0) // SPLIT_K  # a tile's splits are neighbouring programs
-    split = tl.program_id(0) % SPLIT_K
     if SLOTS_FROM_IDS:
         num_m_tiles = num_valid_slots
     else:
@@ -124,8 +110,8 @@ def grouped_gemm_kernel(
     grid_m_tiles = num_m_tiles
     if FUSED_SUM:
         grid_m_tiles += 1  # the row of programs that zeroes tokens with no local slot
-    pid_m, pid_n = program_tile(tile, expert_ids_ptr, num_m_tiles, grid_m_tiles, num_n_tiles,
-                                GROUP_M, EXPERT_GROUPS)  # fmt: skip
+    pid_m, pid_n = program_tile(expert_ids_ptr, num_m_tiles, grid_m_tiles, num_n_tiles, GROUP_M,
+                                EXPERT_GROUPS)  # fmt: skip
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = offs_n < N
     if FUSED_SUM:  # noqa: SIM102 (a compile-time branch)
@@ -148,7 +134,7 @@ def grouped_gemm_kernel(
     c_ptrs = c_ptr + slots[:, None] * stride_cm + offs_n[None, :] * stride_cn
     c_ok = slot_ok[:, None] & n_ok[None, :]
     if expert == -1:  # aligned: a block of no local expert; from ids: a skipped slot
-        if not SLOTS_FROM_IDS and split == 0:
+        if not SLOTS_FROM_IDS:
             tl.store(c_ptrs, tl.zeros([BLOCK_M, BLOCK_N], c_ptr.dtype.element_ty), mask=c_ok)
         return
 
@@ -182,7 +168,7 @@ def grouped_gemm_kernel(
             tail_a_ptrs = a_ptr + tail_a_rows[:, None] * stride_am + offs_k[None, :] * stride_ak
             acc, tail_acc = products(
                 a_ptrs, a_ok, a_desc, a_row, tail_a_ptrs, tail_a_ok, b_ptrs, b_desc, b_row, n_ok,
-                K, 0, K, stride_ak, stride_bk, IEEE_FP32, B_TMA, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K,
+                K, stride_ak, stride_bk, IEEE_FP32, B_TMA, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K,
                 TAIL_M, TAIL_SWAP,
             )  # fmt: skip
             tail_acc = weighted_rows(tail_acc, bias, topk_weights_ptr, tail_slots, tail_slot_ok,
@@ -192,22 +178,12 @@ def grouped_gemm_kernel(
                      mask=tail_slot_ok[:, None] & n_ok[None, :])  # fmt: skip
         else:
             acc, _ = products(
-                a_ptrs, a_ok, a_desc, a_row, a_ptrs, a_ok, b_ptrs, b_desc, b_row, n_ok, K, 0, K,
+                a_ptrs, a_ok, a_desc, a_row, a_ptrs, a_ok, b_ptrs, b_desc, b_row, n_ok, K,
                 stride_ak, stride_bk, IEEE_FP32, B_TMA, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, 0, False,
             )  # fmt: skip
-    elif SPLIT_K > 1:
-        k_lo, k_hi = split_k_range(split, K, BLOCK_K, SPLIT_K)
-        acc, _ = products(
-            a_ptrs, a_ok, a_desc, a_row, a_ptrs, a_ok, b_ptrs, b_desc, b_row, n_ok, K, k_lo, k_hi,
-            stride_ak, stride_bk, IEEE_FP32, B_TMA, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, 0, False,
-        )  # fmt: skip
-        store_partial(acc, partials_ptr, tile, split, SPLIT_K, BLOCK_M, BLOCK_N)
-        if arrive(counters_ptr, tile) < SPLIT_K - 1:
-            return  # the last split of the tile finishes it
-        acc = summed_partials(partials_ptr, tile, SPLIT_K, BLOCK_M, BLOCK_N)
     else:
         acc, _ = products(
-            a_ptrs, a_ok, a_desc, a_row, a_ptrs, a_ok, b_ptrs, b_desc, b_row, n_ok, K, 0, K,
+            a_ptrs, a_ok, a_desc, a_row, a_ptrs, a_ok, b_ptrs, b_desc, b_row, n_ok, K,
             stride_ak, stride_bk, IEEE_FP32, B_TMA, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, 0, False,
         )  # fmt: skip
     acc = weighted_rows(acc, bias, topk_weights_ptr, slots, slot_ok, HAS_BIAS, MUL_ROUTED_WEIGHT)

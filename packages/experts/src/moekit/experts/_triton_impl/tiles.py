@@ -7,9 +7,10 @@ import triton.language as tl
 
 
 @triton.jit
-def tile_coordinates(pid, num_m_tiles, num_n_tiles, GROUP_M: tl.constexpr):
-    """(m tile, n tile) of tile ``pid``, walking ``GROUP_M`` m-tiles per column of n-tiles so
+def tile_coordinates(num_m_tiles, num_n_tiles, GROUP_M: tl.constexpr):
+    """(m tile, n tile) of this program, walking ``GROUP_M`` m-tiles per column of n-tiles so
     neighbouring programs share B tiles in L2."""
+    pid = tl.program_id(0)
     tiles_per_group = GROUP_M * num_n_tiles
     first_m = (pid // tiles_per_group) * GROUP_M
     group_rows = tl.minimum(num_m_tiles - first_m, GROUP_M)
@@ -19,18 +20,18 @@ def tile_coordinates(pid, num_m_tiles, num_n_tiles, GROUP_M: tl.constexpr):
 
 
 @triton.jit
-def expert_group_coordinates(pid, expert_ids_ptr, num_m_tiles, num_n_tiles,
-                             GROUP_M: tl.constexpr):  # fmt: skip
-    """(m tile, n tile) of tile ``pid`` when the groups follow the experts: an expert with
+def expert_group_coordinates(expert_ids_ptr, num_m_tiles, num_n_tiles, GROUP_M: tl.constexpr):
+    """(m tile, n tile) of this program when the groups follow the experts: an expert with
     fewer than ``GROUP_M`` m-tiles is one group, so its weight tiles are read once whatever the
     routing; a longer one is cut at multiples of ``GROUP_M`` m-tiles. Within a group, the m-tiles
     walk each column of n-tiles in turn, as in ``tile_coordinates``.
 
-    Tile ``pid`` belongs to m-tile ``q = pid // num_n_tiles``'s group. Every program of a
+    Program ``pid`` belongs to m-tile ``q = pid // num_n_tiles``'s group. Every program of a
     group must find the same group, so each reads the ``2 * GROUP_M`` entries of ``expert_ids``
     around ``q``: a run of equal ids shorter than ``GROUP_M`` shows both of its ends to each of
     its programs, and a longer run shows each of them that it is longer. ``GROUP_M`` must be a
     power of two."""
+    pid = tl.program_id(0)
     q = pid // num_n_tiles
     pos = q - GROUP_M + tl.arange(0, 2 * GROUP_M)
     ids = tl.load(expert_ids_ptr + pos, mask=(pos >= 0) & (pos < num_m_tiles), other=-2)
@@ -49,15 +50,14 @@ def expert_group_coordinates(pid, expert_ids_ptr, num_m_tiles, num_n_tiles,
 
 
 @triton.jit
-def program_tile(pid, expert_ids_ptr, num_m_tiles, grid_m_tiles, num_n_tiles,
-                 GROUP_M: tl.constexpr, EXPERT_GROUPS: tl.constexpr):  # fmt: skip
-    """(m tile, n tile) of tile ``pid`` (a program's, or with split K the tile its program
-    shares with the other splits): groups of one expert's ``num_m_tiles`` aligned m-tiles
+def program_tile(expert_ids_ptr, num_m_tiles, grid_m_tiles, num_n_tiles, GROUP_M: tl.constexpr,
+                 EXPERT_GROUPS: tl.constexpr):  # fmt: skip
+    """(m tile, n tile) of this program: groups of one expert's ``num_m_tiles`` aligned m-tiles
     with ``EXPERT_GROUPS`` (``expert_group_coordinates``), else every ``GROUP_M`` of the grid's
     ``grid_m_tiles`` (``tile_coordinates``)."""
     if EXPERT_GROUPS:
-        return expert_group_coordinates(pid, expert_ids_ptr, num_m_tiles, num_n_tiles, GROUP_M)
-    return tile_coordinates(pid, grid_m_tiles, num_n_tiles, GROUP_M)
+        return expert_group_coordinates(expert_ids_ptr, num_m_tiles, num_n_tiles, GROUP_M)
+    return tile_coordinates(grid_m_tiles, num_n_tiles, GROUP_M)
 
 
 @triton.jit
