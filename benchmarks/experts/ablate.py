@@ -29,8 +29,8 @@ from triton.runtime.errors import OutOfResources
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_fused_moe import SHAPES, floor_us, matmul_tflops, routed_calls
-from common import copy_bandwidth_gbps, environment, relative_error, write_json
+from bench_fused_moe import SHAPES, floor_us, measured_ceilings, routed_calls
+from common import environment, relative_error, write_json
 
 from moekit.align import moe_align_block_size, moe_sum
 from moekit.experts import MoEActivation, apply_activation
@@ -114,8 +114,7 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES))
     parser.add_argument("--tokens", nargs="+", type=int, default=[1, 16, 256, 1024, 4096])
     args = parser.parse_args()
-    bandwidth, tflops = copy_bandwidth_gbps(), matmul_tflops()
-    print(f"copy {bandwidth:.0f} GB/s, bf16 matmul {tflops:.0f} TFLOP/s", flush=True)
+    bandwidth, tflops = measured_ceilings()
     rows = []
     for path in routed_calls(args.shapes, args.tokens):
         name, tokens, x, weights, ids, w1, w2, b1, b2 = path

@@ -25,16 +25,15 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import torch
-    from bench_fused_moe import SHAPES, cell_parser, floor_us, matmul_tflops, routed_calls
-    from common import copy_bandwidth_gbps, environment, time_us, write_json
+    from bench_fused_moe import SHAPES, cell_parser, floor_us, measured_ceilings, routed_calls
+    from common import environment, time_us, write_json
 
     from moekit.experts import triton_experts
     from moekit.experts._triton_impl import configs
 
     args = cell_parser(__doc__.splitlines()[0], TOKENS).parse_args()
 
-    bandwidth, tflops = copy_bandwidth_gbps(), matmul_tflops()
-    print(f"copy {bandwidth:.0f} GB/s, bf16 matmul {tflops:.0f} TFLOP/s", flush=True)
+    bandwidth, tflops = measured_ceilings()
     rows = []
     for call in routed_calls(args.shapes, args.tokens):
         num_experts, top_k, hidden, inter, _ = SHAPES[call.shape]

@@ -44,6 +44,15 @@ def matmul_tflops() -> float:
     return 2 * 8192**3 / (ms * 1e-3) / 1e12
 
 
+def measured_ceilings() -> tuple[float, float]:
+    """``(copy GB/s, bf16 matmul TFLOP/s)`` measured on this GPU, and printed."""
+    from common import copy_bandwidth_gbps
+
+    bandwidth, tflops = copy_bandwidth_gbps(), matmul_tflops()
+    print(f"copy {bandwidth:.0f} GB/s, bf16 matmul {tflops:.0f} TFLOP/s", flush=True)
+    return bandwidth, tflops
+
+
 def make_weights(num_experts: int, top_k: int, hidden: int, inter: int, activation: str):
     """``(w1 [E, 2I, K], w2 [E, K, I], b1, b2)`` bf16 ~ N(0, 0.01); biases only for gpt-oss."""
     import torch
@@ -183,10 +192,9 @@ def oracle(x, w1, w2, weights, ids, activation, b1, b2):
 
 def measure(args: argparse.Namespace) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from common import copy_bandwidth_gbps, environment, relative_error, time_us
+    from common import environment, relative_error, time_us
 
-    bandwidth, tflops = copy_bandwidth_gbps(), matmul_tflops()
-    print(f"copy {bandwidth:.0f} GB/s, bf16 matmul {tflops:.0f} TFLOP/s", flush=True)
+    bandwidth, tflops = measured_ceilings()
     rows = []
     for call in routed_calls(args.shapes, args.tokens):
         name, tokens, x, weights, ids, w1, w2, b1, b2 = call

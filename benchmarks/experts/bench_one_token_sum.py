@@ -25,10 +25,16 @@ PATHS = {"separate_sum": {"FUSED_TOPK_SUM": False}, "fused_sum": {"FUSED_TOPK_SU
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_fused_moe import SHAPES, cell_parser, floor_us, matmul_tflops, oracle, routed_calls
+    from bench_fused_moe import (
+        SHAPES,
+        cell_parser,
+        floor_us,
+        measured_ceilings,
+        oracle,
+        routed_calls,
+    )
     from common import (
         compare_settings,
-        copy_bandwidth_gbps,
         environment,
         relative_error,
         write_json,
@@ -40,8 +46,7 @@ def main() -> None:
         __doc__.splitlines()[0], (1,), "calls that align (tiles_from_ids) sum separately either way"
     ).parse_args()
 
-    bandwidth, tflops = copy_bandwidth_gbps(), matmul_tflops()
-    print(f"copy {bandwidth:.0f} GB/s, bf16 matmul {tflops:.0f} TFLOP/s", flush=True)
+    bandwidth, tflops = measured_ceilings()
     rows = []
     for call in routed_calls(args.shapes, args.tokens):
         shape, tokens, x, weights, ids, w1, w2, b1, b2 = call

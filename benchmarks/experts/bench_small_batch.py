@@ -25,8 +25,8 @@ TOKENS = (2, 3, 4, 6, 8, 16)
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_fused_moe import SHAPES, cell_parser, floor_us, matmul_tflops, routed_calls
-    from common import compare_settings, copy_bandwidth_gbps, environment, write_json
+    from bench_fused_moe import SHAPES, cell_parser, floor_us, measured_ceilings, routed_calls
+    from common import compare_settings, environment, write_json
 
     from moekit.experts import triton_experts
 
@@ -40,8 +40,7 @@ def main() -> None:
     settings = {path: {"IDS_TILES_MAX_TOKENS": tokens, "IDS_TILES_MAX_SLOTS_PER_EXPERT": share}
                 for path, (tokens, share) in limits.items()}  # fmt: skip
 
-    bandwidth, tflops = copy_bandwidth_gbps(), matmul_tflops()
-    print(f"copy {bandwidth:.0f} GB/s, bf16 matmul {tflops:.0f} TFLOP/s", flush=True)
+    bandwidth, tflops = measured_ceilings()
     rows = []
     for call in routed_calls(args.shapes, args.tokens):
         num_experts, top_k, hidden, inter, _ = SHAPES[call.shape]

@@ -178,8 +178,8 @@ def estimates(bench: dict, calibration: dict) -> str:
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_fused_moe import SHAPES, floor_us, matmul_tflops, routed_calls, rows_path_bytes
-    from common import copy_bandwidth_gbps, environment, write_json
+    from bench_fused_moe import SHAPES, floor_us, measured_ceilings, routed_calls, rows_path_bytes
+    from common import environment, write_json
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="measure on the GPU and write JSON here")
@@ -206,7 +206,7 @@ def main() -> None:
         if shape not in SHAPES:
             parser.error(f"--cells: unknown shape {shape!r}")
 
-    bandwidth, tflops = copy_bandwidth_gbps(), matmul_tflops()
+    bandwidth, tflops = measured_ceilings()
     calibration = calibrate(args.seconds)
     limit_w, idle_w = calibration["power_limit_w"], calibration["idle_w"]
     print(f"copy {bandwidth:.0f} GB/s, bf16 matmul {tflops:.0f} TFLOP/s (do_bench); limit "

@@ -19,8 +19,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ablate
-from bench_fused_moe import SHAPES, floor_us, make_routed_tokens, make_weights, matmul_tflops
-from common import copy_bandwidth_gbps, environment, write_json
+from bench_fused_moe import SHAPES, floor_us, make_routed_tokens, make_weights, measured_ceilings
+from common import environment, write_json
 
 from moekit.experts import fused_experts
 from moekit.experts._triton_impl.configs import get_config
@@ -42,8 +42,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    bandwidth, tflops = copy_bandwidth_gbps(), matmul_tflops()
-    print(f"copy {bandwidth:.0f} GB/s, bf16 matmul {tflops:.0f} TFLOP/s", flush=True)
+    bandwidth, tflops = measured_ceilings()
     rows = []
     for name, tokens in CELLS:
         num_experts, top_k, hidden, inter, activation = SHAPES[name]

@@ -47,8 +47,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ablate
-from bench_fused_moe import SHAPES, floor_us, make_routed_tokens, make_weights, matmul_tflops
-from common import copy_bandwidth_gbps, environment, relative_error, write_json
+from bench_fused_moe import SHAPES, floor_us, make_routed_tokens, make_weights, measured_ceilings
+from common import environment, relative_error, write_json
 
 from moekit.experts import fused_experts
 from moekit.experts._triton_impl.configs import GemmConfig, get_config
@@ -258,8 +258,7 @@ def main() -> None:
     args = parser.parse_args()
     cells = [(shape, m) for shape, m in CELLS[args.family]
              if (not args.tokens or m in args.tokens) and (not args.shapes or shape in args.shapes)]  # fmt: skip
-    bandwidth, tflops = copy_bandwidth_gbps(), matmul_tflops()
-    print(f"copy {bandwidth:.0f} GB/s, bf16 matmul {tflops:.0f} TFLOP/s", flush=True)
+    bandwidth, tflops = measured_ceilings()
     rows = []
     for name in dict.fromkeys(shape for shape, _ in cells):
         num_experts, top_k, hidden, inter, activation = SHAPES[name]

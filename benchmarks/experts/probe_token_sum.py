@@ -29,9 +29,8 @@ TILES = ((32, 256, 4), (64, 128, 4), (0, 64, 4), (0, 128, 8))  # (BLOCK_N, BLOCK
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_fused_moe import SHAPES, cell_parser, floor_us, matmul_tflops, routed_calls
+    from bench_fused_moe import SHAPES, cell_parser, floor_us, measured_ceilings, routed_calls
     from common import (
-        copy_bandwidth_gbps,
         environment,
         graph_replays_agree,
         relative_error,
@@ -57,8 +56,7 @@ def main() -> None:
             tile = token_sum_gemm.TokenSumTile(block_n, block_k, warps, max_unrolled_steps=8)
             variants[f"everywhere_n{block_n}_k{block_k}_w{warps}"] = (every, tile)
 
-    bandwidth, tflops = copy_bandwidth_gbps(), matmul_tflops()
-    print(f"copy {bandwidth:.0f} GB/s, bf16 matmul {tflops:.0f} TFLOP/s", flush=True)
+    bandwidth, tflops = measured_ceilings()
     rows = []
     for call in routed_calls(args.shapes, args.tokens):
         num_experts, top_k, hidden, inter, _ = SHAPES[call.shape]

@@ -21,12 +21,18 @@ import torch
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_fused_moe import SHAPES, TOKENS, cell_parser, floor_us, matmul_tflops, routed_calls
-    from common import copy_bandwidth_gbps, environment, time_us, write_json
+    from bench_fused_moe import (
+        SHAPES,
+        TOKENS,
+        cell_parser,
+        floor_us,
+        measured_ceilings,
+        routed_calls,
+    )
+    from common import environment, time_us, write_json
 
     args = cell_parser(__doc__.splitlines()[0], TOKENS).parse_args()
-    bandwidth, tflops = copy_bandwidth_gbps(), matmul_tflops()
-    print(f"copy {bandwidth:.0f} GB/s, bf16 matmul {tflops:.0f} TFLOP/s", flush=True)
+    bandwidth, tflops = measured_ceilings()
     rows = []
     for call in routed_calls(args.shapes, args.tokens):
         _, top_k, hidden, inter, _ = SHAPES[call.shape]

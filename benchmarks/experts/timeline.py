@@ -93,13 +93,12 @@ def summarise(calls_records: list[list[dict]], calls: int) -> dict:
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_fused_moe import SHAPES, cell_parser, floor_us, matmul_tflops, routed_calls
-    from common import copy_bandwidth_gbps, environment, time_us, write_json
+    from bench_fused_moe import SHAPES, cell_parser, floor_us, measured_ceilings, routed_calls
+    from common import environment, time_us, write_json
 
     parser = cell_parser(__doc__.splitlines()[0], (16, 64, 256, 1024))
     args = parser.parse_args()
-    bandwidth, tflops = copy_bandwidth_gbps(), matmul_tflops()
-    print(f"copy {bandwidth:.0f} GB/s, bf16 matmul {tflops:.0f} TFLOP/s", flush=True)
+    bandwidth, tflops = measured_ceilings()
     rows = []
     for call in routed_calls(args.shapes, args.tokens):
         _, top_k, hidden, inter, _ = SHAPES[call.shape]
