@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+import moekit.align as align
 from moekit.align._backend import resolve_backend
 
 CPU = torch.device("cpu")
@@ -26,3 +27,25 @@ def test_triton_on_cpu_needs_the_interpreter(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(ValueError, match="TRITON_INTERPRET"):
         resolve_backend("triton", CPU)
+
+
+def test_programmatic_launch_is_off_the_gpu_and_under_the_interpreter():
+    assert not align.programmatic_launch_supported(CPU)
+    if torch.cuda.is_available():  # these tests set TRITON_INTERPRET=1
+        assert not align.programmatic_launch_supported(torch.device("cuda"))
+
+
+def test_programmatic_launch_where_unsupported_changes_no_value():
+    """Asked for off a Hopper GPU, the kernels launch plainly: the interpreter's results equal
+    the torch path's."""
+    gen = torch.Generator().manual_seed(7)
+    ids = torch.randint(-1, 6, (37, 3), generator=gen, dtype=torch.int32)
+    want = align.moe_align_block_size(ids, 4, 6, backend="torch")
+    got = align.moe_align_block_size(ids, 4, 6, backend="triton", programmatic_launch=True)
+    for name, g, w in zip(("sorted_token_ids", "expert_ids", "num_tokens_post_pad"), got, want):
+        assert torch.equal(g, w), (name, "seed=7")
+    rows = torch.randn(37, 3, 40, generator=gen)
+    want_sum = align.moe_sum(rows, torch.full((37, 40), float("nan")), ids, backend="torch")
+    got_sum = align.moe_sum(rows, torch.full((37, 40), float("nan")), ids, backend="triton",
+                            programmatic_launch=True)  # fmt: skip
+    torch.testing.assert_close(got_sum, want_sum, rtol=0, atol=1e-6, msg="seed=7")

@@ -22,6 +22,7 @@ IDS = torch.zeros(4, 2, dtype=torch.int32)
         (dict(expert_map=torch.tensor([0, 4, -1, 1], dtype=torch.int32)), ValueError, "expert_map"),
         (dict(expert_map=torch.tensor([0, 0, -1, 1], dtype=torch.int32)), ValueError, "expert_map"),
         (dict(backend="cuda"), ValueError, "backend"),
+        (dict(programmatic_launch=1), TypeError, "programmatic_launch"),
     ],
 )
 def test_moe_align_block_size_refuses(kwargs, error, name):
@@ -63,6 +64,8 @@ def test_moe_sum_refuses():
         align.moe_sum(x, torch.zeros(3, 5), topk_ids=torch.zeros(3, 3, dtype=torch.int32))
     with pytest.raises(ValueError, match="expert_map"):
         align.moe_sum(x, torch.zeros(3, 5), expert_map=torch.zeros(4, dtype=torch.int32))
+    with pytest.raises(TypeError, match="programmatic_launch"):
+        align.moe_sum(x, torch.zeros(3, 5), programmatic_launch="yes")
 
 
 def test_count_and_permute_refuse():

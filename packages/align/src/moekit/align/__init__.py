@@ -4,7 +4,12 @@ Every op has a Triton kernel and a plain-torch path behind ``backend=`` (``"auto
 Triton for GPU tensors; ``MOEKIT_BACKEND`` overrides ``"auto"``).
 """
 
-from moekit.align._backend import Backend, interpreter_enabled, resolve_backend
+from moekit.align._backend import (
+    Backend,
+    interpreter_enabled,
+    programmatic_launch_supported,
+    resolve_backend,
+)
 from moekit.align.block_align import batched_moe_align_block_size, moe_align_block_size
 from moekit.align.expert_map import validate_expert_map
 from moekit.align.permute import moe_permute, moe_unpermute
@@ -19,6 +24,7 @@ __all__ = [
     "moe_permute",
     "moe_sum",
     "moe_unpermute",
+    "programmatic_launch_supported",
     "resolve_backend",
     "validate_expert_map",
 ]

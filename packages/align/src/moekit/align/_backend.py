@@ -28,6 +28,21 @@ def interpreter_enabled() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+def programmatic_launch_supported(device: torch.device) -> bool:
+    """Whether Triton kernels on ``device`` can use programmatic dependent launch: a GPU of
+    compute capability 9.0 or later, not under the interpreter (which has no grid dependency
+    control)."""
+    if device.type != "cuda" or interpreter_enabled():
+        return False
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return _compute_capability_major(index) >= 9
+
+
+@functools.cache
+def _compute_capability_major(index: int) -> int:
+    return torch.cuda.get_device_capability(index)[0]
+
+
 def resolve_backend(backend: str, device: torch.device) -> Literal["triton", "torch"]:
     """Turn ``backend`` (or ``MOEKIT_BACKEND`` when ``backend="auto"``) into a concrete path.
 

@@ -6,6 +6,7 @@ import torch
 
 from moekit.align._backend import Backend, resolve_backend
 from moekit.align._checks import (
+    check_bool,
     check_expert_map,
     check_positive_int,
     check_same_device,
@@ -24,6 +25,7 @@ def moe_align_block_size(
     return_scatter_idx: bool = False,
     *,
     backend: Backend = "auto",
+    programmatic_launch: bool = False,
 ) -> tuple[torch.Tensor, ...]:
     """Sort routed slots by expert into segments padded to a multiple of ``block_size``.
 
@@ -45,6 +47,13 @@ def moe_align_block_size(
         return_scatter_idx: also return ``scatter_idx int32[numel, 1]``: the position of each
             slot in ``sorted_token_ids``, ``-1`` for a slot that was not placed.
         backend: ``"auto"``, ``"triton"`` or ``"torch"``.
+        programmatic_launch: on a GPU of compute capability 9.0 or later (Triton path, not the
+            interpreter; ignored elsewhere), launch with programmatic dependent launch: the
+            kernels wait for the previous kernel in the stream before they touch memory, and
+            let the next kernel start its programs before they end, if that kernel is
+            launched the same way; it must then wait (``griddepcontrol.wait``) before it reads
+            the outputs. A chain of such kernels overlaps each launch with the tail of the
+            kernel before it.
 
     Returns:
         ``(sorted_token_ids int32[P], expert_ids int32[cdiv(P, block_size)],
@@ -52,13 +61,15 @@ def moe_align_block_size(
         ``expert_ids`` is ``-1`` past the used range.
 
     Raises:
-        TypeError: ``topk_ids`` not an integer tensor, ``expert_map`` not int32.
+        TypeError: ``topk_ids`` not an integer tensor, ``expert_map`` not int32,
+            ``programmatic_launch`` not a bool.
         ValueError: ``topk_ids`` not 2-D, ``block_size < 1``, ``num_experts < 1``,
             ``expert_map`` of the wrong length, out-of-range or duplicate local ids (CPU maps).
     """
     topk_ids = check_topk_ids(topk_ids)
     check_positive_int(block_size, "block_size")
     check_positive_int(num_experts, "num_experts")
+    check_bool(programmatic_launch, "programmatic_launch")
     if expert_map is not None:
         expert_map = check_expert_map(expert_map, num_experts)
     device = check_same_device({"topk_ids": topk_ids, "expert_map": expert_map})
@@ -74,7 +85,7 @@ def moe_align_block_size(
     if resolve_backend(backend, device) == "triton":
         from moekit.align._triton_impl import block_align as triton_impl
 
-        return triton_impl.moe_align_block_size(*args)
+        return triton_impl.moe_align_block_size(*args, programmatic_launch=programmatic_launch)
     from moekit.align._torch_impl import block_align as torch_impl
 
     return torch_impl.moe_align_block_size(*args)

@@ -6,6 +6,7 @@ import torch
 
 from moekit.align._backend import Backend, resolve_backend
 from moekit.align._checks import (
+    check_bool,
     check_floating,
     check_positive_int,
     check_same_device,
@@ -32,6 +33,7 @@ def moe_sum(
     expert_map: torch.Tensor | None = None,
     *,
     backend: Backend = "auto",
+    programmatic_launch: bool = False,
 ) -> torch.Tensor:
     """Sum ``input [num_tokens, top_k, K]`` over ``top_k`` into ``output [num_tokens, K]``.
 
@@ -39,11 +41,17 @@ def moe_sum(
     a slot whose id is ``< 0`` (or, with ``expert_map``, maps to ``-1`` or lies past the map) is
     skipped. ``input`` may have any strides; ``output`` must be contiguous.
 
+    ``programmatic_launch``: on a GPU of compute capability 9.0 or later (Triton path, not the
+    interpreter; ignored elsewhere), launch with programmatic dependent launch, so that the
+    kernel's launch overlaps the tail of the previous kernel in the stream when that one lets it
+    (see ``moe_align_block_size``); the kernel waits for that one before it touches memory.
+
     Returns:
         ``output``, written in place.
 
     Raises:
-        TypeError: non-floating ``input``/``output``, non-integer ``topk_ids``, non-int32 map.
+        TypeError: non-floating ``input``/``output``, non-integer ``topk_ids``, non-int32 map,
+            ``programmatic_launch`` not a bool.
         ValueError: ``input`` not 3-D, ``output`` not ``[num_tokens, K]`` or not contiguous,
             ``topk_ids`` not ``[num_tokens, top_k]``, ``expert_map`` without ``topk_ids``.
     """
@@ -69,13 +77,14 @@ def moe_sum(
     elif expert_map is not None:
         raise ValueError("expert_map needs topk_ids: without ids no slot can be mapped")
     _check_map_dtype(expert_map)
+    check_bool(programmatic_launch, "programmatic_launch")
     device = check_same_device(
         {"input": input, "output": output, "topk_ids": topk_ids, "expert_map": expert_map}
     )
     if resolve_backend(backend, device) == "triton":
         from moekit.align._triton_impl import reduce as triton_impl
 
-        return triton_impl.moe_sum(input, output, topk_ids, expert_map)
+        return triton_impl.moe_sum(input, output, topk_ids, expert_map, programmatic_launch)
     from moekit.align._torch_impl import reduce as torch_impl
 
     return torch_impl.moe_sum(input, output, topk_ids, expert_map)

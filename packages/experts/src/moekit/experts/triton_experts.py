@@ -11,6 +11,7 @@ from moekit.align import (
     interpreter_enabled,
     moe_align_block_size,
     moe_sum,
+    programmatic_launch_supported,
 )
 from moekit.experts._triton_impl.configs import get_config
 from moekit.experts._triton_impl.tile_source import TileSource
@@ -65,6 +66,11 @@ FUSED_TOPK_SUM = True
 TOKEN_SUM_MAX_TOKENS = 8
 TOKEN_SUM_MAX_INTER = 512
 TOKEN_SUM_MIN_PROGRAMS = 256
+# Every kernel of a call launches with programmatic dependent launch where the GPU has it (its
+# programs first wait for the kernel before), and each but the last lets the next one start
+# early, so that each launch overlaps the tail of the kernel before it (benchmarks turn it off
+# to time the plain launches).
+PROGRAMMATIC_LAUNCH = True
 
 
 def token_sum_gemm2(num_tokens: int, hidden: int, inter: int) -> bool:
@@ -136,6 +142,9 @@ class TritonExperts(FusedMoEExpertsModular):
         n_act = adjust_N_for_activation(n, activation)
         config = get_config(num_tokens, top_k, num_local, n, hidden_states.dtype,
                             hidden_states.device, interpreter_enabled())  # fmt: skip
+        # before the first launch, so that no torch kernel sits inside the chain of launches
+        weights = None if apply_router_weight_on_input else topk_weights.reshape(-1).float()
+        pdl = PROGRAMMATIC_LAUNCH and programmatic_launch_supported(hidden_states.device)
         token_sum = token_sum_gemm2(num_tokens, k, n_act)
         if token_sum or tiles_from_ids(num_tokens, num_slots, num_local):
             # Each slot fills its own 16-row tile: no alignment pass to launch. With several
@@ -148,7 +157,7 @@ class TritonExperts(FusedMoEExpertsModular):
         else:
             tiles = TileSource(*moe_align_block_size(
                 topk_ids, config.BLOCK_M, global_num_experts, expert_map,
-                ignore_invalid_experts=True, backend="triton",
+                ignore_invalid_experts=True, backend="triton", programmatic_launch=pdl,
             ))  # fmt: skip
         (invoke_gate_up_gemm, invoke_grouped_gemm, gather_sorted_rows, sum_counters,
          invoke_token_sum_gemm) = _gemms()  # fmt: skip
@@ -157,7 +166,7 @@ class TritonExperts(FusedMoEExpertsModular):
         if FUSED_TOPK_SUM and tiles.slots_from_ids and not token_sum:  # GEMM2 sums the top-k too
             counters = sum_counters(num_tokens, k, config.gemm2(), hidden_states.device)
         if sorted_rows:  # every A tile of both GEMMs becomes one block of rows
-            a1 = gather_sorted_rows(hidden_states, tiles, top_k)
+            a1 = gather_sorted_rows(hidden_states, tiles, top_k, wait_prior=pdl, launch_next=True)
             if workspace2.numel() >= a1.shape[0] * n_act:
                 activated = workspace2.view(-1)[: a1.shape[0] * n_act].view(-1, n_act)
             else:
@@ -168,19 +177,20 @@ class TritonExperts(FusedMoEExpertsModular):
         invoke_gate_up_gemm(a1, w1, activated, self.quant_config.w1_bias, tiles, top_k,
                             MoEActivation.parse(activation), config, a_rows_sorted=sorted_rows,
                             out_rows_sorted=sorted_rows, num_slots=num_slots,
-                            counters=counters)  # fmt: skip
-        weights = None if apply_router_weight_on_input else topk_weights.reshape(-1).float()
+                            counters=counters, wait_prior=pdl, launch_next=True)  # fmt: skip
         if token_sum:
             invoke_token_sum_gemm(activated, w2, output, self.quant_config.w2_bias, weights,
-                                  topk_ids, expert_map, global_num_experts)  # fmt: skip
+                                  topk_ids, expert_map, global_num_experts,
+                                  wait_prior=pdl)  # fmt: skip
             return
         gemm2_out = workspace13.view(-1)[: num_slots * k].view(num_slots, k)
         invoke_grouped_gemm(activated, w2, gemm2_out, self.quant_config.w2_bias, weights, tiles,
                             1, config.gemm2(), a_rows_sorted=sorted_rows,
-                            summed=None if counters is None else (output, counters, top_k))  # fmt: skip
+                            summed=None if counters is None else (output, counters, top_k),
+                            wait_prior=pdl, launch_next=counters is None)  # fmt: skip
         if counters is None:
             moe_sum(gemm2_out.view(num_tokens, top_k, k), output, topk_ids, expert_map,
-                    backend="triton")  # fmt: skip
+                    backend="triton", programmatic_launch=pdl)  # fmt: skip
 
 
 class BatchedTritonExperts(FusedMoEExpertsModular):

@@ -5,11 +5,15 @@ from __future__ import annotations
 import torch
 import triton
 
+from moekit.align._backend import programmatic_launch_supported
 from moekit.align._sizes import cdiv, sorted_ids_length
 from moekit.align._triton_impl.launch_config import (
     layout_config,
     num_histogram_bins,
     pad_tile,
+)
+from moekit.align._triton_impl.programmatic_launch import (
+    launch_options,
 )
 from moekit.align._triton_impl.segment_kernels import (
     chunk_histogram_kernel,
@@ -32,9 +36,12 @@ def lay_out_segments(
     write_expert_ids: bool = True,
     write_scatter: bool = False,
     write_offsets: bool = False,
+    programmatic_launch: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """Run the two layout kernels; returns the outputs asked for by the flags."""
+    """Run the two layout kernels; returns the outputs asked for by the flags. With
+    ``programmatic_launch`` (where supported) they launch as ``moe_align_block_size`` says."""
     device = topk_ids.device
+    programmatic = programmatic_launch and programmatic_launch_supported(device)
     ids = topk_ids.reshape(-1)
     if ids.dtype not in (torch.int32, torch.int64):
         ids = ids.to(torch.int32)
@@ -78,7 +85,9 @@ def lay_out_segments(
             MAP_TO_LOCAL=map_to_local,
             CHUNK=config.chunk,
             NUM_BINS=num_bins,
+            PROGRAMMATIC=programmatic,
             num_warps=config.num_warps,
+            **launch_options(programmatic),
         )
     grid = (triton.cdiv(num_layout, config.experts_per_program), num_chunks)
     place_segments_kernel[grid](
@@ -109,7 +118,9 @@ def lay_out_segments(
         EXPERTS_PER_PROGRAM=config.experts_per_program,
         PAD_TILE=pad_tile(block_size),
         FILL_TILE=_FILL_TILE,
+        PROGRAMMATIC=programmatic,
         num_warps=config.num_warps,
+        **launch_options(programmatic),
     )
     return out
 
@@ -122,6 +133,7 @@ def moe_align_block_size(
     pad_sorted_ids: bool,
     ignore_invalid_experts: bool,
     return_scatter_idx: bool,
+    programmatic_launch: bool = False,
 ) -> tuple[torch.Tensor, ...]:
     numel = topk_ids.numel()
     length = sorted_ids_length(numel, num_experts, block_size, pad_sorted_ids)
@@ -134,6 +146,7 @@ def moe_align_block_size(
         map_to_local=expert_map is not None and ignore_invalid_experts,
         map_block_ids=expert_map is not None and not ignore_invalid_experts,
         write_scatter=return_scatter_idx,
+        programmatic_launch=programmatic_launch,
     )
     outputs: tuple[torch.Tensor, ...] = (
         out["sorted_token_ids"],

@@ -6,7 +6,12 @@ import torch
 import triton
 import triton.language as tl
 
+from moekit.align._backend import programmatic_launch_supported
 from moekit.align._triton_impl.launch_config import num_histogram_bins
+from moekit.align._triton_impl.programmatic_launch import (
+    launch_options,
+    wait_for_prior_kernel,
+)
 from moekit.align._triton_impl.segment_kernels import slot_bins
 
 _COUNT_CHUNK = 4096  # slots per program of the counting kernel
@@ -46,7 +51,9 @@ def moe_sum_kernel(
     HAS_IDS: tl.constexpr,
     HAS_MAP: tl.constexpr,
     BLOCK_H: tl.constexpr,
+    PROGRAMMATIC: tl.constexpr,
 ):
+    wait_for_prior_kernel(PROGRAMMATIC, False)  # the next kernel is the caller's
     token = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     col_mask = cols < hidden_size
@@ -79,11 +86,13 @@ def moe_sum(
     output: torch.Tensor,
     topk_ids: torch.Tensor | None,
     expert_map: torch.Tensor | None,
+    programmatic_launch: bool = False,
 ) -> torch.Tensor:
     num_tokens, top_k, hidden_size = input.shape
     if num_tokens == 0 or hidden_size == 0:
         return output
     block_h = sum_block_h(num_tokens, hidden_size)
+    programmatic = programmatic_launch and programmatic_launch_supported(input.device)
     ids = topk_ids.contiguous() if topk_ids is not None else input
     moe_sum_kernel[(num_tokens, triton.cdiv(hidden_size, block_h))](
         input,
@@ -97,7 +106,9 @@ def moe_sum(
         HAS_IDS=topk_ids is not None,
         HAS_MAP=expert_map is not None,
         BLOCK_H=block_h,
+        PROGRAMMATIC=programmatic,
         num_warps=max(1, min(4, block_h // 256)),  # 8 columns a thread: 16-byte bf16 loads
+        **launch_options(programmatic),
     )
     return output
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from moekit.align._triton_impl.programmatic_launch import wait_for_prior_kernel
+
 
 @triton.jit
 def slot_bins(
@@ -55,7 +57,9 @@ def chunk_histogram_kernel(
     MAP_TO_LOCAL: tl.constexpr,
     CHUNK: tl.constexpr,
     NUM_BINS: tl.constexpr,
+    PROGRAMMATIC: tl.constexpr,
 ):
+    wait_for_prior_kernel(PROGRAMMATIC, PROGRAMMATIC)
     chunk = tl.program_id(0)
     offs = chunk * CHUNK + tl.arange(0, CHUNK)
     bins = slot_bins(
@@ -138,7 +142,9 @@ def place_segments_kernel(
     EXPERTS_PER_PROGRAM: tl.constexpr,
     PAD_TILE: tl.constexpr,
     FILL_TILE: tl.constexpr,
+    PROGRAMMATIC: tl.constexpr,
 ):
+    wait_for_prior_kernel(PROGRAMMATIC, PROGRAMMATIC)
     group = tl.program_id(0)
     chunk = tl.program_id(1)
     if PLACE_UNMAPPED_LAST:

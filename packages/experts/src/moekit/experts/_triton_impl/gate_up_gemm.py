@@ -8,6 +8,7 @@ import triton
 from moekit.experts._triton_impl.activation_epilogue import ACTIVATION_CODES
 from moekit.experts._triton_impl.configs import GemmConfig
 from moekit.experts._triton_impl.gate_up_gemm_kernel import gate_up_gemm_kernel
+from moekit.experts._triton_impl.programmatic_launch import launch_options
 from moekit.experts._triton_impl.tile_source import TileSource
 from moekit.experts._triton_impl.topk_sum_epilogue import counter_block
 from moekit.experts._triton_impl.weight_descriptor import rows_descriptor, weight_descriptor
@@ -36,6 +37,8 @@ def invoke_gate_up_gemm(
     out_rows_sorted: bool = False,
     num_slots: int | None = None,
     counters: torch.Tensor | None = None,
+    wait_prior: bool = False,
+    launch_next: bool = False,
 ) -> None:
     """``out[slot] = act(a[slot // top_k] @ w13[e].T + bias[e])`` for every placed slot of every
     expert ``e`` (zeros for blocks of expert ``-1``).
@@ -48,6 +51,9 @@ def invoke_gate_up_gemm(
     ``tiles.sorted_token_ids`` order, padding included; ``num_slots`` (the flat slot count,
     default ``out``'s rows) must then be given. ``counters`` (int32, GEMM2's top-k sum counters,
     see ``topk_sum_epilogue``) are zeroed on the way.
+    ``wait_prior`` launches it with programmatic dependent launch (where
+    ``moekit.align.programmatic_launch_supported``): its programs wait for the previous kernel
+    first; ``launch_next`` then lets the next kernel start early (it must wait the same way).
     """
     n_out = out.shape[1]
     num_slots = out.shape[0] if num_slots is None else num_slots
@@ -84,5 +90,6 @@ def invoke_gate_up_gemm(
         BLOCK_M=config.BLOCK_M, BLOCK_N=block_n, BLOCK_K=config.BLOCK_K,
         GROUP_M=config.GROUP_M, EXPERT_GROUPS=config.EXPERT_GROUPS and not tiles.slots_from_ids,
         TAIL_M=tail_m, TAIL_SWAP=config.TAIL_SWAP and tail_m > 0,
-        num_warps=config.num_warps, num_stages=config.num_stages,
+        WAIT_PRIOR=wait_prior, LAUNCH_NEXT=wait_prior and launch_next,
+        num_warps=config.num_warps, num_stages=config.num_stages, **launch_options(wait_prior),
     )  # fmt: skip

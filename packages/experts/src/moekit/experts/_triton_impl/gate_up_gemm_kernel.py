@@ -23,6 +23,7 @@ import triton
 import triton.language as tl
 
 from moekit.experts._triton_impl.activation_epilogue import gated_activation, unary_activation
+from moekit.experts._triton_impl.programmatic_launch import wait_for_prior_kernel
 from moekit.experts._triton_impl.tail_fold import (
     tail_folds,
     tail_product,
@@ -120,7 +121,9 @@ def gate_up_gemm_kernel(
     A_ROWS_SORTED: tl.constexpr, A_TMA: tl.constexpr, C_ROWS_SORTED: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     EXPERT_GROUPS: tl.constexpr, TAIL_M: tl.constexpr, TAIL_SWAP: tl.constexpr,
+    WAIT_PRIOR: tl.constexpr, LAUNCH_NEXT: tl.constexpr,
 ):  # fmt: skip
+    wait_for_prior_kernel(WAIT_PRIOR, LAUNCH_NEXT)
     if ZERO_COUNTERS:
         zero_counters(counters_ptr, num_counters, COUNTER_BLOCK)
     if SLOTS_FROM_IDS:

@@ -5,16 +5,20 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from moekit.experts._triton_impl.programmatic_launch import wait_for_prior_kernel
+
 
 @triton.jit
 def gather_rows_kernel(
     src_ptr, dst_ptr, sorted_token_ids_ptr, num_tokens_post_padded_ptr,
     num_valid_slots, num_sorted, K, stride_src_m, stride_src_k, stride_dst_m,
     TOP_K: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
+    WAIT_PRIOR: tl.constexpr, LAUNCH_NEXT: tl.constexpr,
 ):  # fmt: skip
     """``dst[p] = src[sorted_token_ids[p] // TOP_K]`` for the sorted positions ``p`` of the
     blocks below ``num_tokens_post_padded``; padding positions (the sentinel) get zeros and
     blocks past the last aligned tile are left alone (no GEMM tile reads them)."""
+    wait_for_prior_kernel(WAIT_PRIOR, LAUNCH_NEXT)
     first = tl.program_id(0) * BLOCK_R
     if first >= tl.load(num_tokens_post_padded_ptr):
         return

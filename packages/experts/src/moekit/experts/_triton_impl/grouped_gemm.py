@@ -7,6 +7,7 @@ import triton
 
 from moekit.experts._triton_impl.configs import GemmConfig
 from moekit.experts._triton_impl.grouped_gemm_kernel import grouped_gemm_kernel
+from moekit.experts._triton_impl.programmatic_launch import launch_options
 from moekit.experts._triton_impl.tile_source import TileSource
 from moekit.experts._triton_impl.weight_descriptor import rows_descriptor, weight_descriptor
 
@@ -22,6 +23,8 @@ def invoke_grouped_gemm(
     config: GemmConfig,
     a_rows_sorted: bool = False,
     summed: tuple[torch.Tensor, torch.Tensor, int] | None = None,
+    wait_prior: bool = False,
+    launch_next: bool = False,
 ) -> None:
     """``c[slot] = (a[slot // top_k] @ b[e].T + bias[e]) * topk_weights[slot]`` for every placed
     slot of every expert ``e`` (zeros for blocks of expert ``-1``).
@@ -37,6 +40,10 @@ def invoke_grouped_gemm(
     rows of ``c`` in slot order, cast, zeros for a token with none (see
     ``topk_sum_epilogue``); ``counters`` (int32, ``num_tokens * cdiv(N, BLOCK_N)``, see
     ``sum_counters``) must be zero, as GEMM1 leaves them.
+
+    ``wait_prior`` launches it with programmatic dependent launch (where
+    ``moekit.align.programmatic_launch_supported``): its programs wait for the previous kernel
+    first; ``launch_next`` then lets the next kernel start early (it must wait the same way).
     """
     num_slots, n = c.shape
     k = a.shape[1]
@@ -71,7 +78,8 @@ def invoke_grouped_gemm(
         BLOCK_M=config.BLOCK_M, BLOCK_N=config.BLOCK_N, BLOCK_K=config.BLOCK_K,
         GROUP_M=config.GROUP_M, EXPERT_GROUPS=config.EXPERT_GROUPS and not tiles.slots_from_ids,
         TAIL_M=tail_m, TAIL_SWAP=config.TAIL_SWAP and tail_m > 0,
-        num_warps=config.num_warps, num_stages=config.num_stages,
+        WAIT_PRIOR=wait_prior, LAUNCH_NEXT=wait_prior and launch_next,
+        num_warps=config.num_warps, num_stages=config.num_stages, **launch_options(wait_prior),
     )  # fmt: skip
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from moekit.experts._triton_impl.programmatic_launch import wait_for_prior_kernel
 from moekit.experts._triton_impl.tail_fold import (
     tail_folds,
     tail_product,
@@ -101,7 +102,9 @@ def grouped_gemm_kernel(
     B_TMA: tl.constexpr, A_ROWS_SORTED: tl.constexpr, A_TMA: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     EXPERT_GROUPS: tl.constexpr, TAIL_M: tl.constexpr, TAIL_SWAP: tl.constexpr,
+    WAIT_PRIOR: tl.constexpr, LAUNCH_NEXT: tl.constexpr,
 ):  # fmt: skip
+    wait_for_prior_kernel(WAIT_PRIOR, LAUNCH_NEXT)
     if SLOTS_FROM_IDS:
         num_m_tiles = num_valid_slots
     else:

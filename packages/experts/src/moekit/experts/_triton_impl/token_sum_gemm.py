@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 import triton
 
+from moekit.experts._triton_impl.programmatic_launch import launch_options
 from moekit.experts._triton_impl.token_sum_gemm_kernel import token_sum_gemm_kernel
 
 # Programs to aim for: enough to keep every SM's loads in flight on a 132-SM H100.
@@ -49,6 +50,7 @@ def invoke_token_sum_gemm(
     expert_map: torch.Tensor | None,
     num_global_experts: int,
     tile: TokenSumTile | None = None,
+    wait_prior: bool = False,
 ) -> None:
     """``out[t] = sum over j of round((a[t * k + j] @ b[e].T + bias[e]) * topk_weights[t, j])``
     for the local slots ``j`` of token ``t`` (``e`` their local expert), in slot order, in
@@ -59,6 +61,9 @@ def invoke_token_sum_gemm(
     or None, ``topk_weights`` flat ``[num_tokens * k]`` float32 or None (no weighting),
     ``topk_ids [num_tokens, k]`` global ids (through ``expert_map`` when given; ``-1``, out of
     range and non-local ids are skipped); ``tile`` defaults to ``DEFAULT_TILE``.
+    ``wait_prior`` launches it with programmatic dependent launch (where
+    ``moekit.align.programmatic_launch_supported``): its programs wait for the previous kernel
+    first.
     """
     tile = DEFAULT_TILE if tile is None else tile
     topk_ids = topk_ids.contiguous()  # the kernel reads slot t * k + j at that offset
@@ -78,6 +83,6 @@ def invoke_token_sum_gemm(
         bias.stride(0) if bias is not None else 0, out.stride(0), out.stride(1),
         HAS_MAP=expert_map is not None, TOP_K=top_k, MUL_ROUTED_WEIGHT=topk_weights is not None,
         HAS_BIAS=bias is not None, BLOCK_N=block_n, BLOCK_K=tile.BLOCK_K,
-        K_STEPS=k_steps if k_steps <= tile.max_unrolled_steps else 0,
-        num_warps=tile.num_warps,
+        K_STEPS=k_steps if k_steps <= tile.max_unrolled_steps else 0, WAIT_PRIOR=wait_prior,
+        num_warps=tile.num_warps, **launch_options(wait_prior),
     )  # fmt: skip

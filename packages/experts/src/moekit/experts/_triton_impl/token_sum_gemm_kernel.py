@@ -15,6 +15,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from moekit.experts._triton_impl.programmatic_launch import wait_for_prior_kernel
 from moekit.experts._triton_impl.tiles import local_expert_of
 
 
@@ -77,8 +78,9 @@ def token_sum_gemm_kernel(
     stride_am, stride_ak, stride_be, stride_bn, stride_bk, stride_bias_e, stride_om, stride_on,
     HAS_MAP: tl.constexpr, TOP_K: tl.constexpr, MUL_ROUTED_WEIGHT: tl.constexpr,
     HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    K_STEPS: tl.constexpr,
+    K_STEPS: tl.constexpr, WAIT_PRIOR: tl.constexpr,
 ):  # fmt: skip
+    wait_for_prior_kernel(WAIT_PRIOR, False)  # the last kernel of a call: the next is the caller's
     pid = tl.program_id(0)
     pid_n = pid // num_tokens
     token = (pid % num_tokens).to(tl.int64)
