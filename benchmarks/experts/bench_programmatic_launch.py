@@ -20,15 +20,7 @@ import sys
 from pathlib import Path
 
 TOKENS = (1, 2, 8, 16, 64, 256, 1024, 4096)
-ALL = frozenset({"align", "rows", "gemm1", "gemm2"})
-SETTINGS = {
-    "plain": {"PROGRAMMATIC_LAUNCH": False},
-    "programmatic": {"PROGRAMMATIC_LAUNCH": True, "EARLY_LAUNCH": ALL},
-    "wait_only": {"PROGRAMMATIC_LAUNCH": True, "EARLY_LAUNCH": frozenset()},
-    "no_align_early": {"PROGRAMMATIC_LAUNCH": True, "EARLY_LAUNCH": ALL - {"align", "rows"}},
-    "no_gemm1_early": {"PROGRAMMATIC_LAUNCH": True, "EARLY_LAUNCH": ALL - {"gemm1"}},
-    "no_gemm2_early": {"PROGRAMMATIC_LAUNCH": True, "EARLY_LAUNCH": ALL - {"gemm2"}},
-}
+SETTINGS = {"plain": {"PROGRAMMATIC_LAUNCH": False}, "programmatic": {"PROGRAMMATIC_LAUNCH": True}}
 
 
 def main() -> None:

@@ -66,12 +66,15 @@ FUSED_TOPK_SUM = True
 TOKEN_SUM_MAX_TOKENS = 8
 TOKEN_SUM_MAX_INTER = 512
 TOKEN_SUM_MIN_PROGRAMS = 256
-# Every kernel of a call launches with programmatic dependent launch where the GPU has it (its
-# programs first wait for the kernel before), and each but the last lets the next one start
-# early, so that each launch overlaps the tail of the kernel before it (benchmarks turn it off
-# to time the plain launches).
+# Every kernel of a call launches with programmatic dependent launch where the GPU has it: its
+# programs first wait for the kernel before, and its launch overlaps that kernel's end. On the
+# aligned path each kernel but the last also lets the next one start early. With tiles from
+# topk_ids GEMM1 does not: one token lost up to 15% with that early start (GEMM2's programs,
+# resident before GEMM1's few programs end, probably crowd the SMs GEMM1 freed first) and
+# gained up to 4.1% without it (H100, benchmarks/results/experts_pdl_boundaries_h100.json); from
+# 16 to 1024 tokens the early starts gained 0.1-1.1%. Benchmarks turn it off to time plain
+# launches.
 PROGRAMMATIC_LAUNCH = True
-EARLY_LAUNCH = frozenset({"align", "rows", "gemm1", "gemm2"})  # the kernels that let the next start
 
 
 def token_sum_gemm2(num_tokens: int, hidden: int, inter: int) -> bool:
@@ -146,7 +149,6 @@ class TritonExperts(FusedMoEExpertsModular):
         # before the first launch, so that no torch kernel sits inside the chain of launches
         weights = None if apply_router_weight_on_input else topk_weights.reshape(-1).float()
         pdl = PROGRAMMATIC_LAUNCH and programmatic_launch_supported(hidden_states.device)
-        align_early = pdl and "align" in EARLY_LAUNCH
         token_sum = token_sum_gemm2(num_tokens, k, n_act)
         if token_sum or tiles_from_ids(num_tokens, num_slots, num_local):
             # Each slot fills its own 16-row tile: no alignment pass to launch. With several
@@ -159,7 +161,7 @@ class TritonExperts(FusedMoEExpertsModular):
         else:
             tiles = TileSource(*moe_align_block_size(
                 topk_ids, config.BLOCK_M, global_num_experts, expert_map,
-                ignore_invalid_experts=True, backend="triton", programmatic_launch=align_early,
+                ignore_invalid_experts=True, backend="triton", programmatic_launch=pdl,
             ))  # fmt: skip
         (invoke_gate_up_gemm, invoke_grouped_gemm, gather_sorted_rows, sum_counters,
          invoke_token_sum_gemm) = _gemms()  # fmt: skip
@@ -168,9 +170,7 @@ class TritonExperts(FusedMoEExpertsModular):
         if FUSED_TOPK_SUM and tiles.slots_from_ids and not token_sum:  # GEMM2 sums the top-k too
             counters = sum_counters(num_tokens, k, config.gemm2(), hidden_states.device)
         if sorted_rows:  # every A tile of both GEMMs becomes one block of rows
-            a1 = gather_sorted_rows(
-                hidden_states, tiles, top_k, wait_prior=pdl, launch_next="rows" in EARLY_LAUNCH
-            )
+            a1 = gather_sorted_rows(hidden_states, tiles, top_k, wait_prior=pdl, launch_next=True)
             if workspace2.numel() >= a1.shape[0] * n_act:
                 activated = workspace2.view(-1)[: a1.shape[0] * n_act].view(-1, n_act)
             else:
@@ -181,7 +181,8 @@ class TritonExperts(FusedMoEExpertsModular):
         invoke_gate_up_gemm(a1, w1, activated, self.quant_config.w1_bias, tiles, top_k,
                             MoEActivation.parse(activation), config, a_rows_sorted=sorted_rows,
                             out_rows_sorted=sorted_rows, num_slots=num_slots,
-                            counters=counters, wait_prior=pdl, launch_next="gemm1" in EARLY_LAUNCH)  # fmt: skip
+                            counters=counters, wait_prior=pdl,
+                            launch_next=not tiles.slots_from_ids)  # fmt: skip
         if token_sum:
             invoke_token_sum_gemm(activated, w2, output, self.quant_config.w2_bias, weights,
                                   topk_ids, expert_map, global_num_experts,
@@ -191,7 +192,7 @@ class TritonExperts(FusedMoEExpertsModular):
         invoke_grouped_gemm(activated, w2, gemm2_out, self.quant_config.w2_bias, weights, tiles,
                             1, config.gemm2(), a_rows_sorted=sorted_rows,
                             summed=None if counters is None else (output, counters, top_k),
-                            wait_prior=pdl, launch_next=counters is None and "gemm2" in EARLY_LAUNCH)  # fmt: skip
+                            wait_prior=pdl, launch_next=counters is None)  # fmt: skip
         if counters is None:
             moe_sum(gemm2_out.view(num_tokens, top_k, k), output, topk_ids, expert_map,
                     backend="triton", programmatic_launch=pdl)  # fmt: skip
