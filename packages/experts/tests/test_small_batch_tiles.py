@@ -52,3 +52,20 @@ def test_tiles_from_ids_match_the_aligned_path(monkeypatch, ids, block_n):
     for key, got in results.items():
         assert torch.equal(got, aligned), f"{key} seed={seed}"
     assert_matches(aligned, reference(problem, torch.float32), torch.float32, seed)
+
+
+def test_gemm1_lets_gemm2_start_early_from_about_one_wave(monkeypatch):
+    """GEMM2's programs with rows, counted as the rule says, against four per SM (132 SMs)."""
+    import torch
+
+    from moekit.experts import triton_experts
+
+    monkeypatch.setattr(triton_experts, "_sm_count", lambda device: 132)
+    cuda = torch.device("cuda")
+    # one token of Mixtral (2 slots x 32 n-tiles) and of DeepSeek-V3 (8 slots x 112 n-tiles)
+    assert not triton_experts.gemm2_starts_early(2, 8, True, 16, 32, cuda)
+    assert triton_experts.gemm2_starts_early(8, 256, True, 16, 112, cuda)
+    # aligned: min(slots, experts) + slots // BLOCK_M m-tiles; 528 programs is the threshold
+    assert not triton_experts.gemm2_starts_early(512, 8, False, 64, 32, cuda)  # 16 x 32
+    assert triton_experts.gemm2_starts_early(128, 128, False, 16, 4, cuda)  # 136 x 4
+    assert not triton_experts.gemm2_starts_early(128, 128, False, 16, 3, cuda)  # 136 x 3

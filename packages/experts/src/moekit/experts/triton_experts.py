@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import torch
 
@@ -67,14 +68,16 @@ TOKEN_SUM_MAX_TOKENS = 8
 TOKEN_SUM_MAX_INTER = 512
 TOKEN_SUM_MIN_PROGRAMS = 256
 # Every kernel of a call launches with programmatic dependent launch where the GPU has it: its
-# programs first wait for the kernel before, and its launch overlaps that kernel's end. On the
-# aligned path each kernel but the last also lets the next one start early. With tiles from
-# topk_ids GEMM1 does not: one token lost up to 15% with that early start (GEMM2's programs,
-# resident before GEMM1's few programs end, probably crowd the SMs GEMM1 freed first) and
-# gained up to 4.1% without it (H100, benchmarks/results/experts_pdl_boundaries_h100.json); from
-# 16 to 1024 tokens the early starts gained 0.1-1.1%. Benchmarks turn it off to time plain
-# launches.
+# programs first wait for the kernel before, and its launch overlaps that kernel's end. Each
+# kernel but the last also lets the next one start early, except GEMM1 where GEMM2 has fewer
+# than EARLY_START_MIN_PROGRAMS_PER_SM programs with rows per SM (about one wave) or runs in
+# token order: there GEMM2's programs, resident before GEMM1 ends, probably crowd the SMs GEMM1
+# freed first. On the H100 (benchmarks/results/experts_pdl_boundaries_h100.json) one token lost
+# up to 15% with that early start where GEMM2 had 64-256 programs, and gained up to 4.1%
+# without it; where GEMM2 had 896 or more, the early start was worth 0.0-0.4% more. Benchmarks
+# turn it off to time plain launches.
 PROGRAMMATIC_LAUNCH = True
+EARLY_START_MIN_PROGRAMS_PER_SM = 4
 
 
 def token_sum_gemm2(num_tokens: int, hidden: int, inter: int) -> bool:
@@ -84,6 +87,22 @@ def token_sum_gemm2(num_tokens: int, hidden: int, inter: int) -> bool:
         and inter <= TOKEN_SUM_MAX_INTER
         and num_tokens * -(-hidden // 16) >= TOKEN_SUM_MIN_PROGRAMS
     )
+
+
+def gemm2_starts_early(num_slots: int, num_local_experts: int, slots_from_ids: bool,
+                       block_m: int, n_tiles: int, device: torch.device) -> bool:  # fmt: skip
+    """Whether GEMM1 lets GEMM2 start early (see ``EARLY_START_MIN_PROGRAMS_PER_SM``): GEMM2's
+    programs with rows (one m-tile per slot from ``topk_ids``; at most one partly filled m-tile
+    per expert beyond the full ones when aligned) times its ``n_tiles``."""
+    m_tiles = (
+        num_slots if slots_from_ids else min(num_slots, num_local_experts) + num_slots // block_m
+    )
+    return m_tiles * n_tiles >= EARLY_START_MIN_PROGRAMS_PER_SM * _sm_count(device)
+
+
+@functools.cache
+def _sm_count(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def tiles_from_ids(num_tokens: int, num_slots: int, num_local_experts: int) -> bool:
@@ -166,6 +185,10 @@ class TritonExperts(FusedMoEExpertsModular):
         (invoke_gate_up_gemm, invoke_grouped_gemm, gather_sorted_rows, sum_counters,
          invoke_token_sum_gemm) = _gemms()  # fmt: skip
         sorted_rows = config.SORTED_ROWS and not tiles.slots_from_ids
+        gemm2_early = pdl and not token_sum and gemm2_starts_early(
+            num_slots, num_local, tiles.slots_from_ids, config.BLOCK_M,
+            -(-k // config.gemm2().BLOCK_N), hidden_states.device,
+        )  # fmt: skip
         counters = None
         if FUSED_TOPK_SUM and tiles.slots_from_ids and not token_sum:  # GEMM2 sums the top-k too
             counters = sum_counters(num_tokens, k, config.gemm2(), hidden_states.device)
@@ -182,7 +205,7 @@ class TritonExperts(FusedMoEExpertsModular):
                             MoEActivation.parse(activation), config, a_rows_sorted=sorted_rows,
                             out_rows_sorted=sorted_rows, num_slots=num_slots,
                             counters=counters, wait_prior=pdl,
-                            launch_next=not tiles.slots_from_ids)  # fmt: skip
+                            launch_next=gemm2_early)  # fmt: skip
         if token_sum:
             invoke_token_sum_gemm(activated, w2, output, self.quant_config.w2_bias, weights,
                                   topk_ids, expert_map, global_num_experts,
