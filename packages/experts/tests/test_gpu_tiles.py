@@ -148,12 +148,15 @@ PROGRAMMATIC_CASES = {  # (tile variant, tokens, forced path): each path's chain
 }
 
 
+@pytest.mark.parametrize("gemm1_early", [False, True], ids=["rule", "gemm1-early"])
 @pytest.mark.parametrize("case", PROGRAMMATIC_CASES)
-def test_programmatic_launch_on_gpu_matches_plain_launches_bit_for_bit(monkeypatch, case):
+def test_programmatic_launch_on_gpu_matches_plain_launches_bit_for_bit(monkeypatch, case,
+                                                                       gemm1_early):  # fmt: skip
     """Each path's kernels launched with programmatic dependent launch (each waits for the one
-    before it, each but the last lets the next start early) against plain launches: bf16 results
-    equal bit for bit, ten times over, and match the reference, with skipped and remote experts.
-    On a GPU before Hopper both runs take plain launches."""
+    before it, each but the last lets the next start early; GEMM1 as the rule says, which these
+    small grids keep from it, or always) against plain launches: bf16 results equal bit for bit,
+    ten times over, and match the reference, with skipped and remote experts. On a GPU before
+    Hopper both runs take plain launches."""
     import numpy as np
 
     from moekit.experts import triton_experts
@@ -163,7 +166,9 @@ def test_programmatic_launch_on_gpu_matches_plain_launches_bit_for_bit(monkeypat
     use_config(monkeypatch, GemmConfig(**VARIANTS[variant]))
     if forced == "token_sum":
         monkeypatch.setattr(triton_experts, "token_sum_gemm2", lambda *_: True)
-    seed = zlib.crc32(f"gpu-programmatic{case}".encode())
+    if gemm1_early:
+        monkeypatch.setattr(triton_experts, "EARLY_START_MIN_PROGRAMS_PER_SM", 0)
+    seed = zlib.crc32(f"gpu-programmatic{case}{gemm1_early}".encode())
     expert_map = np.array([0, 1, -1, 2, 3, 4, 5, -1, 6, 7], dtype=np.int32)
     problem = make_problem(seed, num_tokens, 8, 4, 192, 320, "silu", bias=True,
                            expert_map=expert_map)  # fmt: skip

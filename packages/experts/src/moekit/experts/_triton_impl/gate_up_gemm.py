@@ -51,9 +51,9 @@ def invoke_gate_up_gemm(
     ``tiles.sorted_token_ids`` order, padding included; ``num_slots`` (the flat slot count,
     default ``out``'s rows) must then be given. ``counters`` (int32, GEMM2's top-k sum counters,
     see ``topk_sum_epilogue``) are zeroed on the way.
-    ``wait_prior`` launches it with programmatic dependent launch (where
-    ``moekit.align.programmatic_launch_supported``): its programs wait for the previous kernel
-    first; ``launch_next`` then lets the next kernel start early (it must wait the same way).
+    ``wait_prior`` (only where ``moekit.align.programmatic_launch_supported``, which the caller
+    checks) launches it with programmatic dependent launch: its programs wait for the previous
+    kernel first; ``launch_next`` then lets the next kernel start early (it must wait the same way).
     """
     n_out = out.shape[1]
     num_slots = out.shape[0] if num_slots is None else num_slots

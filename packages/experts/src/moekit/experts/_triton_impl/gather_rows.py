@@ -20,9 +20,9 @@ def gather_sorted_rows(hidden_states: torch.Tensor, tiles: TileSource, top_k: in
     None): row ``p`` is the token row of sorted slot ``p``, zeros at padding positions, left
     alone past the last aligned block. ``hidden_states [M, K]``; ``tiles`` from the alignment
     pass (not tiles from ``topk_ids``).
-    ``wait_prior`` launches it with programmatic dependent launch (where
-    ``moekit.align.programmatic_launch_supported``): its programs wait for the previous kernel
-    first; ``launch_next`` then lets the next kernel start early (it must wait the same way)."""
+    ``wait_prior`` (only where ``moekit.align.programmatic_launch_supported``, which the caller
+    checks) launches it with programmatic dependent launch: its programs wait for the previous
+    kernel first; ``launch_next`` then lets the next kernel start early (it must wait the same way)."""
     if tiles.sorted_token_ids is None or tiles.num_tokens_post_padded is None:
         raise ValueError("tiles: the aligned order needs moe_align_block_size's output")
     num_tokens, k = hidden_states.shape

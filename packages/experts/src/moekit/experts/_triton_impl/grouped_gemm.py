@@ -41,9 +41,9 @@ def invoke_grouped_gemm(
     ``topk_sum_epilogue``); ``counters`` (int32, ``num_tokens * cdiv(N, BLOCK_N)``, see
     ``sum_counters``) must be zero, as GEMM1 leaves them.
 
-    ``wait_prior`` launches it with programmatic dependent launch (where
-    ``moekit.align.programmatic_launch_supported``): its programs wait for the previous kernel
-    first; ``launch_next`` then lets the next kernel start early (it must wait the same way).
+    ``wait_prior`` (only where ``moekit.align.programmatic_launch_supported``, which the caller
+    checks) launches it with programmatic dependent launch: its programs wait for the previous
+    kernel first; ``launch_next`` then lets the next kernel start early (it must wait the same way).
     """
     num_slots, n = c.shape
     k = a.shape[1]

@@ -61,9 +61,9 @@ def invoke_token_sum_gemm(
     or None, ``topk_weights`` flat ``[num_tokens * k]`` float32 or None (no weighting),
     ``topk_ids [num_tokens, k]`` global ids (through ``expert_map`` when given; ``-1``, out of
     range and non-local ids are skipped); ``tile`` defaults to ``DEFAULT_TILE``.
-    ``wait_prior`` launches it with programmatic dependent launch (where
-    ``moekit.align.programmatic_launch_supported``): its programs wait for the previous kernel
-    first.
+    ``wait_prior`` (only where ``moekit.align.programmatic_launch_supported``, which the caller
+    checks) launches it with programmatic dependent launch: its programs wait for the previous
+    kernel first.
     """
     tile = DEFAULT_TILE if tile is None else tile
     topk_ids = topk_ids.contiguous()  # the kernel reads slot t * k + j at that offset
