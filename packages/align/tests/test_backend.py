@@ -1,10 +1,18 @@
 """Backend choice: auto, the MOEKIT_BACKEND override and clear errors."""
 
+import importlib
+import sys
+import types
+
 import pytest
 import torch
+import triton
+import triton.language as tl
 
 import moekit.align as align
+from moekit.align import _backend
 from moekit.align._backend import resolve_backend
+from moekit.align._triton_impl import programmatic_launch
 
 CPU = torch.device("cpu")
 
@@ -49,3 +57,27 @@ def test_programmatic_launch_where_unsupported_changes_no_value():
     got_sum = align.moe_sum(rows, torch.full((37, 40), float("nan")), ids, backend="triton",
                             programmatic_launch=True)  # fmt: skip
     torch.testing.assert_close(got_sum, want_sum, rtol=0, atol=1e-6, msg="seed=7")
+
+
+@triton.jit
+def store_seven_after_wait(out_ptr):
+    programmatic_launch.wait_for_prior_kernel(True, True)
+    tl.store(out_ptr, 7)
+
+
+def test_triton_without_grid_dependency_control(monkeypatch):
+    """Triton before 3.4 has no ``griddepcontrol``: the support check says no, and the launch
+    helper's stand-ins still compile into a kernel (the interpreter runs one here)."""
+    monkeypatch.setitem(sys.modules, "triton.language.extra.cuda",
+                        types.ModuleType("triton.language.extra.cuda"))  # fmt: skip
+    _backend.grid_dependency_control_available.cache_clear()
+    try:
+        assert not _backend.grid_dependency_control_available()
+        importlib.reload(programmatic_launch)  # the stand-ins, in place of Triton's
+        out = torch.full((1,), -1, dtype=torch.int32)
+        store_seven_after_wait[(1,)](out)
+        assert out.item() == 7
+    finally:
+        monkeypatch.undo()
+        _backend.grid_dependency_control_available.cache_clear()
+        importlib.reload(programmatic_launch)

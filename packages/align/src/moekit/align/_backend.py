@@ -31,11 +31,22 @@ def interpreter_enabled() -> bool:
 def programmatic_launch_supported(device: torch.device) -> bool:
     """Whether Triton kernels on ``device`` can use programmatic dependent launch: a GPU of
     compute capability 9.0 or later, not under the interpreter (which has no grid dependency
-    control)."""
-    if device.type != "cuda" or interpreter_enabled():
+    control), with Triton 3.4 or later."""
+    if device.type != "cuda" or interpreter_enabled() or not grid_dependency_control_available():
         return False
     index = device.index if device.index is not None else torch.cuda.current_device()
     return _compute_capability_major(index) >= 9
+
+
+@functools.cache
+def grid_dependency_control_available() -> bool:
+    """Whether the installed Triton has the ``griddepcontrol`` instructions and the
+    ``launch_pdl`` launch option (Triton 3.4 and later)."""
+    try:
+        from triton.language.extra.cuda import gdc_wait  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 @functools.cache

@@ -1,12 +1,24 @@
 """Programmatic dependent launch of the experts' kernels (Hopper and later): a kernel launched
 with it may start its programs before the previous kernel in the stream ends, so that its launch
-overlaps that kernel's tail. ``moekit.align`` says where it is supported."""
+overlaps that kernel's tail. ``moekit.align.programmatic_launch_supported`` says where it is
+supported (Hopper and later, Triton 3.4 and later)."""
 
 from __future__ import annotations
 
 import triton
 import triton.language as tl
-from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+
+try:
+    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+except ImportError:  # Triton before 3.4: never called, as no launch asks for it there
+
+    @triton.jit
+    def gdc_wait():  # type: ignore[no-redef]
+        pass
+
+    @triton.jit
+    def gdc_launch_dependents():  # type: ignore[no-redef]
+        pass
 
 
 def launch_options(wait_prior: bool) -> dict[str, bool]:
