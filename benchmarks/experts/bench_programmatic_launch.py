@@ -4,13 +4,14 @@
   * ``plain``: every kernel (alignment, the row copy, GEMM1, GEMM2, ``moe_sum``) launches after
     the one before it has ended;
   * ``programmatic``: each kernel launches with programmatic dependent launch and waits for the
-    one before it as its programs start; each but the last lets the next one start early, so
-    each launch overlaps the tail of the kernel before it.
+    one before it as its programs start; each but the last lets the next one start early (GEMM1
+    as ``triton_experts.gemm2_starts_early`` says), so each launch overlaps the tail of the
+    kernel before it. The per-boundary variants of lever 36 are in this script at 9c353cc.
 The programmatic output must equal the plain one bit for bit, also over CUDA-graph replays.
 Each round times both settings, in turn, in alternating order; the row keeps each setting's
 median over the rounds, beside the floor of ``bench_fused_moe.py``. Writes JSON.
 
-    python benchmarks/experts/bench_programmatic_launch.py --out benchmarks/results/experts_pdl_all_h100.json
+    python benchmarks/experts/bench_programmatic_launch.py --out benchmarks/results/experts_pdl_chain_h100.json
 """
 
 from __future__ import annotations
