@@ -185,13 +185,14 @@ class TritonExperts(FusedMoEExpertsModular):
         (invoke_gate_up_gemm, invoke_grouped_gemm, gather_sorted_rows, sum_counters,
          invoke_token_sum_gemm) = _gemms()  # fmt: skip
         sorted_rows = config.SORTED_ROWS and not tiles.slots_from_ids
+        gemm2_config = config.gemm2()
         gemm2_early = pdl and not token_sum and gemm2_starts_early(
             num_slots, num_local, tiles.slots_from_ids, config.BLOCK_M,
-            -(-k // config.gemm2().BLOCK_N), hidden_states.device,
+            -(-k // gemm2_config.BLOCK_N), hidden_states.device,
         )  # fmt: skip
         counters = None
         if FUSED_TOPK_SUM and tiles.slots_from_ids and not token_sum:  # GEMM2 sums the top-k too
-            counters = sum_counters(num_tokens, k, config.gemm2(), hidden_states.device)
+            counters = sum_counters(num_tokens, k, gemm2_config, hidden_states.device)
         if sorted_rows:  # every A tile of both GEMMs becomes one block of rows
             a1 = gather_sorted_rows(hidden_states, tiles, top_k, wait_prior=pdl, launch_next=True)
             if workspace2.numel() >= a1.shape[0] * n_act:
@@ -213,7 +214,7 @@ class TritonExperts(FusedMoEExpertsModular):
             return
         gemm2_out = workspace13.view(-1)[: num_slots * k].view(num_slots, k)
         invoke_grouped_gemm(activated, w2, gemm2_out, self.quant_config.w2_bias, weights, tiles,
-                            1, config.gemm2(), a_rows_sorted=sorted_rows,
+                            1, gemm2_config, a_rows_sorted=sorted_rows,
                             summed=None if counters is None else (output, counters, top_k),
                             wait_prior=pdl, launch_next=counters is None)  # fmt: skip
         if counters is None:
