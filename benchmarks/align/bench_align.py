@@ -38,8 +38,10 @@ def skewed_topk_ids(num_tokens: int, top_k: int, num_experts: int, seed: int) ->
     return (popularity.log() + gumbel).topk(top_k, dim=1).indices.to(torch.int32)
 
 
-def check_case(ids: torch.Tensor, block: int, experts: int) -> None:
-    got = moe_align_block_size(ids, block, experts, backend="triton")
+def check_case(ids: torch.Tensor, block: int, experts: int, programmatic: bool = False) -> None:
+    got = moe_align_block_size(
+        ids, block, experts, backend="triton", programmatic_launch=programmatic
+    )
     ref = moe_align_block_size(ids, block, experts, backend="torch")
     for name, g, r in zip(("sorted_token_ids", "expert_ids", "num_tokens_post_pad"), got, ref):
         if not torch.equal(g, r):
@@ -48,8 +50,9 @@ def check_case(ids: torch.Tensor, block: int, experts: int) -> None:
 
 def sweep_layout_configs(args: argparse.Namespace) -> list[dict]:
     """Time the Triton path under several launch configurations (for tuning launch_config):
-    top-8 ids over each of ``--sweep-experts``, block 16, every chunk, experts-per-program and
-    warp count asked for (one chunk of all slots up to 4096 slots)."""
+    top-8 ids over each of ``--sweep-experts``, block 16, every chunk shorter than the slots and
+    one chunk of all slots up to 4096 slots, every experts-per-program and warp count asked for.
+    With ``--programmatic`` the kernels launch as inside a ``TritonExperts`` call on Hopper."""
     import moekit.align._triton_impl.block_align as launcher
     from moekit.align._triton_impl.launch_config import LayoutConfig
 
@@ -58,14 +61,22 @@ def sweep_layout_configs(args: argparse.Namespace) -> list[dict]:
     for tokens, experts in itertools.product(args.sweep_tokens, args.sweep_experts):
         inputs = [skewed_topk_ids(tokens, 8, experts, s) for s in range(NUM_INPUT_SETS)]
         numel = tokens * 8
-        chunks = args.sweep_chunks if numel > 4096 else [max(16, 1 << (numel - 1).bit_length())]
+        chunks = [c for c in args.sweep_chunks if c < numel]
+        if numel <= 4096:
+            chunks.append(max(16, 1 << (numel - 1).bit_length()))
         for chunk, epp, warps in itertools.product(chunks, args.sweep_epp, args.sweep_warps):
             config = LayoutConfig(chunk, min(chunk, 4096 // epp), epp, warps)
             launcher.layout_config = lambda n, b, c=config: c
             try:
-                check_case(inputs[0], 16, experts)
+                check_case(inputs[0], 16, experts, args.programmatic)
                 us = time_us(
-                    lambda: moe_align_block_size(inputs[0], 16, experts, backend="triton"),
+                    lambda: moe_align_block_size(
+                        inputs[0],
+                        16,
+                        experts,
+                        backend="triton",
+                        programmatic_launch=args.programmatic,
+                    ),
                     graph=True,
                 )[0]
             finally:
@@ -77,6 +88,7 @@ def sweep_layout_configs(args: argparse.Namespace) -> list[dict]:
                     "chunk": chunk,
                     "experts_per_program": epp,
                     "num_warps": warps,
+                    "programmatic": args.programmatic,
                     "graph_us": us,
                 }
             )
@@ -98,6 +110,9 @@ def main() -> None:
     parser.add_argument("--sweep-chunks", nargs="+", type=int, default=[1024, 2048, 4096, 8192])
     parser.add_argument("--sweep-epp", nargs="+", type=int, default=[2, 4, 8, 16])
     parser.add_argument("--sweep-warps", nargs="+", type=int, default=[4, 8])
+    parser.add_argument(
+        "--programmatic", action="store_true", help="sweep with programmatic dependent launch"
+    )
     args = parser.parse_args()
 
     bandwidth = copy_bandwidth_gbps()

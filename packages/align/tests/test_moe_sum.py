@@ -64,9 +64,10 @@ def test_moe_sum_is_the_slot_order_sum(dtype, seed):
 
 @pytest.mark.parametrize("num_tokens", [1, 2, 16, 64, 256, 4096])
 @pytest.mark.parametrize("hidden", [1, 300, 2048, 7168])
-def test_sum_block_h_spreads_few_tokens(num_tokens, hidden):
-    block_h = launcher.sum_block_h(num_tokens, hidden)
+def test_sum_launch_spreads_few_tokens(num_tokens, hidden):
+    block_h, num_warps = launcher.sum_launch(num_tokens, hidden)
     assert block_h & (block_h - 1) == 0 and block_h <= 1024
+    assert num_warps & (num_warps - 1) == 0 and 1 <= num_warps <= max(1, block_h // 256)
     programs = num_tokens * -(-hidden // block_h)
     # Either enough programs, or the smallest tile, or one tile covering the row already.
     assert programs >= 256 or block_h == 128 or block_h >= hidden

@@ -16,6 +16,8 @@ from moekit.align._backend import interpreter_enabled
 # 256 tokens: 7.4 -> 5.6 us), longer chunks once the slots are many.
 SINGLE_CHUNK_MAX_SLOTS = 2048
 SINGLE_CHUNK_PROGRAMS = 128
+SINGLE_CHUNK_WARPS = 4
+FEW_CHUNKS_CHUNK = 1024
 FEW_CHUNKS_GROUPS = 64
 
 
@@ -33,11 +35,14 @@ class LayoutConfig:
 def layout_config(numel: int, num_layout_bins: int) -> LayoutConfig:
     """Chunking and work split for ``numel`` slots over ``num_layout_bins`` segments."""
     bins = triton.next_power_of_2(num_layout_bins)
+    num_warps = 4
     if numel <= SINGLE_CHUNK_MAX_SLOTS:
         chunk = max(16, triton.next_power_of_2(numel))
         experts_per_program = min(2, max(1, bins // SINGLE_CHUNK_PROGRAMS))
+        num_warps = SINGLE_CHUNK_WARPS
     elif numel <= 8192:
-        chunk, experts_per_program = 1024, min(4, max(1, bins // FEW_CHUNKS_GROUPS))
+        chunk = FEW_CHUNKS_CHUNK
+        experts_per_program = min(4, max(1, bins // FEW_CHUNKS_GROUPS))
     elif numel <= 32768:
         chunk, experts_per_program = 2048, 4
     else:
@@ -47,7 +52,7 @@ def layout_config(numel: int, num_layout_bins: int) -> LayoutConfig:
         experts_per_program = 32
     experts_per_program = min(experts_per_program, bins)
     sub = min(chunk, 4096 // experts_per_program)
-    return LayoutConfig(chunk, sub, experts_per_program, num_warps=4)
+    return LayoutConfig(chunk, sub, experts_per_program, num_warps)
 
 
 def num_histogram_bins(num_layout_bins: int) -> int:

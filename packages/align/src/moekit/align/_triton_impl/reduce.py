@@ -22,6 +22,7 @@ _COUNT_CHUNK = 4096  # slots per program of the counting kernel
 _SUM_MIN_PROGRAMS = 256
 _SUM_MAX_BLOCK_H = 1024
 _SUM_MIN_BLOCK_H = 128
+_SUM_MAX_WARPS = 4
 
 
 @triton.jit
@@ -71,14 +72,15 @@ def moe_sum_kernel(
     tl.store(output_ptr + token * hidden_size + cols, acc, mask=col_mask)
 
 
-def sum_block_h(num_tokens: int, hidden_size: int) -> int:
-    """Columns per program: up to 1024, halved while the grid has fewer than 256 programs."""
+def sum_launch(num_tokens: int, hidden_size: int) -> tuple[int, int]:
+    """``(columns per program, warps)``: up to 1024 columns, halved while the grid has fewer than
+    256 programs, 8 columns a thread (16-byte bf16 loads) in up to 4 warps."""
     block_h = min(_SUM_MAX_BLOCK_H, triton.next_power_of_2(hidden_size))
     while block_h > _SUM_MIN_BLOCK_H and num_tokens * triton.cdiv(hidden_size, block_h) < (
         _SUM_MIN_PROGRAMS
     ):
         block_h //= 2
-    return block_h
+    return block_h, max(1, min(_SUM_MAX_WARPS, block_h // 256))
 
 
 def moe_sum(
@@ -91,7 +93,7 @@ def moe_sum(
     num_tokens, top_k, hidden_size = input.shape
     if num_tokens == 0 or hidden_size == 0:
         return output
-    block_h = sum_block_h(num_tokens, hidden_size)
+    block_h, num_warps = sum_launch(num_tokens, hidden_size)
     programmatic = programmatic_launch and programmatic_launch_supported(input.device)
     ids = topk_ids.contiguous() if topk_ids is not None else input
     moe_sum_kernel[(num_tokens, triton.cdiv(hidden_size, block_h))](
@@ -107,7 +109,7 @@ def moe_sum(
         HAS_MAP=expert_map is not None,
         BLOCK_H=block_h,
         PROGRAMMATIC=programmatic,
-        num_warps=max(1, min(4, block_h // 256)),  # 8 columns a thread: 16-byte bf16 loads
+        num_warps=num_warps,
         **launch_options(programmatic),
     )
     return output

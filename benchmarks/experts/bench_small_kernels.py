@@ -1,0 +1,90 @@
+"""Whole ``TritonExperts`` calls under other launch shapes of the alignment pass and ``moe_sum``
+(GPU, bf16, CUDA graph), against the shipped ones.
+
+Each variant patches the module constants of ``moekit.align``'s launch rules
+(``launch_config`` for the alignment pass, ``reduce`` for ``moe_sum``; see
+``bench_align.py --sweep-only`` and ``bench_moe_sum.py`` for the kernels alone). Its output must
+equal the shipped one bit for bit, also over CUDA-graph replays. Each round times every variant
+of a group and the shipped launch, in turn, in alternating order; the row keeps each median over
+the rounds, beside the floor of ``bench_fused_moe.py``. Writes JSON.
+
+    python benchmarks/experts/bench_small_kernels.py --out benchmarks/results/experts_small_kernels_h100.json
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from pathlib import Path
+
+TOKENS = (16, 64, 256, 1024)
+# group: (module of moekit.align._triton_impl, shipped values, {variant: values})
+GROUPS = {
+    "align": (
+        "launch_config",
+        {"SINGLE_CHUNK_MAX_SLOTS": 2048, "SINGLE_CHUNK_WARPS": 4, "FEW_CHUNKS_CHUNK": 1024},
+        {
+            "align_8_warps": {"SINGLE_CHUNK_WARPS": 8},
+            "align_chunks_of_512": {"SINGLE_CHUNK_MAX_SLOTS": 256, "FEW_CHUNKS_CHUNK": 512},
+        },
+    ),
+    "sum": (
+        "reduce",
+        {"_SUM_MIN_PROGRAMS": 256, "_SUM_MAX_BLOCK_H": 1024, "_SUM_MAX_WARPS": 4},
+        {
+            "sum_2048_columns": {"_SUM_MAX_BLOCK_H": 2048, "_SUM_MAX_WARPS": 8},
+            "sum_512_programs": {"_SUM_MIN_PROGRAMS": 512},
+        },
+    ),
+}
+
+
+def main() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import importlib
+
+    from bench_fused_moe import SHAPES, cell_parser, floor_us, measured_ceilings, routed_calls
+    from common import compare_settings, environment, write_json
+
+    parser = cell_parser(__doc__.splitlines()[0], TOKENS)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--groups", nargs="+", default=list(GROUPS), choices=list(GROUPS))
+    args = parser.parse_args()
+    bandwidth, tflops = measured_ceilings()
+    rows = []
+    for call in routed_calls(args.shapes, args.tokens):
+        _, top_k, hidden, inter, _ = SHAPES[call.shape]
+        floor = floor_us(call.ids, top_k, hidden, inter, bandwidth, tflops)
+        row: dict[str, object] = dict(shape=call.shape, tokens=call.tokens, floor_us=floor)
+        for group in args.groups:
+            module_name, shipped, variants = GROUPS[group]
+            module = importlib.import_module(f"moekit.align._triton_impl.{module_name}")
+            settings = {"shipped": shipped, **{n: {**shipped, **v} for n, v in variants.items()}}
+            times: dict[str, list[float]] = {name: [] for name in settings}
+            same = {name: True for name in variants}
+            for round_index in range(args.rounds):
+                order = list(settings) if round_index % 2 == 0 else list(reversed(settings))
+                timed, _ = compare_settings(call, module, {n: settings[n] for n in order},
+                                            reference="shipped")  # fmt: skip
+                for name in settings:
+                    times[name].append(timed[f"{name}_us"])
+                for name in variants:
+                    same[name] &= bool(timed[f"{name}_equal"] and timed[f"{name}_replays_equal"])
+            base = statistics.median(times["shipped"])
+            row[f"{group}_shipped_us"] = base
+            line = f"{call.shape:18s} M={call.tokens:5d} {group}: shipped {base:8.1f} ({base / floor:.3f}x)"
+            for name in variants:
+                us = statistics.median(times[name])
+                row[f"{name}_us"] = us
+                row[f"{name}_pct"] = 100 * (us / base - 1)
+                row[f"{name}_bit_identical"] = same[name]
+                line += f"  {name} {row[f'{name}_pct']:+.2f}%" + ("" if same[name] else " DIFFERS")
+            print(line, flush=True)
+        rows.append(row)
+        write_json(args.out, dict(environment=environment(), bandwidth_gbps=bandwidth,
+                                  matmul_tflops=tflops, groups=GROUPS, rows=rows))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
