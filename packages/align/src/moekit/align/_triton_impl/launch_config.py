@@ -8,15 +8,19 @@ import triton
 
 from moekit.align._backend import interpreter_enabled
 
-# Up to this many flat slots the layout runs as one launch (each program counts every slot).
-# The thresholds and splits below come from sweeps on an H100 (top-8 of 256 experts,
-# benchmarks/results/align_sweep_h100.json; top-8 of 128 and 256 experts at 16-1024 tokens,
-# align_sweep_small_h100.json): fewer experts per program pays while the slots are few, down to
-# about 128 programs for one chunk and 64 groups of experts for up to 8192 slots (128 experts at
-# 256 tokens: 7.4 -> 5.6 us), longer chunks once the slots are many.
-SINGLE_CHUNK_MAX_SLOTS = 2048
+# Up to SINGLE_CHUNK_MAX_SLOTS flat slots the layout runs as one launch (each program counts
+# every slot); up to SHORT_CHUNKS_MAX_SLOTS it counts chunks of SHORT_CHUNK slots first, with as
+# many groups of experts as one chunk would have. The thresholds and splits come from sweeps on an
+# H100 (top-8 of 256 experts, benchmarks/results/align_sweep_h100.json; top-8 of 128 and 256
+# experts at 16-1024 tokens, align_sweep_small_h100.json, and with programmatic launch,
+# align_sweep_pdl_h100.json): fewer experts per program pays while the slots are few, down to
+# about 128 groups of experts up to 2048 slots and 64 up to 8192; chunks of 512 slots beat one
+# chunk from 1024 slots on (128 experts at 256 tokens: 5.6 -> 4.2 us alone), longer chunks pay
+# once the slots are many.
+SINGLE_CHUNK_MAX_SLOTS = 512
 SINGLE_CHUNK_PROGRAMS = 128
-SINGLE_CHUNK_WARPS = 4
+SHORT_CHUNKS_MAX_SLOTS = 2048
+SHORT_CHUNK = 512
 FEW_CHUNKS_CHUNK = 1024
 FEW_CHUNKS_GROUPS = 64
 
@@ -35,11 +39,11 @@ class LayoutConfig:
 def layout_config(numel: int, num_layout_bins: int) -> LayoutConfig:
     """Chunking and work split for ``numel`` slots over ``num_layout_bins`` segments."""
     bins = triton.next_power_of_2(num_layout_bins)
-    num_warps = 4
-    if numel <= SINGLE_CHUNK_MAX_SLOTS:
+    if numel <= SHORT_CHUNKS_MAX_SLOTS:
         chunk = max(16, triton.next_power_of_2(numel))
+        if numel > SINGLE_CHUNK_MAX_SLOTS:
+            chunk = SHORT_CHUNK
         experts_per_program = min(2, max(1, bins // SINGLE_CHUNK_PROGRAMS))
-        num_warps = SINGLE_CHUNK_WARPS
     elif numel <= 8192:
         chunk = FEW_CHUNKS_CHUNK
         experts_per_program = min(4, max(1, bins // FEW_CHUNKS_GROUPS))
@@ -52,7 +56,7 @@ def layout_config(numel: int, num_layout_bins: int) -> LayoutConfig:
         experts_per_program = 32
     experts_per_program = min(experts_per_program, bins)
     sub = min(chunk, 4096 // experts_per_program)
-    return LayoutConfig(chunk, sub, experts_per_program, num_warps)
+    return LayoutConfig(chunk, sub, experts_per_program, num_warps=4)
 
 
 def num_histogram_bins(num_layout_bins: int) -> int:
