@@ -1,14 +1,15 @@
-"""Whole ``TritonExperts`` calls under other launch shapes of the alignment pass and ``moe_sum``
-(GPU, bf16, CUDA graph), against the shipped ones.
+"""Whole ``TritonExperts`` calls under variants of the module constants that steer them (GPU,
+bf16, CUDA graph), against the shipped values.
 
-Each variant patches the module constants of ``moekit.align``'s launch rules
-(``launch_config`` for the alignment pass, ``reduce`` for ``moe_sum``; see
-``bench_align.py --sweep-only`` and ``bench_moe_sum.py`` for the kernels alone). Its output must
-equal the shipped one bit for bit, also over CUDA-graph replays. Each round times every variant
-of a group and the shipped launch, in turn, in alternating order; the row keeps each median over
-the rounds, beside the floor of ``bench_fused_moe.py``. Writes JSON.
+Groups: ``align`` (``moekit.align``'s ``launch_config``, the alignment pass's chunks; see
+``bench_align.py --sweep-only`` for the kernels alone), ``sum`` (its ``reduce``, ``moe_sum``'s
+launch; ``bench_moe_sum.py``) and ``weights`` (``weight_cache``, the L2 eviction policy of the
+GEMMs' weight loads). A variant's output must equal the shipped one bit for bit, also over
+CUDA-graph replays. Each round times every variant of a group and the shipped values, in turn,
+in alternating order; the row keeps each median over the rounds, beside the floor of
+``bench_fused_moe.py``. Writes JSON.
 
-    python benchmarks/experts/bench_small_kernels.py --out benchmarks/results/experts_small_kernels_h100.json
+    python benchmarks/experts/bench_call_variants.py --groups align --out benchmarks/results/experts_align_chunks_h100.json
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ import sys
 from pathlib import Path
 
 TOKENS = (16, 64, 256, 1024)
-# group: (module of moekit.align._triton_impl, shipped values, {variant: values})
+# group: (module, shipped values, {variant: values})
 GROUPS = {
     "align": (
-        "launch_config",
+        "moekit.align._triton_impl.launch_config",
         {"SINGLE_CHUNK_MAX_SLOTS": 512, "SHORT_CHUNK": 512},
         {
             "align_one_chunk": {"SINGLE_CHUNK_MAX_SLOTS": 2048},  # the rule before
@@ -29,12 +30,17 @@ GROUPS = {
         },
     ),
     "sum": (  # nothing in it moved a call by more than 0.2% (f06acac, one chunk up to 2048 slots)
-        "reduce",
+        "moekit.align._triton_impl.reduce",
         {"_SUM_MIN_PROGRAMS": 256, "_SUM_MAX_BLOCK_H": 1024, "_SUM_MAX_WARPS": 4},
         {
             "sum_2048_columns": {"_SUM_MAX_BLOCK_H": 2048, "_SUM_MAX_WARPS": 8},
             "sum_512_programs": {"_SUM_MIN_PROGRAMS": 512},
         },
+    ),
+    "weights": (
+        "moekit.experts._triton_impl.weight_cache",
+        {"WEIGHT_EVICTION": ""},
+        {"weights_evict_first": {"WEIGHT_EVICTION": "evict_first"}},
     ),
 }
 
@@ -59,7 +65,7 @@ def main() -> None:
         row: dict[str, object] = dict(shape=call.shape, tokens=call.tokens, floor_us=floor)
         for group in args.groups:
             module_name, shipped, variants = GROUPS[group]
-            module = importlib.import_module(f"moekit.align._triton_impl.{module_name}")
+            module = importlib.import_module(module_name)
             settings = {"shipped": shipped, **{n: {**shipped, **v} for n, v in variants.items()}}
             times: dict[str, list[float]] = {name: [] for name in settings}
             same = {name: True for name in variants}
