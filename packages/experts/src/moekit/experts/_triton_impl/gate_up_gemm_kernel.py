@@ -41,7 +41,7 @@ def gate_up_products(
     n_ok, K, stride_ak, stride_bk, DESC_UP_ROW, DESC_UP_COL,
     GATED: tl.constexpr, IEEE_FP32: tl.constexpr, B_TMA: tl.constexpr, A_TMA: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, TAIL_ROWS: tl.constexpr,
-    TAIL_SWAP: tl.constexpr, B_EVICTION: tl.constexpr,
+    TAIL_SWAP: tl.constexpr,
 ):  # fmt: skip
     """The K loop: float32 ``(gate, up, tail_gate, tail_up)`` accumulators, ``[BLOCK_M, BLOCK_N]``
     of the tile, and with ``TAIL_ROWS`` ``[TAIL_ROWS, BLOCK_N]`` of the folded tail rows, which
@@ -64,7 +64,7 @@ def gate_up_products(
         if B_TMA:
             gate = b_desc.load([gate_row, k_start]).T
         else:
-            gate = tl.load(gate_ptrs, mask=b_ok, other=0.0, eviction_policy=B_EVICTION)
+            gate = tl.load(gate_ptrs, mask=b_ok, other=0.0)
         gate_acc = dot(a, gate, gate_acc, IEEE_FP32)
         if TAIL_ROWS:
             tail_gate = tail_product(tail_a, gate, tail_gate, IEEE_FP32, TAIL_SWAP)
@@ -72,7 +72,7 @@ def gate_up_products(
             if B_TMA:
                 up = b_desc.load([gate_row + DESC_UP_ROW, DESC_UP_COL + k_start]).T
             else:
-                up = tl.load(up_ptrs, mask=b_ok, other=0.0, eviction_policy=B_EVICTION)
+                up = tl.load(up_ptrs, mask=b_ok, other=0.0)
             up_acc = dot(a, up, up_acc, IEEE_FP32)
             if TAIL_ROWS:
                 tail_up = tail_product(tail_a, up, tail_up, IEEE_FP32, TAIL_SWAP)
@@ -121,7 +121,7 @@ def gate_up_gemm_kernel(
     A_ROWS_SORTED: tl.constexpr, A_TMA: tl.constexpr, C_ROWS_SORTED: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     EXPERT_GROUPS: tl.constexpr, TAIL_M: tl.constexpr, TAIL_SWAP: tl.constexpr,
-    B_EVICTION: tl.constexpr, WAIT_PRIOR: tl.constexpr, LAUNCH_NEXT: tl.constexpr,
+    WAIT_PRIOR: tl.constexpr, LAUNCH_NEXT: tl.constexpr,
 ):  # fmt: skip
     wait_for_prior_kernel(WAIT_PRIOR, LAUNCH_NEXT)
     if ZERO_COUNTERS:
@@ -191,7 +191,7 @@ def gate_up_gemm_kernel(
             gate_acc, up_acc, tail_gate, tail_up = gate_up_products(
                 a_ptrs, a_ok, a_desc, a_row, tail_a_ptrs, tail_a_ok, gate_ptrs, up_ptrs, b_desc,
                 gate_row, n_ok, K, stride_ak, stride_bk, DESC_UP_ROW, DESC_UP_COL, GATED, IEEE_FP32,
-                B_TMA, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, TAIL_M, TAIL_SWAP, B_EVICTION,
+                B_TMA, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, TAIL_M, TAIL_SWAP,
             )  # fmt: skip
             tail_c_rows, tail_c_ok = tile_matrix_rows(
                 tail_start, tail_slots, tail_slot_ok, num_sorted, C_ROWS_SORTED, 1, TAIL_M
@@ -206,13 +206,13 @@ def gate_up_gemm_kernel(
             gate_acc, up_acc, _, _ = gate_up_products(
                 a_ptrs, a_ok, a_desc, a_row, a_ptrs, a_ok, gate_ptrs, up_ptrs, b_desc, gate_row,
                 n_ok, K, stride_ak, stride_bk, DESC_UP_ROW, DESC_UP_COL, GATED, IEEE_FP32, B_TMA,
-                A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, 0, False, B_EVICTION,
+                A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, 0, False,
             )  # fmt: skip
     else:
         gate_acc, up_acc, _, _ = gate_up_products(
             a_ptrs, a_ok, a_desc, a_row, a_ptrs, a_ok, gate_ptrs, up_ptrs, b_desc, gate_row,
             n_ok, K, stride_ak, stride_bk, DESC_UP_ROW, DESC_UP_COL, GATED, IEEE_FP32, B_TMA,
-            A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, 0, False, B_EVICTION,
+            A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, 0, False,
         )  # fmt: skip
     store_activated(gate_acc, up_acc, gate_bias, up_bias, c_ptrs, c_ok, GATED, HAS_BIAS,
                     ACTIVATION, SWIGLU_ALPHA, SWIGLU_LIMIT)  # fmt: skip

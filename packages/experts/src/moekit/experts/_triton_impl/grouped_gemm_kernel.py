@@ -44,7 +44,7 @@ def products(a_ptrs, a_ok, a_desc, a_row, tail_a_ptrs, tail_a_ok, b_ptrs, b_desc
              K, stride_ak, stride_bk, IEEE_FP32: tl.constexpr, B_TMA: tl.constexpr,
              A_TMA: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
              BLOCK_K: tl.constexpr, TAIL_ROWS: tl.constexpr,
-             TAIL_SWAP: tl.constexpr, B_EVICTION: tl.constexpr):  # fmt: skip
+             TAIL_SWAP: tl.constexpr):  # fmt: skip
     """The K loop: float32 ``(acc, tail_acc)``, ``[BLOCK_M, BLOCK_N]`` of the tile, and with
     ``TAIL_ROWS`` ``[TAIL_ROWS, BLOCK_N]`` of the folded tail rows, which use the same B tiles
     (without, the tile's again)."""
@@ -61,9 +61,7 @@ def products(a_ptrs, a_ok, a_desc, a_row, tail_a_ptrs, tail_a_ok, b_ptrs, b_desc
         if B_TMA:
             b = b_desc.load([b_row, k_start]).T
         else:
-            b = tl.load(
-                b_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0, eviction_policy=B_EVICTION
-            )
+            b = tl.load(b_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
         acc = dot(a, b, acc, IEEE_FP32)
         if TAIL_ROWS:
             tail_a = tl.load(tail_a_ptrs, mask=tail_a_ok[:, None] & k_ok[None, :], other=0.0)
@@ -104,7 +102,7 @@ def grouped_gemm_kernel(
     B_TMA: tl.constexpr, A_ROWS_SORTED: tl.constexpr, A_TMA: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     EXPERT_GROUPS: tl.constexpr, TAIL_M: tl.constexpr, TAIL_SWAP: tl.constexpr,
-    B_EVICTION: tl.constexpr, WAIT_PRIOR: tl.constexpr, LAUNCH_NEXT: tl.constexpr,
+    WAIT_PRIOR: tl.constexpr, LAUNCH_NEXT: tl.constexpr,
 ):  # fmt: skip
     wait_for_prior_kernel(WAIT_PRIOR, LAUNCH_NEXT)
     if SLOTS_FROM_IDS:
@@ -174,7 +172,7 @@ def grouped_gemm_kernel(
             acc, tail_acc = products(
                 a_ptrs, a_ok, a_desc, a_row, tail_a_ptrs, tail_a_ok, b_ptrs, b_desc, b_row, n_ok,
                 K, stride_ak, stride_bk, IEEE_FP32, B_TMA, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K,
-                TAIL_M, TAIL_SWAP, B_EVICTION,
+                TAIL_M, TAIL_SWAP,
             )  # fmt: skip
             tail_acc = weighted_rows(tail_acc, bias, topk_weights_ptr, tail_slots, tail_slot_ok,
                                      HAS_BIAS, MUL_ROUTED_WEIGHT)  # fmt: skip
@@ -184,12 +182,12 @@ def grouped_gemm_kernel(
         else:
             acc, _ = products(
                 a_ptrs, a_ok, a_desc, a_row, a_ptrs, a_ok, b_ptrs, b_desc, b_row, n_ok, K,
-                stride_ak, stride_bk, IEEE_FP32, B_TMA, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, 0, False, B_EVICTION,
+                stride_ak, stride_bk, IEEE_FP32, B_TMA, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, 0, False,
             )  # fmt: skip
     else:
         acc, _ = products(
             a_ptrs, a_ok, a_desc, a_row, a_ptrs, a_ok, b_ptrs, b_desc, b_row, n_ok, K,
-            stride_ak, stride_bk, IEEE_FP32, B_TMA, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, 0, False, B_EVICTION,
+            stride_ak, stride_bk, IEEE_FP32, B_TMA, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, 0, False,
         )  # fmt: skip
     acc = weighted_rows(acc, bias, topk_weights_ptr, slots, slot_ok, HAS_BIAS, MUL_ROUTED_WEIGHT)
     if FUSED_SUM:
