@@ -9,14 +9,14 @@ import triton
 from moekit.align._backend import interpreter_enabled
 
 # Up to SINGLE_CHUNK_MAX_SLOTS flat slots the layout runs as one launch (each program counts
-# every slot); up to SHORT_CHUNKS_MAX_SLOTS it counts chunks of SHORT_CHUNK slots first, with as
-# many groups of experts as one chunk would have. The thresholds and splits come from sweeps on an
-# H100 (top-8 of 256 experts, benchmarks/results/align_sweep_h100.json; top-8 of 128 and 256
-# experts at 16-1024 tokens, align_sweep_small_h100.json, and with programmatic launch,
-# align_sweep_pdl_h100.json): fewer experts per program pays while the slots are few, down to
-# about 128 groups of experts up to 2048 slots and 64 up to 8192; chunks of 512 slots beat one
-# chunk from 1024 slots on (128 experts at 256 tokens: 5.6 -> 4.2 us alone), longer chunks pay
-# once the slots are many.
+# every slot); up to SHORT_CHUNKS_MAX_SLOTS a first kernel counts chunks of SHORT_CHUNK slots,
+# with as many groups of experts as one chunk would have. The thresholds and splits come from
+# sweeps on an H100 (top-8 of 256 experts, benchmarks/results/align_sweep_h100.json; top-8 of
+# 128 and 256 experts at 16-1024 tokens, align_sweep_small_h100.json, and with programmatic
+# launch, align_sweep_pdl_h100.json): fewer experts per program pays while the slots are few,
+# down to about 128 groups of experts up to 2048 slots and 64 up to 8192. Chunks of 512 slots
+# beat one chunk at 1024 and 2048 slots (128 experts at 256 tokens: 5.7 -> 4.2 us alone; in
+# whole experts calls, experts_align_chunks_h100.json); longer chunks pay once slots are many.
 SINGLE_CHUNK_MAX_SLOTS = 512
 SINGLE_CHUNK_PROGRAMS = 128
 SHORT_CHUNKS_MAX_SLOTS = 2048
