@@ -3,12 +3,12 @@ bf16, CUDA graph), against the shipped values.
 
 Groups: ``align`` (``moekit.align``'s ``launch_config``, the alignment pass's chunks; see
 ``bench_align.py --sweep-only`` for the kernels alone) and ``sum`` (its ``reduce``, ``moe_sum``'s
-launch; ``bench_moe_sum.py``), and ``intermediate`` (``triton_experts.SORTED_INTERMEDIATE``:
-GEMM1's activated rows in the aligned order). The ``weights`` group of lever 38 (an L2 eviction policy on the
-GEMMs' weight loads) is in this script at 438796b. A variant's output must equal the shipped one bit for bit, also over
-CUDA-graph replays. Each round times every variant of a group and the shipped values, in turn,
-in alternating order; the row keeps each median over the rounds, beside the floor of
-``bench_fused_moe.py``. Writes JSON.
+launch; ``bench_moe_sum.py``). The ``weights`` group of lever 38 (an L2 eviction policy on the
+GEMMs' weight loads) is in this script at 438796b, the ``intermediate`` group of lever 40
+(GEMM1's activated rows in the aligned order) at ab0e987. A variant's output must equal the
+shipped one bit for bit, also over CUDA-graph replays. Each round times every variant of a
+group and the shipped values, in turn, in alternating order; the row keeps each median over the
+rounds, beside the floor of ``bench_fused_moe.py``. Writes JSON.
 
     python benchmarks/experts/bench_call_variants.py --groups align --out benchmarks/results/experts_align_chunks_h100.json
 """
@@ -37,11 +37,6 @@ GROUPS = {
             "sum_2048_columns": {"_SUM_MAX_BLOCK_H": 2048, "_SUM_MAX_WARPS": 8},
             "sum_512_programs": {"_SUM_MIN_PROGRAMS": 512},
         },
-    ),
-    "intermediate": (
-        "moekit.experts.triton_experts",
-        {"SORTED_INTERMEDIATE": False},
-        {"sorted_intermediate": {"SORTED_INTERMEDIATE": True}},
     ),
 }
 

@@ -77,10 +77,6 @@ TOKEN_SUM_MIN_PROGRAMS = 256
 # without it; where GEMM2 had 896 or more, the early start was worth 0.0-0.4% more. Benchmarks
 # turn it off to time plain launches.
 PROGRAMMATIC_LAUNCH = True
-# Experiment (NOTES lever 40): GEMM1 writes its activated rows in the aligned order, so that
-# GEMM2 reads each A tile as one block of rows, without the copy of the hidden states that
-# SORTED_ROWS makes.
-SORTED_INTERMEDIATE = False
 EARLY_START_MIN_PROGRAMS_PER_SM = 4
 
 
@@ -189,7 +185,6 @@ class TritonExperts(FusedMoEExpertsModular):
         (invoke_gate_up_gemm, invoke_grouped_gemm, gather_sorted_rows, sum_counters,
          invoke_token_sum_gemm) = _gemms()  # fmt: skip
         sorted_rows = config.SORTED_ROWS and not tiles.slots_from_ids
-        sorted_out = (sorted_rows or SORTED_INTERMEDIATE) and not tiles.slots_from_ids
         gemm2_config = config.gemm2()
         gemm2_early = pdl and not token_sum and gemm2_starts_early(
             num_slots, num_local, tiles.slots_from_ids, config.BLOCK_M,
@@ -198,21 +193,18 @@ class TritonExperts(FusedMoEExpertsModular):
         counters = None
         if FUSED_TOPK_SUM and tiles.slots_from_ids and not token_sum:  # GEMM2 sums the top-k too
             counters = sum_counters(num_tokens, k, gemm2_config, hidden_states.device)
-        a1 = hidden_states
         if sorted_rows:  # every A tile of both GEMMs becomes one block of rows
             a1 = gather_sorted_rows(hidden_states, tiles, top_k, wait_prior=pdl, launch_next=True)
-        if sorted_out:
-            assert tiles.sorted_token_ids is not None
-            num_sorted = tiles.sorted_token_ids.shape[0]
-            if workspace2.numel() >= num_sorted * n_act:
-                activated = workspace2.view(-1)[: num_sorted * n_act].view(-1, n_act)
+            if workspace2.numel() >= a1.shape[0] * n_act:
+                activated = workspace2.view(-1)[: a1.shape[0] * n_act].view(-1, n_act)
             else:
-                activated = hidden_states.new_empty(num_sorted, n_act)
+                activated = hidden_states.new_empty(a1.shape[0], n_act)
         else:
+            a1 = hidden_states
             activated = workspace2.view(-1)[: num_slots * n_act].view(num_slots, n_act)
         invoke_gate_up_gemm(a1, w1, activated, self.quant_config.w1_bias, tiles, top_k,
                             MoEActivation.parse(activation), config, a_rows_sorted=sorted_rows,
-                            out_rows_sorted=sorted_out, num_slots=num_slots,
+                            out_rows_sorted=sorted_rows, num_slots=num_slots,
                             counters=counters, wait_prior=pdl,
                             launch_next=gemm2_early)  # fmt: skip
         if token_sum:
@@ -222,7 +214,7 @@ class TritonExperts(FusedMoEExpertsModular):
             return
         gemm2_out = workspace13.view(-1)[: num_slots * k].view(num_slots, k)
         invoke_grouped_gemm(activated, w2, gemm2_out, self.quant_config.w2_bias, weights, tiles,
-                            1, gemm2_config, a_rows_sorted=sorted_out,
+                            1, gemm2_config, a_rows_sorted=sorted_rows,
                             summed=None if counters is None else (output, counters, top_k),
                             wait_prior=pdl, launch_next=counters is None)  # fmt: skip
         if counters is None:
