@@ -3,8 +3,10 @@
 shapes. Every launch's output must equal the torch path's bit for bit. With
 ``--programmatic`` the kernel launches as inside a ``TritonExperts`` call on Hopper.
 
-The rows are replayed from a graph, so they stay in L2 where they fit (as they do in a call, where
-GEMM2 has just written them). Writes JSON, with the bytes over the measured copy rate beside.
+The rows are replayed from a graph, so they stay in L2 where they fit. In an experts call they
+have likely left L2 behind GEMM2's weight stream (NOTES lever 37), so confirm a launch shape
+with ``benchmarks/experts/bench_call_variants.py --groups sum``. Writes JSON, with the
+bytes over the measured copy rate beside.
 
     python benchmarks/align/bench_moe_sum.py --out benchmarks/results/align_moe_sum_h100.json
 """
