@@ -42,3 +42,17 @@ def test_layout_matches_torch_path(monkeypatch, config, seed):
         moe_permute(hidden, ids, num_experts, emap, backend="triton"),
     ):
         assert torch.equal(w, g), f"permute seed={seed} config={config}"
+
+
+@pytest.mark.parametrize("numel", [512, 513, 1536, 2048, 2049])
+def test_default_rule_around_its_chunk_thresholds(numel):
+    """The shipped rule changes launch shape at 512 and 2048 slots (one chunk, then chunks of 512
+    counted first, then longer chunks): each side of both thresholds matches the torch path."""
+    seed = numel
+    rng = np.random.default_rng(seed)
+    num_experts = 128
+    ids = torch.from_numpy(rng.integers(-1, num_experts, (numel, 1)).astype(np.int32))
+    want = moe_align_block_size(ids, 16, num_experts, None, False, True, True, backend="torch")
+    got = moe_align_block_size(ids, 16, num_experts, None, False, True, True, backend="triton")
+    for w, g in zip(want, got):
+        assert torch.equal(w, g), f"seed={seed} numel={numel}"
