@@ -8,7 +8,6 @@ import platform
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from unittest import mock
 
 import torch
@@ -91,7 +90,7 @@ def graph_replays_agree(fn: Callable[[], torch.Tensor], want: torch.Tensor,
     return same
 
 
-def compare_settings(fn: Callable[[], torch.Tensor], module: ModuleType,
+def compare_settings(fn: Callable[[], torch.Tensor], module: object,
                      settings: dict[str, dict[str, object]],
                      reference: str) -> tuple[dict[str, object], torch.Tensor]:  # fmt: skip
     """``fn`` under each named set of ``module`` attributes (``mock.patch.multiple``): for each
@@ -108,3 +107,23 @@ def compare_settings(fn: Callable[[], torch.Tensor], module: ModuleType,
                 row[f"{name}_replays_equal"] = graph_replays_agree(fn, want)
             row[f"{name}_us"] = time_us(fn, graph=True)[0]
     return row, want
+
+
+def compare_in_turn(fn: Callable[[], torch.Tensor], target: object,
+                    settings: dict[str, dict[str, object]], reference: str,
+                    rounds: int) -> tuple[dict[str, list[float]], dict[str, bool]]:  # fmt: skip
+    """``compare_settings`` over ``rounds`` rounds, the settings' order reversed every other round
+    (``target`` is the module or class whose attributes they patch). Returns each setting's
+    CUDA-graph medians, one per round, and for each setting but ``reference`` whether its output
+    and graph replays equalled the reference's bit for bit in every round."""
+    times: dict[str, list[float]] = {name: [] for name in settings}
+    same = {name: True for name in settings if name != reference}
+    for round_index in range(rounds):
+        order = list(settings) if round_index % 2 == 0 else list(reversed(settings))
+        timed, _ = compare_settings(fn, target, {n: settings[n] for n in order},
+                                    reference=reference)  # fmt: skip
+        for name in settings:
+            times[name].append(timed[f"{name}_us"])  # type: ignore[arg-type]
+        for name in same:
+            same[name] &= bool(timed[f"{name}_equal"] and timed[f"{name}_replays_equal"])
+    return times, same

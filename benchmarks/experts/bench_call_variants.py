@@ -47,7 +47,7 @@ def main() -> None:
     import importlib
 
     from bench_fused_moe import SHAPES, cell_parser, floor_us, measured_ceilings, routed_calls
-    from common import compare_settings, environment, write_json
+    from common import compare_in_turn, environment, write_json
 
     parser = cell_parser(__doc__.splitlines()[0], TOKENS)
     parser.add_argument("--rounds", type=int, default=2)
@@ -63,16 +63,7 @@ def main() -> None:
             module_name, shipped, variants = GROUPS[group]
             module = importlib.import_module(module_name)
             settings = {"shipped": shipped, **{n: {**shipped, **v} for n, v in variants.items()}}
-            times: dict[str, list[float]] = {name: [] for name in settings}
-            same = {name: True for name in variants}
-            for round_index in range(args.rounds):
-                order = list(settings) if round_index % 2 == 0 else list(reversed(settings))
-                timed, _ = compare_settings(call, module, {n: settings[n] for n in order},
-                                            reference="shipped")  # fmt: skip
-                for name in settings:
-                    times[name].append(timed[f"{name}_us"])
-                for name in variants:
-                    same[name] &= bool(timed[f"{name}_equal"] and timed[f"{name}_replays_equal"])
+            times, same = compare_in_turn(call, module, settings, "shipped", args.rounds)
             base = statistics.median(times["shipped"])
             row[f"{group}_shipped_us"] = base
             line = f"{call.shape:18s} M={call.tokens:5d} {group}: shipped {base:8.1f} ({base / floor:.3f}x)"

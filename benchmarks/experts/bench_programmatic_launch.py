@@ -28,7 +28,7 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_fused_moe import SHAPES, cell_parser, floor_us, measured_ceilings, routed_calls
-    from common import compare_settings, environment, write_json
+    from common import compare_in_turn, environment, write_json
 
     from moekit.experts import triton_experts
 
@@ -40,15 +40,8 @@ def main() -> None:
     for call in routed_calls(args.shapes, args.tokens):
         _, top_k, hidden, inter, _ = SHAPES[call.shape]
         floor = floor_us(call.ids, top_k, hidden, inter, bandwidth, tflops)
-        times: dict[str, list[float]] = {name: [] for name in SETTINGS}
-        same = True
-        for round_index in range(args.rounds):
-            order = list(SETTINGS) if round_index % 2 == 0 else list(reversed(SETTINGS))
-            timed, _ = compare_settings(call, triton_experts, {n: SETTINGS[n] for n in order},
-                                        reference="plain")  # fmt: skip
-            same &= bool(timed["programmatic_equal"] and timed["programmatic_replays_equal"])
-            for name in SETTINGS:
-                times[name].append(timed[f"{name}_us"])
+        times, equal = compare_in_turn(call, triton_experts, SETTINGS, "plain", args.rounds)
+        same = equal["programmatic"]
         medians = {f"{name}_us": statistics.median(t) for name, t in times.items()}
         row = dict(shape=call.shape, tokens=call.tokens, floor_us=floor, bit_identical=same,
                    **medians, rounds_us=times,

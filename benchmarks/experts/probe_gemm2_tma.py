@@ -22,7 +22,7 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_fused_moe import SHAPES, cell_parser, floor_us, measured_ceilings, routed_calls
-    from common import compare_settings, environment, write_json
+    from common import compare_in_turn, environment, write_json
 
     from moekit.experts._triton_impl.configs import GemmConfig
 
@@ -41,16 +41,8 @@ def main() -> None:
     for call in routed_calls(args.shapes, args.tokens):
         _, top_k, hidden, inter, _ = SHAPES[call.shape]
         floor = floor_us(call.ids, top_k, hidden, inter, bandwidth, tflops)
-        times: dict[str, list[float]] = {name: [] for name in settings}
-        same = True
-        for round_index in range(args.rounds):
-            order = list(settings) if round_index % 2 == 0 else list(reversed(settings))
-            timed, _ = compare_settings(call, GemmConfig, {n: settings[n] for n in order},
-                                        reference="shipped")  # type: ignore[arg-type]  # fmt: skip
-            same &= bool(timed["gemm2_tma_flipped_equal"]
-                         and timed["gemm2_tma_flipped_replays_equal"])  # fmt: skip
-            for name in settings:
-                times[name].append(timed[f"{name}_us"])
+        times, equal = compare_in_turn(call, GemmConfig, settings, "shipped", args.rounds)
+        same = equal["gemm2_tma_flipped"]
         base, other = (statistics.median(times[n]) for n in settings)
         row = dict(shape=call.shape, tokens=call.tokens, floor_us=floor, shipped_us=base,
                    flipped_us=other, change_pct=100 * (other / base - 1), bit_identical=same)  # fmt: skip
