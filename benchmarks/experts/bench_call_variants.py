@@ -2,9 +2,10 @@
 bf16, CUDA graph), against the shipped values.
 
 Groups: ``align`` (``moekit.align``'s ``launch_config``, the alignment pass's chunks; see
-``bench_align.py --sweep-only`` for the kernels alone) and ``sum`` (its ``reduce``, ``moe_sum``'s
-launch; ``bench_moe_sum.py``). The ``weights`` group of lever 38 (an L2 eviction policy on the
-GEMMs' weight loads) is in this script at 438796b, the ``intermediate`` group of lever 40
+``bench_align.py --sweep-only`` for the kernels alone), ``sum`` (its ``reduce``, ``moe_sum``'s
+launch; ``bench_moe_sum.py``) and ``rows`` (``row_cache``, the L2 eviction priority of the rows
+GEMM1 and GEMM2 store for the next kernel). The ``weights`` group of lever 38 (an L2 eviction
+policy on the GEMMs' weight loads) is in this script at 438796b, the ``intermediate`` group of lever 40
 (GEMM1's activated rows in the aligned order) at ab0e987. A variant's output must equal the
 shipped one bit for bit, also over CUDA-graph replays. Each round times every variant of a
 group and the shipped values, in turn, in alternating order; the row keeps each median over the
@@ -28,6 +29,18 @@ GROUPS = {
         {
             "align_one_chunk": {"SINGLE_CHUNK_MAX_SLOTS": 2048},  # the rule before
             "align_chunks_of_256": {"SHORT_CHUNK": 256},
+        },
+    ),
+    "rows": (  # lever 41: the rows a GEMM stores for the next kernel kept in L2
+        "moekit.experts._triton_impl.row_cache",
+        {"ACTIVATED_ROWS_EVICTION": "", "SLOT_ROWS_EVICTION": ""},
+        {
+            "activated_rows_last": {"ACTIVATED_ROWS_EVICTION": "evict_last"},
+            "slot_rows_last": {"SLOT_ROWS_EVICTION": "evict_last"},
+            "both_rows_last": {
+                "ACTIVATED_ROWS_EVICTION": "evict_last",
+                "SLOT_ROWS_EVICTION": "evict_last",
+            },
         },
     ),
     "sum": (  # nothing in it moved a call by more than 0.2% (f06acac, one chunk up to 2048 slots)

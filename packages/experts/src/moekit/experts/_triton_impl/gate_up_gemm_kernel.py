@@ -92,7 +92,8 @@ def gate_up_products(
 @triton.jit
 def store_activated(gate_acc, up_acc, gate_bias, up_bias, c_ptrs, c_ok, GATED: tl.constexpr,
                     HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr,
-                    SWIGLU_ALPHA: tl.constexpr, SWIGLU_LIMIT: tl.constexpr):  # fmt: skip
+                    SWIGLU_ALPHA: tl.constexpr, SWIGLU_LIMIT: tl.constexpr,
+                    C_EVICTION: tl.constexpr):  # fmt: skip
     """Adds the bias rows, applies the activation and stores the tile."""
     if HAS_BIAS:
         gate_acc += gate_bias[None, :]
@@ -102,7 +103,7 @@ def store_activated(gate_acc, up_acc, gate_bias, up_bias, c_ptrs, c_ok, GATED: t
         out = gated_activation(gate_acc, up_acc, ACTIVATION, SWIGLU_ALPHA, SWIGLU_LIMIT)
     else:
         out = unary_activation(gate_acc, ACTIVATION)
-    tl.store(c_ptrs, out.to(c_ptrs.dtype.element_ty), mask=c_ok)
+    tl.store(c_ptrs, out.to(c_ptrs.dtype.element_ty), mask=c_ok, eviction_policy=C_EVICTION)
 
 
 @triton.jit
@@ -121,7 +122,7 @@ def gate_up_gemm_kernel(
     A_ROWS_SORTED: tl.constexpr, A_TMA: tl.constexpr, C_ROWS_SORTED: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     EXPERT_GROUPS: tl.constexpr, TAIL_M: tl.constexpr, TAIL_SWAP: tl.constexpr,
-    WAIT_PRIOR: tl.constexpr, LAUNCH_NEXT: tl.constexpr,
+    C_EVICTION: tl.constexpr, WAIT_PRIOR: tl.constexpr, LAUNCH_NEXT: tl.constexpr,
 ):  # fmt: skip
     wait_for_prior_kernel(WAIT_PRIOR, LAUNCH_NEXT)
     if ZERO_COUNTERS:
@@ -200,7 +201,7 @@ def gate_up_gemm_kernel(
                 tail_gate, tail_up, gate_bias, up_bias,
                 c_ptr + tail_c_rows[:, None] * stride_cm + offs_n[None, :] * stride_cn,
                 tail_c_ok[:, None] & n_ok[None, :], GATED, HAS_BIAS, ACTIVATION, SWIGLU_ALPHA,
-                SWIGLU_LIMIT,
+                SWIGLU_LIMIT, C_EVICTION,
             )  # fmt: skip
         else:
             gate_acc, up_acc, _, _ = gate_up_products(
@@ -215,4 +216,4 @@ def gate_up_gemm_kernel(
             A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, 0, False,
         )  # fmt: skip
     store_activated(gate_acc, up_acc, gate_bias, up_bias, c_ptrs, c_ok, GATED, HAS_BIAS,
-                    ACTIVATION, SWIGLU_ALPHA, SWIGLU_LIMIT)  # fmt: skip
+                    ACTIVATION, SWIGLU_ALPHA, SWIGLU_LIMIT, C_EVICTION)  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import triton
 
+from moekit.experts._triton_impl import row_cache
 from moekit.experts._triton_impl.configs import GemmConfig
 from moekit.experts._triton_impl.grouped_gemm_kernel import grouped_gemm_kernel
 from moekit.experts._triton_impl.programmatic_launch import launch_options
@@ -78,6 +79,7 @@ def invoke_grouped_gemm(
         BLOCK_M=config.BLOCK_M, BLOCK_N=config.BLOCK_N, BLOCK_K=config.BLOCK_K,
         GROUP_M=config.GROUP_M, EXPERT_GROUPS=config.EXPERT_GROUPS and not tiles.slots_from_ids,
         TAIL_M=tail_m, TAIL_SWAP=config.TAIL_SWAP and tail_m > 0,
+        C_EVICTION=row_cache.SLOT_ROWS_EVICTION,
         WAIT_PRIOR=wait_prior, LAUNCH_NEXT=wait_prior and launch_next,
         num_warps=config.num_warps, num_stages=config.num_stages, **launch_options(wait_prior),
     )  # fmt: skip

@@ -102,7 +102,7 @@ def grouped_gemm_kernel(
     B_TMA: tl.constexpr, A_ROWS_SORTED: tl.constexpr, A_TMA: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     EXPERT_GROUPS: tl.constexpr, TAIL_M: tl.constexpr, TAIL_SWAP: tl.constexpr,
-    WAIT_PRIOR: tl.constexpr, LAUNCH_NEXT: tl.constexpr,
+    C_EVICTION: tl.constexpr, WAIT_PRIOR: tl.constexpr, LAUNCH_NEXT: tl.constexpr,
 ):  # fmt: skip
     wait_for_prior_kernel(WAIT_PRIOR, LAUNCH_NEXT)
     if SLOTS_FROM_IDS:
@@ -178,7 +178,8 @@ def grouped_gemm_kernel(
                                      HAS_BIAS, MUL_ROUTED_WEIGHT)  # fmt: skip
             tail_c_ptrs = c_ptr + tail_slots[:, None] * stride_cm + offs_n[None, :] * stride_cn
             tl.store(tail_c_ptrs, tail_acc.to(c_ptr.dtype.element_ty),
-                     mask=tail_slot_ok[:, None] & n_ok[None, :])  # fmt: skip
+                     mask=tail_slot_ok[:, None] & n_ok[None, :],
+                     eviction_policy=C_EVICTION)  # fmt: skip
         else:
             acc, _ = products(
                 a_ptrs, a_ok, a_desc, a_row, a_ptrs, a_ok, b_ptrs, b_desc, b_row, n_ok, K,
@@ -196,4 +197,4 @@ def grouped_gemm_kernel(
                              expected, offs_n, n_ok, pid_n, num_n_tiles, stride_cm, stride_cn,
                              stride_om, HAS_MAP, SUM_TOP_K)  # fmt: skip
     else:
-        tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=c_ok)
+        tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=c_ok, eviction_policy=C_EVICTION)
