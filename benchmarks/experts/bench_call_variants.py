@@ -33,14 +33,15 @@ GROUPS = {
     ),
     "rows": (  # lever 41: the rows a GEMM stores for the next kernel kept in L2
         "moekit.experts._triton_impl.row_cache",
-        {"ACTIVATED_ROWS_EVICTION": "", "SLOT_ROWS_EVICTION": ""},
         {
-            "activated_rows_last": {"ACTIVATED_ROWS_EVICTION": "evict_last"},
-            "slot_rows_last": {"SLOT_ROWS_EVICTION": "evict_last"},
-            "both_rows_last": {
-                "ACTIVATED_ROWS_EVICTION": "evict_last",
-                "SLOT_ROWS_EVICTION": "evict_last",
-            },
+            "ACTIVATED_ROWS_EVICTION": "evict_last",
+            "SLOT_ROWS_EVICTION": "evict_last",
+            "SLOT_ROWS_MAX_BYTES": 12 << 20,
+        },
+        {
+            "rows_default_policy": {"ACTIVATED_ROWS_EVICTION": "", "SLOT_ROWS_EVICTION": ""},
+            "activated_rows_only": {"SLOT_ROWS_EVICTION": ""},
+            "slot_rows_any_size": {"SLOT_ROWS_MAX_BYTES": 1 << 62},
         },
     ),
     "sum": (  # nothing in it moved a call by more than 0.2% (f06acac, one chunk up to 2048 slots)

@@ -15,6 +15,7 @@ from moekit.align import (
     programmatic_launch_supported,
 )
 from moekit.experts._triton_impl.configs import get_config
+from moekit.experts._triton_impl.row_cache import slot_rows_eviction
 from moekit.experts._triton_impl.tile_source import TileSource
 from moekit.experts.activation import MoEActivation, adjust_N_for_activation
 from moekit.experts.modular_kernel import FusedMoEActivationFormat, FusedMoEExpertsModular
@@ -216,7 +217,9 @@ class TritonExperts(FusedMoEExpertsModular):
         invoke_grouped_gemm(activated, w2, gemm2_out, self.quant_config.w2_bias, weights, tiles,
                             1, gemm2_config, a_rows_sorted=sorted_rows,
                             summed=None if counters is None else (output, counters, top_k),
-                            wait_prior=pdl, launch_next=counters is None)  # fmt: skip
+                            wait_prior=pdl, launch_next=counters is None,
+                            c_eviction=slot_rows_eviction(
+                                gemm2_out.numel() * gemm2_out.element_size()))  # fmt: skip
         if counters is None:
             moe_sum(gemm2_out.view(num_tokens, top_k, k), output, topk_ids, expert_map,
                     backend="triton", programmatic_launch=pdl)  # fmt: skip

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 import triton
 
-from moekit.experts._triton_impl import row_cache
 from moekit.experts._triton_impl.configs import GemmConfig
 from moekit.experts._triton_impl.grouped_gemm_kernel import grouped_gemm_kernel
 from moekit.experts._triton_impl.programmatic_launch import launch_options
@@ -26,6 +25,7 @@ def invoke_grouped_gemm(
     summed: tuple[torch.Tensor, torch.Tensor, int] | None = None,
     wait_prior: bool = False,
     launch_next: bool = False,
+    c_eviction: str = "",
 ) -> None:
     """``c[slot] = (a[slot // top_k] @ b[e].T + bias[e]) * topk_weights[slot]`` for every placed
     slot of every expert ``e`` (zeros for blocks of expert ``-1``).
@@ -45,6 +45,7 @@ def invoke_grouped_gemm(
     ``wait_prior`` (only where ``moekit.align.programmatic_launch_supported``, which the caller
     checks) launches it with programmatic dependent launch: its programs wait for the previous
     kernel first; ``launch_next`` then lets the next kernel start early (it must wait the same way).
+    ``c_eviction`` is the L2 eviction policy of the stores to ``c`` (see ``row_cache``).
     """
     num_slots, n = c.shape
     k = a.shape[1]
@@ -79,7 +80,7 @@ def invoke_grouped_gemm(
         BLOCK_M=config.BLOCK_M, BLOCK_N=config.BLOCK_N, BLOCK_K=config.BLOCK_K,
         GROUP_M=config.GROUP_M, EXPERT_GROUPS=config.EXPERT_GROUPS and not tiles.slots_from_ids,
         TAIL_M=tail_m, TAIL_SWAP=config.TAIL_SWAP and tail_m > 0,
-        C_EVICTION=row_cache.SLOT_ROWS_EVICTION,
+        C_EVICTION=c_eviction,
         WAIT_PRIOR=wait_prior, LAUNCH_NEXT=wait_prior and launch_next,
         num_warps=config.num_warps, num_stages=config.num_stages, **launch_options(wait_prior),
     )  # fmt: skip
