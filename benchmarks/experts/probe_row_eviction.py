@@ -5,9 +5,9 @@ For each policy and row size: a kernel stores the rows with the policy; optional
 of them follows (the next kernel of a call, which consumes them); then a plain read of a stream
 buffer several times the L2 size (the weights); then the rows are read once more, timed with
 CUDA events. A read at the L2 rate after the stream means the rows stayed in L2. If they stay
-also after the consuming read, the policy outlives the call and takes L2 room from whatever runs
-next. ``hot`` times a read straight after the store; ``cold`` one after the stream with the
-default policy. Writes JSON.
+also after the consuming read and four streams, the policy outlives the call and takes L2 room
+from whatever runs next. ``hot`` times a read straight after the store; ``cold`` one after the
+stream with the default policy. Writes JSON.
 
     python benchmarks/experts/probe_row_eviction.py --out benchmarks/results/experts_row_eviction_probe_h100.json
 """
@@ -60,7 +60,8 @@ def timed_read(rows: torch.Tensor, sums: torch.Tensor) -> float:
     return 1e3 * start.elapsed_time(end)
 
 
-def trial(rows, stream, sums, policy: str, consumed: bool, streams: int) -> float:
+def trial(rows, stream, busy, sums, policy: str, consumed: bool, streams: int) -> float:
+    read(busy, sums)  # keeps the GPU busy while the next launches queue, so events time kernels
     store(rows, policy)
     if consumed:
         read(rows, sums)
@@ -76,39 +77,38 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--row-mib", nargs="+", type=int, default=[4, 8, 16, 32])
-    parser.add_argument("--stream-mib", type=int, default=1024)
+    parser.add_argument("--stream-mib", nargs="+", type=int, default=[128, 256, 512, 1024])
     parser.add_argument("--trials", type=int, default=30)
     args = parser.parse_args()
-    stream = torch.empty(args.stream_mib << 19, dtype=torch.bfloat16, device="cuda")
-    store(stream, "")
-    sums = torch.empty(triton.cdiv(stream.numel(), _BLOCK), dtype=torch.float32, device="cuda")
+    busy = torch.empty(256 << 19, dtype=torch.bfloat16, device="cuda")
+    store(busy, "")
+    largest = max(args.stream_mib) << 19
+    sums = torch.empty(triton.cdiv(largest, _BLOCK), dtype=torch.float32, device="cuda")
     results = []
-    for mib in args.row_mib:
-        rows = torch.empty(mib << 19, dtype=torch.bfloat16, device="cuda")
-        cases = {
-            "hot": lambda rows=rows: (store(rows, ""), timed_read(rows, sums))[1],
-            "cold": lambda rows=rows: trial(rows, stream, sums, "", False, 1),
-            "evict_last": lambda rows=rows: trial(rows, stream, sums, "evict_last", False, 1),
-            "evict_last_consumed": lambda rows=rows: trial(
-                rows, stream, sums, "evict_last", True, 1
-            ),  # fmt: skip
-            "evict_last_consumed_4_streams": lambda rows=rows: trial(
-                rows, stream, sums, "evict_last", True, 4
-            ),
-            "cold_again": lambda rows=rows: trial(rows, stream, sums, "", False, 1),
-        }
-        for case in cases.values():
-            case()  # compile and warm up
-        row: dict[str, object] = dict(row_mib=mib)
-        for name, case in cases.items():
-            row[f"{name}_us"] = statistics.median(case() for _ in range(args.trials))
-        row["hbm_gbps_cold"] = rows.numel() * 2 / row["cold_us"] / 1e3
-        print("  ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
-                        for k, v in row.items()), flush=True)  # fmt: skip
-        results.append(row)
-        del rows
-    write_json(args.out, dict(environment=environment(), stream_mib=args.stream_mib,
-                              trials=args.trials, rows=results))  # fmt: skip
+    for stream_mib in args.stream_mib:
+        stream = torch.empty(stream_mib << 19, dtype=torch.bfloat16, device="cuda")
+        store(stream, "")
+        for mib in args.row_mib:
+            rows = torch.empty(mib << 19, dtype=torch.bfloat16, device="cuda")
+            cases = {  # name: (policy, consumed, streams)
+                "hot": ("", False, 0),
+                "cold": ("", False, 1),
+                "evict_last": ("evict_last", False, 1),
+                "evict_last_consumed": ("evict_last", True, 1),
+                "evict_last_consumed_4_streams": ("evict_last", True, 4),
+            }
+            for case in cases.values():
+                trial(rows, stream, busy, sums, *case)  # compiles and warms up
+            row: dict[str, object] = dict(stream_mib=stream_mib, row_mib=mib)
+            for name, case in cases.items():
+                times = [trial(rows, stream, busy, sums, *case) for _ in range(args.trials)]
+                row[f"{name}_us"] = statistics.median(times)
+            print("  ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
+                            for k, v in row.items()), flush=True)  # fmt: skip
+            results.append(row)
+            del rows
+        del stream
+    write_json(args.out, dict(environment=environment(), trials=args.trials, rows=results))
 
 
 if __name__ == "__main__":
