@@ -68,7 +68,10 @@ def refinements(best: GemmConfig) -> list[GemmConfig]:
     DeepSeek-V3 and gpt-oss at 4096. Folded tails (``TAIL_M``, ``TAIL_M2`` of 0, 16, 32 or 64
     rows each), their products swapped (``TAIL_SWAP``) or not, gained 1-12% at 4096 tokens on
     the top-8 and top-4 shapes, 1-2% on Qwen3 and its TP2 slice at 1024, and lost or tied
-    elsewhere (``probe_tiles.py --family tail``; confirm with ``--seeds 3 --rounds 2``)."""
+    elsewhere (``probe_tiles.py --family tail``; confirm with ``--seeds 3 --rounds 2``). The
+    rows each GEMM stores for the next kernel with L2's default policy (``ROWS_DEFAULT_POLICY``)
+    rather than ``row_cache``'s were 0.4-0.5% faster on Mixtral at 64 and 256 tokens and lost up
+    to 3.5% on the top-8 shapes (``bench_call_variants.py --groups rows``)."""
     widths = [dataclasses.replace(best, BLOCK_N1=w) for w in (best.BLOCK_N // 4, best.BLOCK_N)
               if w >= 16]  # fmt: skip
     stages = [dataclasses.replace(best, num_stages=s) for s in (best.num_stages - 1,
@@ -81,11 +84,12 @@ def refinements(best: GemmConfig) -> list[GemmConfig]:
     group_m += [dataclasses.replace(best, GROUP_M=g, EXPERT_GROUPS=True) for g in (8, 16)]
     group_m = [c for c in group_m if c != best]
     tma = [dataclasses.replace(best, B_TMA=not best.B_TMA)]
+    rows_policy = [dataclasses.replace(best, ROWS_DEFAULT_POLICY=not best.ROWS_DEFAULT_POLICY)]
     tails = [dataclasses.replace(best, TAIL_M=t1, TAIL_M2=t2, TAIL_SWAP=swap)
              for t1, t2, swap in itertools.product((0, 16, 32, 64), (0, 16, 32, 64), (False, True))
              if 2 * max(t1, t2) <= best.BLOCK_M and (t1 or t2 or not swap)]  # fmt: skip
     tails = [c for c in tails if c != best]
-    return widths + stages + block_k + block_m + tma + group_m + tails
+    return widths + stages + block_k + block_m + tma + rows_policy + group_m + tails
 
 
 def row_layouts(best: GemmConfig) -> list[GemmConfig]:

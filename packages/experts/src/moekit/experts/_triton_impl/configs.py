@@ -31,6 +31,7 @@ OPTIONAL_FIELDS = (
     "TAIL_M",
     "TAIL_M2",
     "TAIL_SWAP",
+    "ROWS_DEFAULT_POLICY",
 )
 
 
@@ -56,7 +57,8 @@ class GemmConfig:
     same for GEMM2, independently (0: off, not GEMM1's); tiles from ``topk_ids`` ignore both. With
     ``TAIL_SWAP`` both GEMMs compute their folded rows' products transposed, so that the rows fill
     the MMA's N operand rather than a padded M (see ``tail_fold``); without a tail it does
-    nothing."""
+    nothing. With ``ROWS_DEFAULT_POLICY`` the rows each GEMM stores for the next kernel keep L2's
+    default eviction policy instead of ``row_cache``'s."""
 
     BLOCK_M: int
     BLOCK_N: int
@@ -75,6 +77,7 @@ class GemmConfig:
     TAIL_M: int = 0
     TAIL_M2: int = 0
     TAIL_SWAP: bool = False
+    ROWS_DEFAULT_POLICY: bool = False
 
     def __post_init__(self) -> None:
         if self.EXPERT_GROUPS and (self.GROUP_M < 1 or self.GROUP_M & (self.GROUP_M - 1)):

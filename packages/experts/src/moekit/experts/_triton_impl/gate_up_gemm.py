@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 import triton
 
-from moekit.experts._triton_impl import row_cache
 from moekit.experts._triton_impl.activation_epilogue import ACTIVATION_CODES
 from moekit.experts._triton_impl.configs import GemmConfig
 from moekit.experts._triton_impl.gate_up_gemm_kernel import gate_up_gemm_kernel
 from moekit.experts._triton_impl.programmatic_launch import launch_options
+from moekit.experts._triton_impl.row_cache import activated_rows_eviction
 from moekit.experts._triton_impl.tile_source import TileSource
 from moekit.experts._triton_impl.topk_sum_epilogue import counter_block
 from moekit.experts._triton_impl.weight_descriptor import rows_descriptor, weight_descriptor
@@ -91,7 +91,7 @@ def invoke_gate_up_gemm(
         BLOCK_M=config.BLOCK_M, BLOCK_N=block_n, BLOCK_K=config.BLOCK_K,
         GROUP_M=config.GROUP_M, EXPERT_GROUPS=config.EXPERT_GROUPS and not tiles.slots_from_ids,
         TAIL_M=tail_m, TAIL_SWAP=config.TAIL_SWAP and tail_m > 0,
-        C_EVICTION=row_cache.ACTIVATED_ROWS_EVICTION,
+        C_EVICTION=activated_rows_eviction(config.ROWS_DEFAULT_POLICY),
         WAIT_PRIOR=wait_prior, LAUNCH_NEXT=wait_prior and launch_next,
         num_warps=config.num_warps, num_stages=config.num_stages, **launch_options(wait_prior),
     )  # fmt: skip
