@@ -37,13 +37,13 @@ GROUPS = {
             "ACTIVATED_ROWS_EVICTION": "evict_last",
             "SLOT_ROWS_EVICTION": "evict_last",
             "SLOT_ROWS_MAX_BYTES": 12 << 20,
-            "SLOT_ROWS_MAX_TILE_FILL": 1.0,
+            "SLOT_ROWS_MIN_EXPERTS": 32,
         },
         {
             "rows_default_policy": {"ACTIVATED_ROWS_EVICTION": "", "SLOT_ROWS_EVICTION": ""},
             "activated_rows_only": {"SLOT_ROWS_EVICTION": ""},
             "slot_rows_any_size": {"SLOT_ROWS_MAX_BYTES": 1 << 62},
-            "slot_rows_shared_tiles": {"SLOT_ROWS_MAX_TILE_FILL": 1e9},
+            "slot_rows_few_experts": {"SLOT_ROWS_MIN_EXPERTS": 1},
         },
     ),
     "sum": (  # nothing in it moved a call by more than 0.2% (f06acac, one chunk up to 2048 slots)

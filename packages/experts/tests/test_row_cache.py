@@ -16,20 +16,20 @@ MIB = 1 << 20
 
 
 @pytest.mark.parametrize(
-    ("num_bytes", "num_slots", "experts", "block_m", "default_policy", "want"),
+    ("num_bytes", "experts", "default_policy", "want"),
     [
-        (8 * MIB, 2048, 128, 32, False, "evict_last"),  # Qwen3 at 256 tokens
-        (12 * MIB, 2048, 128, 32, False, "evict_last"),  # at the size limit
-        (12 * MIB + 1, 2048, 128, 32, False, ""),  # past it
-        (4 * MIB, 511, 8, 64, False, "evict_last"),  # an average expert fills under one m-tile
-        (4 * MIB, 512, 8, 64, False, ""),  # one m-tile each (Mixtral TP2 at 256 tokens)
-        (1 * MIB, 128, 128, 16, True, ""),  # the entry keeps the default
+        (8 * MIB, 128, False, "evict_last"),  # Qwen3 at 256 tokens
+        (12 * MIB, 32, False, "evict_last"),  # at both limits
+        (12 * MIB + 1, 128, False, ""),  # too large
+        (4 * MIB, 31, False, ""),  # too few experts
+        (4 * MIB, 8, False, ""),  # Mixtral
+        (1 * MIB, 128, True, ""),  # the entry keeps the default
     ],
 )
-def test_slot_rows_take_evict_last_short_of_size_and_shared_tiles(
-    num_bytes, num_slots, experts, block_m, default_policy, want
+def test_slot_rows_take_evict_last_when_small_and_the_experts_many(
+    num_bytes, experts, default_policy, want
 ):
-    assert slot_rows_eviction(num_bytes, num_slots, experts, block_m, default_policy) == want
+    assert slot_rows_eviction(num_bytes, experts, default_policy) == want
 
 
 def test_activated_rows_take_evict_last_unless_the_entry_says_otherwise():
@@ -58,7 +58,7 @@ def test_the_kernels_get_the_rule_and_match_the_reference(monkeypatch, default_p
     use_config(monkeypatch, GemmConfig(BLOCK_M=16, BLOCK_N=32, BLOCK_K=32, num_stages=1,
                                        ROWS_DEFAULT_POLICY=default_policy))  # fmt: skip
     seed = zlib.crc32(f"row-cache{default_policy}".encode())
-    # 24 tokens of top-2 over 8 experts: 48 slots, under one 16-row m-tile per expert
+    monkeypatch.setattr(row_cache, "SLOT_ROWS_MIN_EXPERTS", 8)  # so that 8 experts take it
     problem = make_problem(seed, 24, 8, 2, 48, 40)
     assert_matches(run(problem, torch.float32, "triton"), reference(problem, torch.float32),
                    torch.float32, seed)  # fmt: skip

@@ -219,8 +219,8 @@ class TritonExperts(FusedMoEExpertsModular):
                             summed=None if counters is None else (output, counters, top_k),
                             wait_prior=pdl, launch_next=counters is None,
                             c_eviction=slot_rows_eviction(
-                                gemm2_out.numel() * gemm2_out.element_size(), num_slots,
-                                num_local, gemm2_config.BLOCK_M, config.ROWS_DEFAULT_POLICY,
+                                gemm2_out.numel() * gemm2_out.element_size(), num_local,
+                                config.ROWS_DEFAULT_POLICY,
                             ))  # fmt: skip
         if counters is None:
             moe_sum(gemm2_out.view(num_tokens, top_k, k), output, topk_ids, expert_map,
