@@ -21,6 +21,9 @@ Each family varies the shipped table entry of a set of cells:
   * ``gemm2_tile``: GEMM2's own tile (``BLOCK_N2`` 32-256, ``BLOCK_K2`` 64 or 128, 3-5 stages,
     4 warps, and 8 warps for the wide tiles) around the entry, GEMM1 unchanged; the whole path
     at the decode cells whose GEMM2 runs furthest above its share of the floor.
+  * ``stages``: GEMM1's and GEMM2's stages one fewer, the same or one more, each with GEMM1 at
+    its entry's width or at the whole ``BLOCK_N`` per half (``BLOCK_N1``), on the top-8 decode
+    cells, where ``tune.py --refine-only`` found such neighbours after lever 41.
   * ``half_tail``: half the entry's ``BLOCK_M`` with folded tails of a quarter of it (swapped
     on one GEMM or both, or unswapped on both), where the rows per expert sit near half the
     entry's ``BLOCK_M``: most experts fit one half-height tile, a few fold their last rows,
@@ -83,6 +86,8 @@ CELLS = {
     "half_tail": [("deepseek-v3-tp4", 1024), ("gpt-oss-120b", 1024), ("deepseek-v3", 1024)],
     "gemm2_tile": [("qwen3-30b-a3b", 256), ("qwen3-30b-a3b-tp2", 256), ("mixtral-tp2", 256),
                    ("qwen3-30b-a3b-tp2", 64), ("mixtral", 256)],
+    "stages": [("qwen3-30b-a3b-tp2", 16), ("qwen3-30b-a3b-tp2", 64), ("qwen3-30b-a3b-tp2", 256),
+               ("qwen3-30b-a3b", 16), ("qwen3-30b-a3b", 256)],
 }  # fmt: skip
 GROUP_M_VALUES = (1, 8, 16, 32, 64, 256)
 
@@ -164,6 +169,17 @@ def variants(family: str, entry: GemmConfig) -> dict[str, GemmConfig]:
             for n, k, stages, warps in tiles
             if (n, k, stages, warps) != mine
         }
+    if family == "stages":
+        width = {"gemm1_full_width": swap(own2, BLOCK_N1=entry.BLOCK_N)}
+        depths = {
+            f"stages{s1}_{s2}": swap(own2, num_stages=s1, num_stages2=s2)
+            for s1 in (entry.num_stages - 1, entry.num_stages, entry.num_stages + 1)
+            for s2 in (gemm2.num_stages - 1, gemm2.num_stages, gemm2.num_stages + 1)
+            if min(s1, s2) >= 2 and (s1, s2) != (entry.num_stages, gemm2.num_stages)
+        }
+        wide_depths = {f"gemm1_full_width_{name}": swap(config, BLOCK_N1=entry.BLOCK_N)
+                       for name, config in depths.items()}  # fmt: skip
+        return {"entry": entry} | width | depths | wide_depths
     if family == "half_tail":
         half = entry.with_block_m(entry.BLOCK_M // 2)
         t = half.BLOCK_M // 2
