@@ -22,8 +22,8 @@ Each family varies the shipped table entry of a set of cells:
     4 warps, and 8 warps for the wide tiles) around the entry, GEMM1 unchanged; the whole path
     at the decode cells whose GEMM2 runs furthest above its share of the floor.
   * ``stages``: GEMM1's and GEMM2's stages one fewer, the same or one more, each with GEMM1 at
-    its entry's width or at the whole ``BLOCK_N`` per half (``BLOCK_N1``), on the top-8 decode
-    cells, where ``tune.py --refine-only`` found such neighbours after lever 41.
+    its entry's width or at the whole ``BLOCK_N`` per half (``BLOCK_N1``), on the decode cells
+    nearest the goal, where ``tune.py --refine-only`` found such neighbours after lever 41.
   * ``half_tail``: half the entry's ``BLOCK_M`` with folded tails of a quarter of it (swapped
     on one GEMM or both, or unswapped on both), where the rows per expert sit near half the
     entry's ``BLOCK_M``: most experts fit one half-height tile, a few fold their last rows,
@@ -87,7 +87,9 @@ CELLS = {
     "gemm2_tile": [("qwen3-30b-a3b", 256), ("qwen3-30b-a3b-tp2", 256), ("mixtral-tp2", 256),
                    ("qwen3-30b-a3b-tp2", 64), ("mixtral", 256)],
     "stages": [("qwen3-30b-a3b-tp2", 16), ("qwen3-30b-a3b-tp2", 64), ("qwen3-30b-a3b-tp2", 256),
-               ("qwen3-30b-a3b", 16), ("qwen3-30b-a3b", 256)],
+               ("qwen3-30b-a3b", 16), ("qwen3-30b-a3b", 256), ("qwen3-30b-a3b-tp2", 1024),
+               ("qwen3-30b-a3b", 1024), ("mixtral", 256), ("mixtral-tp2", 256),
+               ("deepseek-v3-tp4", 1024), ("gpt-oss-120b", 1024)],
 }  # fmt: skip
 GROUP_M_VALUES = (1, 8, 16, 32, 64, 256)
 
