@@ -4,9 +4,11 @@ bf16, CUDA graph), against the shipped values.
 Groups: ``align`` (``moekit.align``'s ``launch_config``, the alignment pass's chunks; see
 ``bench_align.py --sweep-only`` for the kernels alone), ``sum`` (its ``reduce``, ``moe_sum``'s
 launch; ``bench_moe_sum.py``) and ``rows`` (``row_cache``, the L2 eviction priority of the rows
-GEMM1 and GEMM2 store for the next kernel). The ``weights`` group of lever 38 (an L2 eviction
-policy on the GEMMs' weight loads) is in this script at 438796b, the ``intermediate`` group of lever 40
-(GEMM1's activated rows in the aligned order) at ab0e987. A variant's output must equal the
+GEMM1 and GEMM2 store for the next kernel); ``entries`` times the shipped tables against the
+entries of the table files given with ``--entries`` (say, an older commit's). The ``weights``
+group of lever 38 (an L2 eviction policy on the GEMMs' weight loads) is in this script at
+438796b, the ``intermediate`` group of lever 40 (GEMM1's activated rows in the aligned order)
+at ab0e987. A variant's output must equal the
 shipped one bit for bit, also over CUDA-graph replays. Each round times every variant of a
 group and the shipped values, in turn, in alternating order; the row keeps each median over the
 rounds, beside the floor of ``bench_fused_moe.py``. Writes JSON.
@@ -57,6 +59,26 @@ GROUPS = {
 }
 
 
+def entries_group(files: list[Path]) -> tuple[str, dict, dict]:
+    """A group that patches ``configs.load_table`` so that each of ``files`` (named as the
+    shipped tables) replaces the shipped table of its name, entry for entry (``--entries``)."""
+    import json
+
+    from moekit.experts._triton_impl import configs
+
+    shipped = configs.load_table
+    replaced = {
+        f.name: {int(m): configs.GemmConfig(**c) for m, c in json.loads(f.read_text()).items()}
+        for f in files
+    }
+
+    def load_table(name: str):  # type: ignore[no-untyped-def]
+        return {**(shipped(name) or {}), **replaced[name]} if name in replaced else shipped(name)
+
+    variant = {"load_table": load_table}
+    return "moekit.experts._triton_impl.configs", {"load_table": shipped}, {"entries": variant}
+
+
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -67,8 +89,14 @@ def main() -> None:
 
     parser = cell_parser(__doc__.splitlines()[0], TOKENS)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--groups", nargs="+", default=["align"], choices=list(GROUPS))
+    parser.add_argument("--groups", nargs="+", default=["align"],
+                        choices=[*GROUPS, "entries"])  # fmt: skip
+    parser.add_argument("--entries", type=Path, nargs="+", default=[],
+                        help="the entries group: table files (named as the shipped ones) whose "
+                             "entries replace the shipped table's")  # fmt: skip
     args = parser.parse_args()
+    if "entries" in args.groups:
+        GROUPS["entries"] = entries_group(args.entries)
     bandwidth, tflops = measured_ceilings()
     rows = []
     for call in routed_calls(args.shapes, args.tokens):
@@ -91,8 +119,10 @@ def main() -> None:
                 line += f"  {name} {row[f'{name}_pct']:+.2f}%" + ("" if same[name] else " DIFFERS")
             print(line, flush=True)
         rows.append(row)
+        groups = {name: group for name, group in GROUPS.items() if name != "entries"}
         write_json(args.out, dict(environment=environment(), bandwidth_gbps=bandwidth,
-                                  matmul_tflops=tflops, groups=GROUPS, rows=rows))  # fmt: skip
+                                  matmul_tflops=tflops, groups=groups,
+                                  entries=[str(f) for f in args.entries], rows=rows))  # fmt: skip
 
 
 if __name__ == "__main__":
