@@ -60,23 +60,34 @@ GROUPS = {
 
 
 def entries_group(files: list[Path]) -> tuple[str, dict, dict]:
-    """A group that patches ``configs.load_table`` so that each of ``files`` (named as the
-    shipped tables) replaces the shipped table of its name, entry for entry (``--entries``)."""
+    """A group that patches ``configs.device_table`` so that each of ``files`` (named as the
+    shipped tables) replaces, entry for entry, the shipped table of its name (``--entries``).
+    ``ENTRIES_SERVED`` counts the calls it served, so that a replacement nobody used shows."""
     import json
+
+    import torch
 
     from moekit.experts._triton_impl import configs
 
-    shipped = configs.load_table
+    shipped = configs.device_table
     replaced = {
         f.name: {int(m): configs.GemmConfig(**c) for m, c in json.loads(f.read_text()).items()}
         for f in files
     }
 
-    def load_table(name: str):  # type: ignore[no-untyped-def]
-        return {**(shipped(name) or {}), **replaced[name]} if name in replaced else shipped(name)
+    def device_table(num_experts, n, dtype, device):  # type: ignore[no-untyped-def]
+        table = shipped(num_experts, n, dtype, device)
+        name = configs.table_name(num_experts, n, dtype, torch.cuda.get_device_name(device))
+        if name not in replaced:
+            return table
+        ENTRIES_SERVED[name] = ENTRIES_SERVED.get(name, 0) + 1
+        return {**(table or {}), **replaced[name]}
 
-    variant = {"load_table": load_table}
-    return "moekit.experts._triton_impl.configs", {"load_table": shipped}, {"entries": variant}
+    variant = {"device_table": device_table}
+    return "moekit.experts._triton_impl.configs", {"device_table": shipped}, {"entries": variant}
+
+
+ENTRIES_SERVED: dict[str, int] = {}
 
 
 def main() -> None:
@@ -122,7 +133,10 @@ def main() -> None:
         groups = {name: group for name, group in GROUPS.items() if name != "entries"}
         write_json(args.out, dict(environment=environment(), bandwidth_gbps=bandwidth,
                                   matmul_tflops=tflops, groups=groups,
-                                  entries=[str(f) for f in args.entries], rows=rows))  # fmt: skip
+                                  entries=[str(f) for f in args.entries],
+                                  entries_served=ENTRIES_SERVED, rows=rows))  # fmt: skip
+    if "entries" in args.groups:
+        print(f"calls served by --entries: {ENTRIES_SERVED}")
 
 
 if __name__ == "__main__":
