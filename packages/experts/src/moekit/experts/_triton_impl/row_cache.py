@@ -11,7 +11,7 @@ Measured in whole calls on the H100 and the H200 (lever 41 in ``benchmarks/exper
 the activated rows gained up to 2.4% on the top-8 shapes and tied or gained elsewhere but on
 Mixtral at 64 and 256 tokens. The slot rows gained up to 3.2% on the top-8 shapes, and lost where
 they were large (over ``SLOT_ROWS_MAX_BYTES``) or the experts few (under
-``SLOT_ROWS_MIN_EXPERTS``: Mixtral's 8 lost 0.2-1% at 64 and 256 tokens), so they take the policy
+``SLOT_ROWS_MIN_EXPERTS``: Mixtral's 8 lost 0.1-1% at 64 and 256 tokens), so they take the policy
 only short of both. A table entry with ``ROWS_DEFAULT_POLICY`` keeps the default for both
 (Mixtral's at 64 and 256 tokens, 0.4-1% faster so).
 """
