@@ -25,7 +25,7 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import torch
-    from bench_fused_moe import SHAPES, cell_parser, floor_us, measured_ceilings, routed_calls
+    from bench_fused_moe import SHAPES, cell_parser, measured_ceilings, routed_calls
     from common import environment, time_us, write_json
 
     from moekit.experts import triton_experts
@@ -42,7 +42,7 @@ def main() -> None:
             raise SystemExit(f"{call.shape}: no tuned table for this device")
         lower, upper = configs.neighbour_tokens(table, call.tokens)
         row = dict(shape=call.shape, tokens=call.tokens, E=num_experts, top_k=top_k,
-                   floor_us=floor_us(call.ids, top_k, hidden, inter, bandwidth, tflops),
+                   floor_us=call.floor_us(bandwidth, tflops),
                    lower=lower, upper=upper,
                    shipped=configs.entry_tokens(table, call.tokens, top_k, num_experts))  # fmt: skip
         outputs = {}

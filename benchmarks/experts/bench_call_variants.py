@@ -95,7 +95,7 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import importlib
 
-    from bench_fused_moe import SHAPES, cell_parser, floor_us, measured_ceilings, routed_calls
+    from bench_fused_moe import cell_parser, measured_ceilings, routed_calls
     from common import compare_in_turn, environment, write_json
 
     parser = cell_parser(__doc__.splitlines()[0], TOKENS)
@@ -111,8 +111,7 @@ def main() -> None:
     bandwidth, tflops = measured_ceilings()
     rows = []
     for call in routed_calls(args.shapes, args.tokens):
-        _, top_k, hidden, inter, _ = SHAPES[call.shape]
-        floor = floor_us(call.ids, top_k, hidden, inter, bandwidth, tflops)
+        floor = call.floor_us(bandwidth, tflops)
         row: dict[str, object] = dict(shape=call.shape, tokens=call.tokens, floor_us=floor)
         for group in args.groups:
             module_name, shipped, variants = GROUPS[group]

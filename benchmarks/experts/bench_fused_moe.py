@@ -100,6 +100,11 @@ class RoutedCall(NamedTuple):
                              activation=SHAPES[self.shape][4], w1_bias=self.b1, w2_bias=self.b2,
                              backend=backend, check_ids=False)  # fmt: skip
 
+    def floor_us(self, bandwidth_gbps: float, tflops: float) -> float:
+        """This cell's floor (``floor_us``) at the measured copy and matmul rates."""
+        _, top_k, hidden, inter, _ = SHAPES[self.shape]
+        return floor_us(self.ids, top_k, hidden, inter, bandwidth_gbps, tflops)
+
 
 def routed_calls(shapes: list[str], token_counts: list[int]) -> Iterator[RoutedCall]:
     """The benchmarks' inputs: each shape's weights (``make_weights``), then for each token count

@@ -27,7 +27,7 @@ SETTINGS = {"plain": {"PROGRAMMATIC_LAUNCH": False}, "programmatic": {"PROGRAMMA
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_fused_moe import SHAPES, cell_parser, floor_us, measured_ceilings, routed_calls
+    from bench_fused_moe import cell_parser, measured_ceilings, routed_calls
     from common import compare_in_turn, environment, write_json
 
     from moekit.experts import triton_experts
@@ -38,8 +38,7 @@ def main() -> None:
     bandwidth, tflops = measured_ceilings()
     rows = []
     for call in routed_calls(args.shapes, args.tokens):
-        _, top_k, hidden, inter, _ = SHAPES[call.shape]
-        floor = floor_us(call.ids, top_k, hidden, inter, bandwidth, tflops)
+        floor = call.floor_us(bandwidth, tflops)
         times, equal = compare_in_turn(call, triton_experts, SETTINGS, "plain", args.rounds)
         same = equal["programmatic"]
         medians = {f"{name}_us": statistics.median(t) for name, t in times.items()}

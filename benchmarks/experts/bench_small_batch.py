@@ -25,7 +25,7 @@ TOKENS = (2, 3, 4, 6, 8, 16)
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_fused_moe import SHAPES, cell_parser, floor_us, measured_ceilings, routed_calls
+    from bench_fused_moe import SHAPES, cell_parser, measured_ceilings, routed_calls
     from common import compare_settings, environment, write_json
 
     from moekit.experts import triton_experts
@@ -44,7 +44,7 @@ def main() -> None:
     rows = []
     for call in routed_calls(args.shapes, args.tokens):
         num_experts, top_k, hidden, inter, _ = SHAPES[call.shape]
-        floor = floor_us(call.ids, top_k, hidden, inter, bandwidth, tflops)
+        floor = call.floor_us(bandwidth, tflops)
         timed, _ = compare_settings(call, triton_experts, settings, reference="aligned")
         row = dict(shape=call.shape, tokens=call.tokens, E=num_experts, top_k=top_k,
                    distinct_experts=int(call.ids.unique().numel()), floor_us=floor,

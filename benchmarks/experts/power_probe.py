@@ -178,7 +178,7 @@ def estimates(bench: dict, calibration: dict) -> str:
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_fused_moe import SHAPES, floor_us, measured_ceilings, routed_calls, rows_path_bytes
+    from bench_fused_moe import SHAPES, measured_ceilings, routed_calls, rows_path_bytes
     from common import environment, write_json
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -224,7 +224,7 @@ def main() -> None:
             num_bytes = sum(rows_path_bytes(active, call.tokens, top_k, hidden, inter))
             flops = 6 * call.tokens * top_k * hidden * inter
             row = dict(shape=shape, tokens=call.tokens, bytes=num_bytes, flops=flops,
-                       floor_us=floor_us(call.ids, top_k, hidden, inter, bandwidth, tflops),
+                       floor_us=call.floor_us(bandwidth, tflops),
                        power_us=power_estimate_us(calibration, num_bytes, flops),
                        **sustained(call, args.seconds))  # fmt: skip
             print(f"{shape:18s} M={call.tokens:5d}: {row['us_per_call']:8.1f} us, floor "

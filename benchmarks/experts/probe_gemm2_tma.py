@@ -21,7 +21,7 @@ TOKENS = (16, 64, 256, 1024)
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_fused_moe import SHAPES, cell_parser, floor_us, measured_ceilings, routed_calls
+    from bench_fused_moe import cell_parser, measured_ceilings, routed_calls
     from common import compare_in_turn, environment, write_json
 
     from moekit.experts._triton_impl.configs import GemmConfig
@@ -39,8 +39,7 @@ def main() -> None:
     bandwidth, tflops = measured_ceilings()
     rows = []
     for call in routed_calls(args.shapes, args.tokens):
-        _, top_k, hidden, inter, _ = SHAPES[call.shape]
-        floor = floor_us(call.ids, top_k, hidden, inter, bandwidth, tflops)
+        floor = call.floor_us(bandwidth, tflops)
         times, equal = compare_in_turn(call, GemmConfig, settings, "shipped", args.rounds)
         same = equal["gemm2_tma_flipped"]
         base, other = (statistics.median(times[n]) for n in settings)

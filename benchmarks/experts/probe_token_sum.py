@@ -29,7 +29,7 @@ TILES = ((32, 256, 4), (64, 128, 4), (0, 64, 4), (0, 128, 8))  # (BLOCK_N, BLOCK
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_fused_moe import SHAPES, cell_parser, floor_us, measured_ceilings, routed_calls
+    from bench_fused_moe import SHAPES, cell_parser, measured_ceilings, routed_calls
     from common import (
         environment,
         graph_replays_agree,
@@ -60,7 +60,7 @@ def main() -> None:
     rows = []
     for call in routed_calls(args.shapes, args.tokens):
         num_experts, top_k, hidden, inter, _ = SHAPES[call.shape]
-        floor = floor_us(call.ids, top_k, hidden, inter, bandwidth, tflops)
+        floor = call.floor_us(bandwidth, tflops)
         torch_out = call("torch")
         row: dict[str, object] = dict(shape=call.shape, tokens=call.tokens, E=num_experts,
                                       top_k=top_k, floor_us=floor)  # fmt: skip

@@ -93,7 +93,7 @@ def summarise(calls_records: list[list[dict]], calls: int) -> dict:
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_fused_moe import SHAPES, cell_parser, floor_us, measured_ceilings, routed_calls
+    from bench_fused_moe import cell_parser, measured_ceilings, routed_calls
     from common import environment, time_us, write_json
 
     parser = cell_parser(__doc__.splitlines()[0], (16, 64, 256, 1024))
@@ -101,12 +101,11 @@ def main() -> None:
     bandwidth, tflops = measured_ceilings()
     rows = []
     for call in routed_calls(args.shapes, args.tokens):
-        _, top_k, hidden, inter, _ = SHAPES[call.shape]
         records = kernel_records(call, CALLS, REPLAYS)
         row = {
             "shape": call.shape,
             "tokens": call.tokens,
-            "floor_us": floor_us(call.ids, top_k, hidden, inter, bandwidth, tflops),
+            "floor_us": call.floor_us(bandwidth, tflops),
             "path_graph_us": time_us(call, graph=True)[0],
             **summarise(split_calls(records, CALLS, REPLAYS), CALLS),
         }
