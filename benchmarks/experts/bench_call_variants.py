@@ -106,15 +106,16 @@ def main() -> None:
                         help="the entries group: table files (named as the shipped ones) whose "
                              "entries replace the shipped table's")  # fmt: skip
     args = parser.parse_args()
-    if "entries" in args.groups:
-        GROUPS["entries"] = entries_group(args.entries)
+    groups = (
+        {**GROUPS, "entries": entries_group(args.entries)} if "entries" in args.groups else GROUPS
+    )
     bandwidth, tflops = measured_ceilings()
     rows = []
     for call in routed_calls(args.shapes, args.tokens):
         floor = call.floor_us(bandwidth, tflops)
         row: dict[str, object] = dict(shape=call.shape, tokens=call.tokens, floor_us=floor)
         for group in args.groups:
-            module_name, shipped, variants = GROUPS[group]
+            module_name, shipped, variants = groups[group]
             module = importlib.import_module(module_name)
             settings = {"shipped": shipped, **{n: {**shipped, **v} for n, v in variants.items()}}
             times, same = compare_in_turn(call, module, settings, "shipped", args.rounds)
@@ -129,9 +130,8 @@ def main() -> None:
                 line += f"  {name} {row[f'{name}_pct']:+.2f}%" + ("" if same[name] else " DIFFERS")
             print(line, flush=True)
         rows.append(row)
-        groups = {name: group for name, group in GROUPS.items() if name != "entries"}
         write_json(args.out, dict(environment=environment(), bandwidth_gbps=bandwidth,
-                                  matmul_tflops=tflops, groups=groups,
+                                  matmul_tflops=tflops, groups=GROUPS,
                                   entries=[str(f) for f in args.entries],
                                   entries_served=ENTRIES_SERVED, rows=rows))  # fmt: skip
     if "entries" in args.groups:
