@@ -66,7 +66,7 @@ def expert_program_kernel(
     ACT_EVICTION: tl.constexpr,
 ):  # fmt: skip
     expert = tl.program_id(0)
-    _, _, count = expert_slots(topk_ids_ptr, expert, num_slots, 0, SCAN, BLOCK_M)
+    count = expert_slots(topk_ids_ptr, expert, num_slots, 0, SCAN, BLOCK_M)[2]
     k1_steps = tl.cdiv(K, BLOCK_K1)
     k2_steps = tl.cdiv(I, BLOCK_K2)
     n1_blocks = tl.cdiv(I, BLOCK_N1)
@@ -78,7 +78,9 @@ def expert_program_kernel(
     gate_row0 = (expert * 2 * I).to(tl.int32)
     w2_row0 = (expert * K).to(tl.int32)
     for m_block in range(0, tl.cdiv(count, BLOCK_M)):
-        slots, slot_ok, _ = expert_slots(topk_ids_ptr, expert, num_slots, m_block, SCAN, BLOCK_M)
+        slots, slot_ok, _unused = expert_slots(
+            topk_ids_ptr, expert, num_slots, m_block, SCAN, BLOCK_M
+        )
         tokens = slots // TOP_K
         gate_acc = tl.zeros([BLOCK_M, BLOCK_N1], tl.float32)
         up_acc = tl.zeros([BLOCK_M, BLOCK_N1], tl.float32)
@@ -195,7 +197,7 @@ def main() -> None:
                 got = fn()
                 torch.cuda.synchronize()
             except Exception as error:  # a variant that does not compile or fit is recorded
-                row[f"{name}_error"] = f"{type(error).__name__}: {str(error)[:200]}"
+                row[f"{name}_error"] = f"{type(error).__name__}: {str(error)[-1500:]}"
                 continue
             row[f"{name}_bit_identical"] = bool(torch.equal(got, want))
             row[f"{name}_rel_err"] = relative_error(got, want)
