@@ -34,6 +34,8 @@ import torch
 import triton
 import triton.language as tl
 
+from moekit.experts._triton_impl.programmatic_launch import launch_options, wait_for_prior_kernel
+
 TOKENS = (16, 64, 256)
 SHAPE_NAMES = ("qwen3-30b-a3b-tp2", "qwen3-30b-a3b", "deepseek-v3-tp4")
 
@@ -63,8 +65,9 @@ def expert_program_kernel(
     TOP_K: tl.constexpr, SCAN: tl.constexpr, BLOCK_M: tl.constexpr,
     BLOCK_N1: tl.constexpr, BLOCK_K1: tl.constexpr, BLOCK_N2: tl.constexpr,
     BLOCK_K2: tl.constexpr, STAGES1: tl.constexpr, STAGES2: tl.constexpr,
-    ACT_EVICTION: tl.constexpr,
+    ACT_EVICTION: tl.constexpr, WAIT_PRIOR: tl.constexpr, LAUNCH_NEXT: tl.constexpr,
 ):  # fmt: skip
+    wait_for_prior_kernel(WAIT_PRIOR, LAUNCH_NEXT)
     expert = tl.program_id(0)
     count = expert_slots(topk_ids_ptr, expert, num_slots, 0, SCAN, BLOCK_M)[2]
     k1_steps = tl.cdiv(K, BLOCK_K1)
@@ -143,31 +146,42 @@ def expert_programs(x, w1, w2, topk_weights, topk_ids, variant: dict, out=None):
                                            [variant["BLOCK_N1"], variant["BLOCK_K1"]])  # fmt: skip
     w2_desc = TensorDescriptor.from_tensor(w2.view(-1, inter),
                                            [variant["BLOCK_N2"], variant["BLOCK_K2"]])  # fmt: skip
-    kernel_args = {k: v for k, v in variant.items() if k != "num_warps"}
+    pdl = variant.get("pdl", False)
+    kernel_args = {k: v for k, v in variant.items() if k not in ("num_warps", "pdl")}
     expert_program_kernel[(num_experts,)](
         x, w1_desc, w2_desc, activated, rows, topk_ids.reshape(-1),
         topk_weights.reshape(-1).float(), num_slots, hidden, inter, TOP_K=top_k,
         SCAN=min(256, triton.next_power_of_2(num_slots)), num_warps=variant["num_warps"],
-        **kernel_args,
+        WAIT_PRIOR=pdl, LAUNCH_NEXT=pdl, **kernel_args, **launch_options(pdl),
     )  # fmt: skip
     if out is None:
         out = x.new_empty(tokens, hidden)
-    return moe_sum(rows.view(tokens, top_k, hidden), out, backend="triton")
+    return moe_sum(rows.view(tokens, top_k, hidden), out, backend="triton",
+                   programmatic_launch=pdl)  # fmt: skip
 
 
 def variants_for(tokens: int) -> dict[str, dict]:
+    """The variants timed at ``tokens``; ``VARIANTS`` (``--variants``) picks among them."""
     block_m = 16 if tokens <= 64 else 64
     base = dict(BLOCK_M=block_m, BLOCK_N1=64, BLOCK_K1=128, BLOCK_N2=128, BLOCK_K2=128,
                 STAGES1=4, STAGES2=4, ACT_EVICTION="evict_last", num_warps=4)  # fmt: skip
-    return {
+    variants = {
         "n64_k128_s4": base,
         "n64_k128_s3": {**base, "STAGES1": 3, "STAGES2": 3},
+        "n64_k128_s5": {**base, "STAGES1": 5, "STAGES2": 5},
         "n128_k64_s4": {**base, "BLOCK_N1": 128, "BLOCK_K1": 64},
         "n64_k64_s6": {**base, "BLOCK_K1": 64, "STAGES1": 6, "BLOCK_K2": 64, "STAGES2": 6},
         "n2_64": {**base, "BLOCK_N2": 64},
         "n2_256_k64": {**base, "BLOCK_N2": 256, "BLOCK_K2": 64},
         "warps8": {**base, "num_warps": 8},
+        "pdl": {**base, "pdl": True},
+        "warps8_pdl": {**base, "num_warps": 8, "pdl": True},
+        "act_default_policy": {**base, "ACT_EVICTION": ""},
     }
+    return {name: variants[name] for name in VARIANTS or variants}
+
+
+VARIANTS: list[str] = []
 
 
 def main() -> None:
@@ -179,7 +193,9 @@ def main() -> None:
     parser = cell_parser(__doc__.splitlines()[0], TOKENS)
     parser.set_defaults(shapes=list(SHAPE_NAMES))
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--variants", nargs="+", default=[])
     args = parser.parse_args()
+    VARIANTS.extend(args.variants)
     bandwidth, tflops = measured_ceilings()
     rows = []
     for call in routed_calls(args.shapes, args.tokens):
