@@ -3,8 +3,10 @@ bf16, CUDA graph), against the shipped values.
 
 Groups: ``align`` (``moekit.align``'s ``launch_config``, the alignment pass's chunks; see
 ``bench_align.py --sweep-only`` for the kernels alone), ``sum`` (its ``reduce``, ``moe_sum``'s
-launch; ``bench_moe_sum.py``) and ``rows`` (``row_cache``, the L2 eviction priority of the rows
-GEMM1 and GEMM2 store for the next kernel); ``entries`` times the shipped tables against the
+launch; ``bench_moe_sum.py``), ``rows`` (``row_cache``, the L2 eviction priority of the rows
+GEMM1 and GEMM2 store for the next kernel), ``programs`` (lever 42's one program per expert,
+where the table's entry asks for it, against the aligned path) and ``programs_forced`` (that
+path wherever its row limit allows, against the shipped rule); ``entries`` times the shipped tables against the
 entries of the table files given with ``--entries`` (say, an older commit's). The ``weights``
 group of lever 38 (an L2 eviction policy on the GEMMs' weight loads) is in this script at
 438796b, the ``intermediate`` group of lever 40 (GEMM1's activated rows in the aligned order)
@@ -48,6 +50,11 @@ GROUPS = {
             "slot_rows_few_experts": {"SLOT_ROWS_MIN_EXPERTS": 1},
         },
     ),
+    "programs": (  # lever 42: both GEMMs as one program per expert where the entry asks
+        "moekit.experts.triton_experts",
+        {"EXPERT_PROGRAMS_MAX_ROWS": 4},
+        {"aligned": {"EXPERT_PROGRAMS_MAX_ROWS": 0}},
+    ),
     "sum": (  # nothing in it moved a call by more than 0.2% (f06acac, one chunk up to 2048 slots)
         "moekit.align._triton_impl.reduce",
         {"_SUM_MIN_PROGRAMS": 256, "_SUM_MAX_BLOCK_H": 1024, "_SUM_MAX_WARPS": 4},
@@ -90,6 +97,22 @@ def entries_group(files: list[Path]) -> tuple[str, dict, dict]:
 ENTRIES_SERVED: dict[str, int] = {}
 
 
+def programs_forced_group() -> tuple[str, dict, dict]:
+    """Lever 42's path on every call its rule's row limit allows, whatever the entry says
+    (``expert_programs_serve`` patched), against the shipped rule."""
+    from moekit.experts import triton_experts
+
+    shipped = triton_experts.expert_programs_serve
+
+    def forced(config, num_slots, num_local_experts):  # type: ignore[no-untyped-def]
+        limit = triton_experts.EXPERT_PROGRAMS_MAX_ROWS * num_local_experts
+        return num_slots <= limit
+
+    module = "moekit.experts.triton_experts"
+    return module, {"expert_programs_serve": shipped}, {"programs_forced": {
+        "expert_programs_serve": forced}}  # fmt: skip
+
+
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -101,14 +124,16 @@ def main() -> None:
     parser = cell_parser(__doc__.splitlines()[0], TOKENS)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--groups", nargs="+", default=["align"],
-                        choices=[*GROUPS, "entries"])  # fmt: skip
+                        choices=[*GROUPS, "entries", "programs_forced"])  # fmt: skip
     parser.add_argument("--entries", type=Path, nargs="+", default=[],
                         help="the entries group: table files (named as the shipped ones) whose "
                              "entries replace the shipped table's")  # fmt: skip
     args = parser.parse_args()
-    groups = (
-        {**GROUPS, "entries": entries_group(args.entries)} if "entries" in args.groups else GROUPS
-    )
+    groups = dict(GROUPS)
+    if "entries" in args.groups:
+        groups["entries"] = entries_group(args.entries)
+    if "programs_forced" in args.groups:
+        groups["programs_forced"] = programs_forced_group()
     bandwidth, tflops = measured_ceilings()
     rows = []
     for call in routed_calls(args.shapes, args.tokens):

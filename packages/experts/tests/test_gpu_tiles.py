@@ -179,3 +179,41 @@ def test_programmatic_launch_on_gpu_matches_plain_launches_bit_for_bit(monkeypat
     monkeypatch.setattr(triton_experts, "PROGRAMMATIC_LAUNCH", True)
     for _ in range(10):
         assert torch.equal(run(problem, torch.bfloat16, "triton", device="cuda"), want), seed
+
+
+@pytest.mark.parametrize("activation", ["silu", "swigluoai"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("pdl", [False, True], ids=["plain", "programmatic"])
+def test_expert_programs_on_gpu_match_the_aligned_path_bit_for_bit(monkeypatch, activation,
+                                                                    dtype, pdl):  # fmt: skip
+    """One program per local expert (forced on) against the aligned path with the same K steps
+    (128 columns): results equal bit for bit, ten times over, and match the reference, with
+    skipped, remote and repeated experts and, at 37 tokens, experts with more slots than one
+    16-row block; gpt-oss's interleaved rows with biases too."""
+    import numpy as np
+
+    from moekit.experts import triton_experts
+    from moekit.experts._triton_impl.configs import GemmConfig
+
+    monkeypatch.setattr(triton_experts, "PROGRAMMATIC_LAUNCH", pdl)
+    monkeypatch.setattr(triton_experts, "EXPERT_PROGRAMS_MAX_ROWS", 64)
+    tile = dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, num_stages=3, B_TMA=True)
+    expert_map = np.array([0, 1, -1, 2, 3, 4, 5, -1, 6, 7], dtype=np.int32)
+    for num_tokens in (12, 37):
+        seed = zlib.crc32(f"gpu-expert-programs{activation}{dtype}{pdl}{num_tokens}".encode())
+        problem = make_problem(seed, num_tokens, 8, 4, 256, 320, activation, bias=True,
+                               expert_map=expert_map)  # fmt: skip
+        problem["topk_ids"][0] = [4, 1, -1, 2]  # one skipped slot, one remote
+        problem["topk_ids"][2] = [4, 4, 4, 5]  # one expert three times
+        use_config(monkeypatch, GemmConfig(**tile))
+        want = run(problem, dtype, "triton", device="cuda")
+        assert_matches(want, reference(problem, dtype), dtype, seed)
+        use_config(monkeypatch, GemmConfig(**tile, EXPERT_PROGRAMS=True))
+        calls = []
+        real = triton_experts.TritonExperts._expert_programs
+        monkeypatch.setattr(triton_experts.TritonExperts, "_expert_programs",
+                            lambda *a: calls.append(real(*a)) or calls[-1])  # fmt: skip
+        for _ in range(10):
+            assert torch.equal(run(problem, dtype, "triton", device="cuda"), want), seed
+        assert calls == [True] * 10, f"the calls did not take the path, seed={seed}"
+        monkeypatch.setattr(triton_experts.TritonExperts, "_expert_programs", real)

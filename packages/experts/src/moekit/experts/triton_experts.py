@@ -14,8 +14,8 @@ from moekit.align import (
     moe_sum,
     programmatic_launch_supported,
 )
-from moekit.experts._triton_impl.configs import get_config
-from moekit.experts._triton_impl.row_cache import slot_rows_eviction
+from moekit.experts._triton_impl.configs import GemmConfig, get_config
+from moekit.experts._triton_impl.row_cache import activated_rows_eviction, slot_rows_eviction
 from moekit.experts._triton_impl.tile_source import TileSource
 from moekit.experts.activation import MoEActivation, adjust_N_for_activation
 from moekit.experts.modular_kernel import FusedMoEActivationFormat, FusedMoEExpertsModular
@@ -79,6 +79,16 @@ TOKEN_SUM_MIN_PROGRAMS = 256
 # turn it off to time plain launches.
 PROGRAMMATIC_LAUNCH = True
 EARLY_START_MIN_PROGRAMS_PER_SM = 4
+# Both GEMMs as one program per local expert (``expert_programs``: no alignment pass, no boundary
+# between the GEMMs, as many programs as active experts, each streaming its own weights once)
+# where the table's entry asks for it (``EXPERT_PROGRAMS``) and the slots average at most
+# EXPERT_PROGRAMS_MAX_ROWS per local expert, so that an expert seldom has more rows than the
+# path's 16-row block: each further block streams its weights again, while the other programs
+# have ended. On the H100 (benchmarks/results/experts_expert_programs_*h100.json, NOTES lever
+# 42) Qwen3-30B TP2 gained 1-5% at 12-64 tokens, bit-identical; Qwen3-30B gained under 2% at
+# 8-12 tokens and nothing from 16, DeepSeek-V3 TP4 lost 1-13% at 8-32, and every shape lost at
+# 256 tokens.
+EXPERT_PROGRAMS_MAX_ROWS = 4
 
 
 def token_sum_gemm2(num_tokens: int, hidden: int, inter: int) -> bool:
@@ -104,6 +114,12 @@ def gemm2_starts_early(num_slots: int, num_local_experts: int, slots_from_ids: b
 @functools.cache
 def _sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def expert_programs_serve(config: GemmConfig, num_slots: int, num_local_experts: int) -> bool:
+    """Whether a call may take the one-program-per-expert path (see
+    ``EXPERT_PROGRAMS_MAX_ROWS``); it also needs the weights' descriptors."""
+    return config.EXPERT_PROGRAMS and num_slots <= EXPERT_PROGRAMS_MAX_ROWS * num_local_experts
 
 
 def tiles_from_ids(num_tokens: int, num_slots: int, num_local_experts: int) -> bool:
@@ -170,7 +186,28 @@ class TritonExperts(FusedMoEExpertsModular):
         weights = None if apply_router_weight_on_input else topk_weights.reshape(-1).float()
         pdl = PROGRAMMATIC_LAUNCH and programmatic_launch_supported(hidden_states.device)
         token_sum = token_sum_gemm2(num_tokens, k, n_act)
-        if token_sum or tiles_from_ids(num_tokens, num_slots, num_local):
+        from_ids = tiles_from_ids(num_tokens, num_slots, num_local)
+        if (
+            not (token_sum or from_ids)
+            and expert_programs_serve(config, num_slots, num_local)
+            and self._expert_programs(
+                output,
+                hidden_states,
+                w1,
+                w2,
+                weights,
+                topk_ids,
+                MoEActivation.parse(activation),
+                global_num_experts,
+                expert_map,
+                workspace13,
+                workspace2,
+                config,
+                pdl,
+            )
+        ):
+            return
+        if token_sum or from_ids:
             # Each slot fills its own 16-row tile: no alignment pass to launch. With several
             # tokens, every slot's tile of an n-tile runs side by side, so slots that share an
             # expert read its weights once from HBM. Such tiles have no aligned tail to fold.
@@ -225,6 +262,39 @@ class TritonExperts(FusedMoEExpertsModular):
         if counters is None:
             moe_sum(gemm2_out.view(num_tokens, top_k, k), output, topk_ids, expert_map,
                     backend="triton", programmatic_launch=pdl)  # fmt: skip
+
+    def _expert_programs(self, output, hidden_states, w1, w2, weights, topk_ids, activation,
+                         global_num_experts, expert_map, workspace13, workspace2, config,
+                         pdl) -> bool:  # fmt: skip
+        """The call as one program per local expert, then ``moe_sum``; False, with nothing
+        launched, where the weights have no descriptors (``expert_weights``)."""
+        from moekit.experts._triton_impl.expert_programs import (
+            expert_weights,
+            invoke_expert_programs,
+        )
+
+        descriptors = expert_weights(w1, w2, activation)
+        if descriptors is None:
+            return False
+        num_local, n, k = w1.shape
+        num_tokens, top_k = topk_ids.shape
+        num_slots = num_tokens * top_k
+        n_act = adjust_N_for_activation(n, activation)
+        activated = workspace2.view(-1)[: num_slots * n_act].view(num_slots, n_act)
+        rows = workspace13.view(-1)[: num_slots * k].view(num_slots, k)
+        invoke_expert_programs(
+            hidden_states, descriptors, activated, rows, self.quant_config.w1_bias,
+            self.quant_config.w2_bias, weights, topk_ids, expert_map, global_num_experts,
+            num_local, activation,
+            activated_eviction=activated_rows_eviction(config.ROWS_DEFAULT_POLICY),
+            rows_eviction=slot_rows_eviction(rows.numel() * rows.element_size(), num_local,
+                                             config.ROWS_DEFAULT_POLICY),
+            wait_prior=pdl, launch_next=True,
+        )  # fmt: skip
+        # slots of no local expert have no row; moe_sum skips them
+        moe_sum(rows.view(num_tokens, top_k, k), output, topk_ids, expert_map, backend="triton",
+                programmatic_launch=pdl)  # fmt: skip
+        return True
 
 
 class BatchedTritonExperts(FusedMoEExpertsModular):

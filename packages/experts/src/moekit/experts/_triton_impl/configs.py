@@ -32,6 +32,7 @@ OPTIONAL_FIELDS = (
     "TAIL_M2",
     "TAIL_SWAP",
     "ROWS_DEFAULT_POLICY",
+    "EXPERT_PROGRAMS",
 )
 
 
@@ -58,7 +59,10 @@ class GemmConfig:
     ``TAIL_SWAP`` both GEMMs compute their folded rows' products transposed, so that the rows fill
     the MMA's N operand rather than a padded M (see ``tail_fold``); without a tail it does
     nothing. With ``ROWS_DEFAULT_POLICY`` the rows each GEMM stores for the next kernel keep L2's
-    default eviction policy instead of ``row_cache``'s."""
+    default eviction policy instead of ``row_cache``'s. With ``EXPERT_PROGRAMS`` a call this entry
+    serves runs both GEMMs as one program per local expert, with the path's own tile, where
+    ``TritonExperts``'s rule lets it (see ``expert_programs``); the entry's tiles then serve the
+    calls the rule leaves to the aligned path."""
 
     BLOCK_M: int
     BLOCK_N: int
@@ -78,6 +82,7 @@ class GemmConfig:
     TAIL_M2: int = 0
     TAIL_SWAP: bool = False
     ROWS_DEFAULT_POLICY: bool = False
+    EXPERT_PROGRAMS: bool = False
 
     def __post_init__(self) -> None:
         if self.EXPERT_GROUPS and (self.GROUP_M < 1 or self.GROUP_M & (self.GROUP_M - 1)):

@@ -1,0 +1,112 @@
+"""Launch of both GEMMs as one program per local expert (see ``expert_programs_kernel``)."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+import triton
+
+from moekit.experts._triton_impl.activation_epilogue import ACTIVATION_CODES
+from moekit.experts._triton_impl.expert_programs_kernel import expert_programs_kernel
+from moekit.experts._triton_impl.programmatic_launch import launch_options
+from moekit.experts._triton_impl.weight_descriptor import weight_descriptor
+from moekit.experts.activation import SWIGLUOAI_ALPHA, SWIGLUOAI_LIMIT, MoEActivation
+
+# The path's one tile, the best of probe_expert_programs.py on the H100 around Qwen3-30B TP2 at
+# 16 tokens (benchmarks/results/experts_expert_programs_h100.json, NOTES lever 42): 64
+# activation columns (64 gate and 64 up rows of W13) and 128 output columns per block, K steps
+# of 128, four stages, four warps. Three stages, five, eight warps, 128 activation columns or
+# steps of 64 were 0.4-5% slower there. Rows past BLOCK_M of one expert take another pass.
+BLOCK_M = 16
+BLOCK_N1 = 64
+BLOCK_K1 = 128
+BLOCK_N2 = 128
+BLOCK_K2 = 128
+STAGES = 4
+NUM_WARPS = 4
+SCAN_MAX = 256  # topk_ids entries each program compares at a time
+
+
+class ExpertWeights(NamedTuple):
+    """TMA descriptors over ``W13`` and ``W2`` with the path's blocks, and where in ``W13``'s
+    view an expert's rows and an up block sit (see ``expert_programs_kernel``)."""
+
+    w13: Any
+    w2: Any
+    rows_per_expert: int
+    up_row: int
+    up_col: int
+
+
+def expert_weights(w13: torch.Tensor, w2: torch.Tensor,
+                   activation: MoEActivation) -> ExpertWeights | None:  # fmt: skip
+    """The descriptors of ``w13 [E, N, K]`` and ``w2 [E, K, N_OUT]``, or None where the layout,
+    the device or the Triton release gives none (the path then does not serve the call)."""
+    interleaved = activation is MoEActivation.SWIGLUOAI
+    w13_desc = weight_descriptor(w13, BLOCK_N1, BLOCK_K1, row_pairs=interleaved)
+    w2_desc = weight_descriptor(w2, BLOCK_N2, BLOCK_K2)
+    if w13_desc is None or w2_desc is None:
+        return None
+    n, k = w13.shape[1], w13.shape[2]
+    if interleaved:
+        return ExpertWeights(w13_desc, w2_desc, n // 2, 0, k)
+    return ExpertWeights(w13_desc, w2_desc, n, n // 2, 0)
+
+
+def invoke_expert_programs(
+    a: torch.Tensor,
+    weights: ExpertWeights,
+    activated: torch.Tensor,
+    rows: torch.Tensor,
+    w13_bias: torch.Tensor | None,
+    w2_bias: torch.Tensor | None,
+    topk_weights: torch.Tensor | None,
+    topk_ids: torch.Tensor,
+    expert_map: torch.Tensor | None,
+    num_global_experts: int,
+    num_local_experts: int,
+    activation: MoEActivation,
+    activated_eviction: str = "",
+    rows_eviction: str = "",
+    wait_prior: bool = False,
+    launch_next: bool = False,
+) -> None:
+    """``rows[s] = (act(a[s // top_k] @ w13[e].T + w13_bias[e]) @ w2[e].T + w2_bias[e]) *
+    topk_weights[s]`` for every slot ``s`` whose expert ``e`` is local; other rows are not
+    written. ``activated[s]`` gets the activated row on the way.
+
+    ``a [M, K]``; ``weights`` from ``expert_weights``; ``activated [M * top_k, N_OUT]`` and
+    ``rows [M * top_k, K]`` with unit column stride; biases ``[E, N]`` and ``[E, K]`` or None;
+    ``topk_weights`` flat ``[M * top_k]`` float32 or None (no weighting); ``topk_ids [M, top_k]``
+    global ids, mapped through ``expert_map`` when given (ids below 0 or past
+    ``num_global_experts`` are nobody's). The grid is ``num_local_experts`` programs.
+    ``activated_eviction`` and ``rows_eviction`` are the L2 eviction policies of the two stores
+    (see ``row_cache``). ``wait_prior`` and ``launch_next`` as in ``invoke_gate_up_gemm``.
+    """
+    num_tokens, top_k = topk_ids.shape
+    num_slots = num_tokens * top_k
+    n_out, k = activated.shape[1], a.shape[1]
+    gated = activation.is_gated
+    interleaved = activation is MoEActivation.SWIGLUOAI
+    up_offset = (1 if interleaved else n_out) if gated else 0
+    expert_programs_kernel[(num_local_experts,)](
+        a, weights.w13, weights.w2, activated, rows,
+        w13_bias if w13_bias is not None else rows, w2_bias if w2_bias is not None else rows,
+        topk_weights if topk_weights is not None else rows, topk_ids.reshape(-1),
+        expert_map if expert_map is not None else topk_ids, num_global_experts, num_slots, k,
+        n_out, up_offset, a.stride(0), activated.stride(0), rows.stride(0),
+        w13_bias.stride(0) if w13_bias is not None else 0,
+        w2_bias.stride(0) if w2_bias is not None else 0,
+        weights.rows_per_expert, weights.up_row, weights.up_col,
+        TOP_K=top_k, HAS_MAP=expert_map is not None, GATED=gated,
+        GATE_ROW_STEP=2 if interleaved else 1, ACTIVATION=ACTIVATION_CODES[activation],
+        SWIGLU_ALPHA=SWIGLUOAI_ALPHA, SWIGLU_LIMIT=SWIGLUOAI_LIMIT,
+        HAS_BIAS1=w13_bias is not None, HAS_BIAS2=w2_bias is not None, MUL_ROUTED_WEIGHT=topk_weights is not None,
+        IEEE_FP32=a.dtype == torch.float32,
+        SCAN=max(16, min(SCAN_MAX, triton.next_power_of_2(num_slots))), BLOCK_M=BLOCK_M,
+        BLOCK_N1=BLOCK_N1, BLOCK_K1=BLOCK_K1, BLOCK_N2=BLOCK_N2, BLOCK_K2=BLOCK_K2,
+        STAGES=STAGES, ACT_EVICTION=activated_eviction, ROWS_EVICTION=rows_eviction,
+        WAIT_PRIOR=wait_prior, LAUNCH_NEXT=wait_prior and launch_next,
+        num_warps=NUM_WARPS, **launch_options(wait_prior),
+    )  # fmt: skip

@@ -1,0 +1,169 @@
+"""Both GEMMs of the standard format in one kernel, one program per local expert (decode).
+
+Program ``e`` finds its expert's slots by scanning ``topk_ids`` (``expert_slots``; no alignment
+pass), ``BLOCK_M`` at a time in slot order. For each such block it runs GEMM1 over all of its
+expert's activation columns, with the activation, storing the activated rows ``[slots, N_OUT]``
+as ``gate_up_gemm_kernel`` does; then, once every warp's rows are stored, GEMM2 over all of
+``K``, storing the weighted per-slot rows ``[slots, K]`` as ``grouped_gemm_kernel`` does. The
+products, their order and their rounding are those kernels' with the same ``BLOCK_K``, so the
+rows are the same bit for bit. Each GEMM is one flat loop over (column block, K step), so that
+the weight loads stay pipelined from one column block to the next.
+
+Both weights come through TMA descriptors (``weight_descriptor``): ``w13_desc`` over ``W13``
+seen as in ``gate_up_gemm_kernel`` (``DESC_ROWS`` rows per expert; an up block ``DESC_UP_ROW``
+rows and ``DESC_UP_COL`` columns from its gate block), ``w2_desc`` over ``W2 [E, K, N_OUT]`` seen
+as ``[E * K, N_OUT]``.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from moekit.experts._triton_impl.activation_epilogue import gated_activation, unary_activation
+from moekit.experts._triton_impl.programmatic_launch import wait_for_prior_kernel
+from moekit.experts._triton_impl.tiles import dot, local_expert_of
+
+
+@triton.jit
+def expert_slots(topk_ids_ptr, expert_map_ptr, num_global_experts, expert, num_slots,
+                 m_block, HAS_MAP: tl.constexpr, SCAN: tl.constexpr,
+                 BLOCK_M: tl.constexpr):  # fmt: skip
+    """``(slots, slot_ok, count)``: the flat slots (int64) of ranks ``m_block * BLOCK_M`` to
+    ``+ BLOCK_M`` among local expert ``expert``'s slots in slot order, which of them exist, and
+    how many slots the expert has. ``topk_ids`` is read ``SCAN`` ids at a time."""
+    wanted = m_block * BLOCK_M + tl.arange(0, BLOCK_M)
+    slots = tl.zeros([BLOCK_M], tl.int32)
+    count = 0
+    for start in range(0, num_slots, SCAN):
+        offs = start + tl.arange(0, SCAN)
+        ids = tl.load(topk_ids_ptr + offs, mask=offs < num_slots, other=-1)
+        mine = local_expert_of(ids, expert_map_ptr, num_global_experts, HAS_MAP) == expert
+        mine = mine.to(tl.int32)
+        rank = count + tl.cumsum(mine, 0) - 1
+        hit = (mine[None, :] != 0) & (rank[None, :] == wanted[:, None])
+        slots += tl.sum(tl.where(hit, offs[None, :], 0), axis=1)
+        count += tl.sum(mine)
+    return slots.to(tl.int64), wanted < count, count
+
+
+@triton.jit
+def gate_up_block(a_ptr, slots, slot_ok, w13_desc, bias1_ptr, activated_ptr, expert, K, N_OUT,
+                  stride_am, stride_act, stride_bias1, up_offset, DESC_ROWS, DESC_UP_ROW,
+                  DESC_UP_COL, TOP_K: tl.constexpr, GATED: tl.constexpr,
+                  GATE_ROW_STEP: tl.constexpr, ACTIVATION: tl.constexpr,
+                  SWIGLU_ALPHA: tl.constexpr, SWIGLU_LIMIT: tl.constexpr,
+                  HAS_BIAS: tl.constexpr, IEEE_FP32: tl.constexpr, BLOCK_M: tl.constexpr,
+                  BLOCK_N1: tl.constexpr, BLOCK_K1: tl.constexpr, STAGES: tl.constexpr,
+                  ACT_EVICTION: tl.constexpr):  # fmt: skip
+    """GEMM1 of one block of slots over every activation column block, activated rows stored."""
+    k_steps = tl.cdiv(K, BLOCK_K1)
+    offs_k = tl.arange(0, BLOCK_K1)
+    offs_n = tl.arange(0, BLOCK_N1)
+    a_rows = a_ptr + (slots // TOP_K)[:, None] * stride_am
+    first_row = expert * DESC_ROWS
+    gate_acc = tl.zeros([BLOCK_M, BLOCK_N1], tl.float32)
+    up_acc = tl.zeros([BLOCK_M, BLOCK_N1], tl.float32)
+    for step in tl.range(0, tl.cdiv(N_OUT, BLOCK_N1) * k_steps, num_stages=STAGES):
+        n_block = step // k_steps
+        k_start = (step % k_steps) * BLOCK_K1
+        a = tl.load(a_rows + (k_start + offs_k)[None, :],
+                    mask=slot_ok[:, None] & (k_start + offs_k < K)[None, :], other=0.0)  # fmt: skip
+        gate_row = (first_row + n_block * BLOCK_N1).to(tl.int32)
+        keep = (step % k_steps != 0).to(tl.float32)  # a column block starts from zero
+        gate_acc = dot(a, w13_desc.load([gate_row, k_start]).T, gate_acc * keep, IEEE_FP32)
+        if GATED:
+            up = w13_desc.load([gate_row + DESC_UP_ROW, DESC_UP_COL + k_start]).T
+            up_acc = dot(a, up, up_acc * keep, IEEE_FP32)
+        if step % k_steps == k_steps - 1:
+            cols = n_block * BLOCK_N1 + offs_n
+            col_ok = cols < N_OUT
+            gate = gate_acc
+            up = up_acc
+            if HAS_BIAS:
+                bias_row = bias1_ptr + expert * stride_bias1 + cols * GATE_ROW_STEP
+                gate += tl.load(bias_row, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+                if GATED:
+                    up += tl.load(bias_row + up_offset, mask=col_ok,
+                                  other=0.0).to(tl.float32)[None, :]  # fmt: skip
+            if GATED:
+                out = gated_activation(gate, up, ACTIVATION, SWIGLU_ALPHA, SWIGLU_LIMIT)
+            else:
+                out = unary_activation(gate, ACTIVATION)
+            tl.store(activated_ptr + slots[:, None] * stride_act + cols[None, :],
+                     out.to(activated_ptr.dtype.element_ty),
+                     mask=slot_ok[:, None] & col_ok[None, :], eviction_policy=ACT_EVICTION)  # fmt: skip
+
+
+@triton.jit
+def down_block(activated_ptr, slots, slot_ok, w2_desc, bias2_ptr, topk_weights_ptr, rows_ptr,
+               expert, K, N_OUT, stride_act, stride_rows, stride_bias2,
+               MUL_ROUTED_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
+               IEEE_FP32: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N2: tl.constexpr,
+               BLOCK_K2: tl.constexpr, STAGES: tl.constexpr,
+               ROWS_EVICTION: tl.constexpr):  # fmt: skip
+    """GEMM2 of one block of slots over every output column block, weighted rows stored."""
+    k_steps = tl.cdiv(N_OUT, BLOCK_K2)
+    offs_k = tl.arange(0, BLOCK_K2)
+    offs_n = tl.arange(0, BLOCK_N2)
+    a_rows = activated_ptr + slots[:, None] * stride_act
+    first_row = expert * K
+    weight = tl.full([BLOCK_M], 1.0, tl.float32)
+    if MUL_ROUTED_WEIGHT:
+        weight = tl.load(topk_weights_ptr + slots, mask=slot_ok, other=0.0).to(tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_N2], tl.float32)
+    for step in tl.range(0, tl.cdiv(K, BLOCK_N2) * k_steps, num_stages=STAGES):
+        n_block = step // k_steps
+        k_start = (step % k_steps) * BLOCK_K2
+        a = tl.load(a_rows + (k_start + offs_k)[None, :],
+                    mask=slot_ok[:, None] & (k_start + offs_k < N_OUT)[None, :], other=0.0)  # fmt: skip
+        b = w2_desc.load([(first_row + n_block * BLOCK_N2).to(tl.int32), k_start]).T
+        keep = (step % k_steps != 0).to(tl.float32)
+        acc = dot(a, b, acc * keep, IEEE_FP32)
+        if step % k_steps == k_steps - 1:
+            cols = n_block * BLOCK_N2 + offs_n
+            col_ok = cols < K
+            out = acc
+            if HAS_BIAS:
+                bias = tl.load(bias2_ptr + expert * stride_bias2 + cols, mask=col_ok, other=0.0)
+                out += bias.to(tl.float32)[None, :]
+            if MUL_ROUTED_WEIGHT:
+                out *= weight[:, None]
+            tl.store(rows_ptr + slots[:, None] * stride_rows + cols[None, :],
+                     out.to(rows_ptr.dtype.element_ty),
+                     mask=slot_ok[:, None] & col_ok[None, :], eviction_policy=ROWS_EVICTION)  # fmt: skip
+
+
+@triton.jit
+def expert_programs_kernel(
+    a_ptr, w13_desc, w2_desc, activated_ptr, rows_ptr, bias1_ptr, bias2_ptr, topk_weights_ptr,
+    topk_ids_ptr, expert_map_ptr, num_global_experts, num_slots, K, N_OUT, up_offset,
+    stride_am, stride_act, stride_rows, stride_bias1, stride_bias2,
+    DESC_ROWS, DESC_UP_ROW, DESC_UP_COL,
+    TOP_K: tl.constexpr, HAS_MAP: tl.constexpr, GATED: tl.constexpr,
+    GATE_ROW_STEP: tl.constexpr, ACTIVATION: tl.constexpr, SWIGLU_ALPHA: tl.constexpr,
+    SWIGLU_LIMIT: tl.constexpr, HAS_BIAS1: tl.constexpr, HAS_BIAS2: tl.constexpr,
+    MUL_ROUTED_WEIGHT: tl.constexpr, IEEE_FP32: tl.constexpr, SCAN: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_N1: tl.constexpr, BLOCK_K1: tl.constexpr, BLOCK_N2: tl.constexpr,
+    BLOCK_K2: tl.constexpr, STAGES: tl.constexpr, ACT_EVICTION: tl.constexpr,
+    ROWS_EVICTION: tl.constexpr, WAIT_PRIOR: tl.constexpr, LAUNCH_NEXT: tl.constexpr,
+):  # fmt: skip
+    wait_for_prior_kernel(WAIT_PRIOR, LAUNCH_NEXT)
+    expert = tl.program_id(0)
+    count = expert_slots(topk_ids_ptr, expert_map_ptr, num_global_experts, expert, num_slots,
+                         0, HAS_MAP, SCAN, BLOCK_M)[2]  # fmt: skip
+    for m_block in range(0, tl.cdiv(count, BLOCK_M)):
+        slots, slot_ok, _count = expert_slots(topk_ids_ptr, expert_map_ptr, num_global_experts,
+                                              expert, num_slots, m_block, HAS_MAP, SCAN,
+                                              BLOCK_M)  # fmt: skip
+        gate_up_block(a_ptr, slots, slot_ok, w13_desc, bias1_ptr, activated_ptr, expert, K,
+                      N_OUT, stride_am, stride_act, stride_bias1, up_offset, DESC_ROWS,
+                      DESC_UP_ROW, DESC_UP_COL, TOP_K, GATED, GATE_ROW_STEP, ACTIVATION,
+                      SWIGLU_ALPHA, SWIGLU_LIMIT, HAS_BIAS1, IEEE_FP32, BLOCK_M, BLOCK_N1,
+                      BLOCK_K1, STAGES, ACT_EVICTION)  # fmt: skip
+        # every warp's activated rows are stored before any warp reads them back
+        tl.debug_barrier()
+        down_block(activated_ptr, slots, slot_ok, w2_desc, bias2_ptr, topk_weights_ptr,
+                   rows_ptr, expert, K, N_OUT, stride_act, stride_rows, stride_bias2,
+                   MUL_ROUTED_WEIGHT, HAS_BIAS2, IEEE_FP32, BLOCK_M, BLOCK_N2, BLOCK_K2, STAGES,
+                   ROWS_EVICTION)  # fmt: skip

@@ -1,0 +1,151 @@
+"""Both GEMMs as one program per local expert (``expert_programs``): the kernel's per-slot rows
+against a NumPy model (remote, skipped and repeated experts, experts with more slots than one
+16-row block, outputs poisoned with NaN so that unwritten rows show), the rule, and the whole
+Triton path through it against the reference."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from helpers import assert_matches, grouped_gemm_reference, make_problem, reference, run, use_config
+
+from moekit.experts import apply_activation
+from moekit.experts._triton_impl.configs import GemmConfig
+from moekit.experts.activation import MoEActivation
+
+MAP = np.array([-1, 0, 1, -1, 2, 3, -1, -1], dtype=np.int32)  # 8 global, 4 local
+# Tiles small enough that the problems below take several K steps and column blocks in both
+# GEMMs, ragged ones included; the shipped tile takes one of each.
+SMALL_TILE = {"BLOCK_N1": 16, "BLOCK_K1": 32, "BLOCK_N2": 16, "BLOCK_K2": 16}
+
+
+def use_tile(monkeypatch, tile: str) -> None:
+    from moekit.experts._triton_impl import expert_programs
+
+    if tile == "small":
+        for name, value in SMALL_TILE.items():
+            monkeypatch.setattr(expert_programs, name, value)
+
+
+def local_ids(ids: np.ndarray, expert_map: np.ndarray | None, num_global: int) -> np.ndarray:
+    flat = ids.reshape(-1)
+    valid = (flat >= 0) & (flat < num_global)
+    mapped = flat if expert_map is None else expert_map[np.clip(flat, 0, num_global - 1)]
+    return np.where(valid, mapped, -1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("activation", ["silu", "swigluoai", "gelu_no_mul"])
+@pytest.mark.parametrize("with_map", [False, True])
+@pytest.mark.parametrize("tile", ["shipped", "small"])
+def test_kernel_rows_match_the_model(monkeypatch, dtype, activation, with_map, tile):
+    from moekit.experts._triton_impl.expert_programs import expert_weights, invoke_expert_programs
+
+    use_tile(monkeypatch, tile)
+    seed = zlib.crc32(f"expert-programs{dtype}{activation}{with_map}{tile}".encode())
+    rng = np.random.default_rng(seed)
+    act = MoEActivation.parse(activation)
+    # 128 columns: the interleaved layout's descriptor needs whole K blocks
+    num_tokens, top_k, k, n_out = 21, 3, 128, 24
+    num_local = 4
+    num_global = len(MAP) if with_map else num_local
+    n = 2 * n_out if act.is_gated else n_out
+    ids = rng.integers(-1, num_global, size=(num_tokens, top_k)).astype(np.int32)
+    ids[:19, 0] = 1  # 19 slots of one expert: more than one 16-row block (local 0 with the map)
+    ids[2] = ids[2, 0]  # one expert three times in a token
+    x = (rng.standard_normal((num_tokens, k)) / 10).astype(np.float32)
+    w13 = (rng.standard_normal((num_local, n, k)) / 10).astype(np.float32)
+    w2 = (rng.standard_normal((num_local, k, n_out)) / 10).astype(np.float32)
+    b1 = (rng.standard_normal((num_local, n)) / 10).astype(np.float32)
+    b2 = (rng.standard_normal((num_local, k)) / 10).astype(np.float32)
+    weights = rng.random(ids.size).astype(np.float32)
+    x_t, w13_t, w2_t, b1_t, b2_t = (torch.tensor(v).to(dtype) for v in (x, w13, w2, b1, b2))
+    activated = torch.full((ids.size, n_out), float("nan"), dtype=dtype)
+    rows = torch.full((ids.size, k), float("nan"), dtype=dtype)
+    descriptors = expert_weights(w13_t, w2_t, act)
+    assert descriptors is not None
+    invoke_expert_programs(
+        x_t, descriptors, activated, rows, b1_t, b2_t, torch.tensor(weights), torch.tensor(ids),
+        torch.tensor(MAP) if with_map else None, num_global, num_local, act,
+    )  # fmt: skip
+
+    local = local_ids(ids, MAP if with_map else None, num_global)
+    spilled = local[0]  # global expert 1
+    assert (local == spilled).sum() > 16, "the problem must spill one expert past a block"
+    top = np.repeat(np.arange(num_tokens), top_k)
+    h = np.zeros((ids.size, n), dtype=np.float64)
+    for slot, expert in enumerate(local):
+        if expert >= 0:
+            h[slot] = x_t[top[slot]].double().numpy() @ w13_t[expert].double().numpy().T
+            h[slot] += b1_t[expert].double().numpy()
+    want_act = apply_activation(torch.tensor(h), activation).to(dtype)
+    mine = torch.tensor(local >= 0)
+    tol = 1e-5 if dtype == torch.float32 else 2e-3
+    torch.testing.assert_close(activated[mine].float(), want_act[mine].float(), atol=tol,
+                               rtol=tol, msg=lambda m: f"activated rows, seed={seed}: {m}")  # fmt: skip
+    want = grouped_gemm_reference(
+        activated.double().numpy(), w2_t.double().numpy(), b2_t.double().numpy(), weights, local
+    )
+    got = rows.float().numpy()
+    np.testing.assert_allclose(got[local >= 0], want[local >= 0], atol=tol, rtol=tol,
+                               err_msg=f"seed={seed}")  # fmt: skip
+    assert np.isnan(got[local < 0]).all(), f"rows of no local expert were written, seed={seed}"
+
+
+def test_rule_serves_only_entries_that_ask_and_few_rows_per_expert():
+    from moekit.experts.triton_experts import EXPERT_PROGRAMS_MAX_ROWS, expert_programs_serve
+
+    entry = GemmConfig(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, EXPERT_PROGRAMS=True)
+    limit = EXPERT_PROGRAMS_MAX_ROWS * 128
+    assert expert_programs_serve(entry, limit, 128)  # Qwen3-30B TP2 at 64 tokens
+    assert not expert_programs_serve(entry, limit + 1, 128)
+    assert not expert_programs_serve(GemmConfig(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128), 128, 128)
+    assert GemmConfig(**entry.as_dict()) == entry  # the tables store the field
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("activation", ["silu", "swigluoai", "gelu"])
+@pytest.mark.parametrize("with_map", [False, True])
+@pytest.mark.parametrize("on_input", [False, True])
+def test_path_matches_the_reference(monkeypatch, dtype, activation, with_map, on_input):
+    from moekit.experts import triton_experts
+    from moekit.experts._triton_impl import expert_programs
+
+    seed = zlib.crc32(f"expert-programs-path{dtype}{activation}{with_map}{on_input}".encode())
+    calls = []
+    real = expert_programs.invoke_expert_programs
+    monkeypatch.setattr(expert_programs, "invoke_expert_programs",
+                        lambda *a, **kw: calls.append(1) or real(*a, **kw))  # fmt: skip
+    monkeypatch.setattr(triton_experts, "EXPERT_PROGRAMS_MAX_ROWS", 64)
+    use_config(monkeypatch, GemmConfig(BLOCK_M=16, BLOCK_N=32, BLOCK_K=32, num_stages=1,
+                                       EXPERT_PROGRAMS=True))  # fmt: skip
+    use_tile(monkeypatch, "small")
+    top_k = 1 if on_input else 2  # weights on the input need top-1
+    # 40 tokens over 4 experts: some expert has more slots than one 16-row block
+    problem = make_problem(seed, 40, 4, top_k, 128, 40, activation, bias=not on_input,
+                           expert_map=MAP if with_map else None)  # fmt: skip
+    want = reference(problem, dtype, on_input)
+    assert_matches(run(problem, dtype, "triton", on_input), want, dtype, seed)
+    assert calls == [1], f"the call did not take the path, seed={seed}"
+
+
+def test_path_declines_weights_without_descriptors(monkeypatch):
+    """gpt-oss's interleaved rows need whole K blocks of the path's 128 columns: with 48 the
+    call takes the aligned path, and still matches."""
+    from moekit.experts import triton_experts
+    from moekit.experts._triton_impl import expert_programs
+
+    seed = zlib.crc32(b"expert-programs-declined")
+    calls = []
+    monkeypatch.setattr(expert_programs, "invoke_expert_programs",
+                        lambda *a, **kw: calls.append(1))  # fmt: skip
+    monkeypatch.setattr(triton_experts, "EXPERT_PROGRAMS_MAX_ROWS", 64)
+    use_config(monkeypatch, GemmConfig(BLOCK_M=16, BLOCK_N=32, BLOCK_K=32, num_stages=1,
+                                       EXPERT_PROGRAMS=True))  # fmt: skip
+    problem = make_problem(seed, 12, 4, 2, 48, 24, "swigluoai", bias=True)
+    want = reference(problem, torch.float32)
+    assert_matches(run(problem, torch.float32, "triton"), want, torch.float32, seed)
+    assert calls == [], f"the path ran without descriptors, seed={seed}"
