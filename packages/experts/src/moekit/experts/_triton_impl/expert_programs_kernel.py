@@ -73,8 +73,8 @@ def gate_up_block(a_ptr, slots, slot_ok, w13_desc, bias1_ptr, activated_ptr, exp
         keep = (step % k_steps != 0).to(tl.float32)  # a column block starts from zero
         gate_acc = dot(a, w13_desc.load([gate_row, k_start]).T, gate_acc * keep, IEEE_FP32)
         if GATED:
-            up = w13_desc.load([gate_row + DESC_UP_ROW, DESC_UP_COL + k_start]).T
-            up_acc = dot(a, up, up_acc * keep, IEEE_FP32)
+            up_tile = w13_desc.load([gate_row + DESC_UP_ROW, DESC_UP_COL + k_start]).T
+            up_acc = dot(a, up_tile, up_acc * keep, IEEE_FP32)
         if step % k_steps == k_steps - 1:
             cols = n_block * BLOCK_N1 + offs_n
             col_ok = cols < N_OUT
