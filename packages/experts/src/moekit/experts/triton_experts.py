@@ -84,10 +84,13 @@ EARLY_START_MIN_PROGRAMS_PER_SM = 4
 # where the table's entry asks for it (``EXPERT_PROGRAMS``) and the slots average at most
 # EXPERT_PROGRAMS_MAX_ROWS per local expert, so that an expert seldom has more rows than the
 # path's 16-row block: each further block streams its weights again, while the other programs
-# have ended. On the H100 (benchmarks/results/experts_expert_programs_*h100.json, NOTES lever
-# 42) Qwen3-30B TP2 gained 1-5% at 12-64 tokens, bit-identical; Qwen3-30B gained under 2% at
-# 8-12 tokens and nothing from 16, DeepSeek-V3 TP4 lost 1-13% at 8-32, and every shape lost at
-# 256 tokens.
+# have ended. A program streams its expert's weights at most at about 50 GB/s (one SM's share),
+# so the path needs enough active experts to fill HBM: which entries ask for it depends on the
+# device. Bit-identical to the aligned path; in whole calls
+# (benchmarks/results/experts_expert_programs_*.json, NOTES lever 42) Qwen3-30B TP2 gained
+# 2.0-7.5% at 9-64 tokens on the H100 and 2.7-8.6% at 12-64 on the H200, where it lost 17% at 9
+# (56 active experts); Qwen3-30B gained 1.7-2.2% at 24-48 on the H200 and -1.5% to +1.4% on the
+# H100; DeepSeek-V3 and its TP4 slice lost 1-13%, and every shape lost at 256 tokens.
 EXPERT_PROGRAMS_MAX_ROWS = 4
 
 
