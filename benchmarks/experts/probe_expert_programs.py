@@ -177,6 +177,10 @@ def variants_for(tokens: int) -> dict[str, dict]:
         "pdl": {**base, "pdl": True},
         "warps8_pdl": {**base, "num_warps": 8, "pdl": True},
         "act_default_policy": {**base, "ACT_EVICTION": ""},
+        "m32_pdl": {**base, "BLOCK_M": 32, "pdl": True},
+        "m32_w8_pdl": {**base, "BLOCK_M": 32, "num_warps": 8, "pdl": True},
+        "m32_n2_64_pdl": {**base, "BLOCK_M": 32, "BLOCK_N2": 64, "pdl": True},
+        "m64_pdl": {**base, "BLOCK_M": 64, "pdl": True},
     }
     return {name: variants[name] for name in VARIANTS or variants}
 
