@@ -6,7 +6,7 @@ Groups: ``align`` (``moekit.align``'s ``launch_config``, the alignment pass's ch
 launch; ``bench_moe_sum.py``), ``rows`` (``row_cache``, the L2 eviction priority of the rows
 GEMM1 and GEMM2 store for the next kernel), ``programs`` (lever 42's one program per expert,
 where the table's entry asks for it, against the aligned path) and ``programs_forced`` (that
-path wherever its row limit allows, against the shipped rule); ``entries`` times the shipped tables against the
+path on every call, against the shipped rule); ``entries`` times the shipped tables against the
 entries of the table files given with ``--entries`` (say, an older commit's). The ``weights``
 group of lever 38 (an L2 eviction policy on the GEMMs' weight loads) is in this script at
 438796b, the ``intermediate`` group of lever 40 (GEMM1's activated rows in the aligned order)
@@ -98,15 +98,14 @@ ENTRIES_SERVED: dict[str, int] = {}
 
 
 def programs_forced_group() -> tuple[str, dict, dict]:
-    """Lever 42's path on every call its rule's row limit allows, whatever the entry says
+    """Lever 42's path on every call, whatever the entry and the row limit say
     (``expert_programs_serve`` patched), against the shipped rule."""
     from moekit.experts import triton_experts
 
     shipped = triton_experts.expert_programs_serve
 
     def forced(config, num_slots, num_local_experts):  # type: ignore[no-untyped-def]
-        limit = triton_experts.EXPERT_PROGRAMS_MAX_ROWS * num_local_experts
-        return num_slots <= limit
+        return True
 
     module = "moekit.experts.triton_experts"
     return module, {"expert_programs_serve": shipped}, {"programs_forced": {

@@ -18,8 +18,10 @@ from moekit.experts.activation import MoEActivation
 
 MAP = np.array([-1, 0, 1, -1, 2, 3, -1, -1], dtype=np.int32)  # 8 global, 4 local
 # Tiles small enough that the problems below take several K steps and column blocks in both
-# GEMMs, ragged ones included; the shipped tile takes one of each.
-SMALL_TILE = {"BLOCK_N1": 16, "BLOCK_K1": 32, "BLOCK_N2": 16, "BLOCK_K2": 16}
+# GEMMs, ragged ones included, 16-row blocks whatever the rows per expert (so one expert spills
+# into a second block) and several scans of 16 ids; the shipped tile takes one of each.
+SMALL_TILE = {"BLOCK_N1": 16, "BLOCK_K1": 32, "BLOCK_N2": 16, "BLOCK_K2": 16, "SCAN_MAX": 16,
+              "BLOCK_M_BY_MEAN_ROWS": ((1 << 30, 16),)}  # fmt: skip
 
 
 def use_tile(monkeypatch, tile: str) -> None:
@@ -73,7 +75,7 @@ def test_kernel_rows_match_the_model(monkeypatch, dtype, activation, with_map, t
     )  # fmt: skip
 
     local = local_ids(ids, MAP if with_map else None, num_global)
-    spilled = local[0]  # global expert 1
+    spilled = local[0]  # global expert 1: one 32-row block with the shipped tile, two 16-row
     assert (local == spilled).sum() > 16, "the problem must spill one expert past a block"
     top = np.repeat(np.arange(num_tokens), top_k)
     h = np.zeros((ids.size, n), dtype=np.float64)
@@ -93,6 +95,13 @@ def test_kernel_rows_match_the_model(monkeypatch, dtype, activation, with_map, t
     np.testing.assert_allclose(got[local >= 0], want[local >= 0], atol=tol, rtol=tol,
                                err_msg=f"seed={seed}")  # fmt: skip
     assert np.isnan(got[local < 0]).all(), f"rows of no local expert were written, seed={seed}"
+
+
+@pytest.mark.parametrize(("num_slots", "want"), [(512, 16), (513, 32), (2048, 32), (2049, 64)])
+def test_block_rows_follow_the_mean_rows_per_expert(num_slots, want):
+    from moekit.experts._triton_impl.expert_programs import block_m
+
+    assert block_m(num_slots, 128) == want  # 128 experts: 4 and 16 rows each at the limits
 
 
 def test_rule_serves_only_entries_that_ask_and_few_rows_per_expert():

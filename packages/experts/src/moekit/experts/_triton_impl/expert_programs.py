@@ -17,15 +17,26 @@ from moekit.experts.activation import SWIGLUOAI_ALPHA, SWIGLUOAI_LIMIT, MoEActiv
 # 16 tokens (benchmarks/results/experts_expert_programs_h100.json, NOTES lever 42): 64
 # activation columns (64 gate and 64 up rows of W13) and 128 output columns per block, K steps
 # of 128, four stages, four warps. Three stages, five, eight warps, 128 activation columns or
-# steps of 64 were 0.4-5% slower there. Rows past BLOCK_M of one expert take another pass.
-BLOCK_M = 16
+# steps of 64 were 0.4-5% slower there. An expert's rows past one block take another pass.
 BLOCK_N1 = 64
 BLOCK_K1 = 128
 BLOCK_N2 = 128
 BLOCK_K2 = 128
 STAGES = 4
 NUM_WARPS = 4
-SCAN_MAX = 256  # topk_ids entries each program compares at a time
+SCAN_MAX = 2048  # topk_ids entries each program scans at a time
+# Rows per block: 16 while the slots average at most 4 per local expert (the rule's limit), so
+# that an expert seldom spills into a second block; taller beyond, where a call forces the path.
+BLOCK_M_BY_MEAN_ROWS = ((4, 16), (16, 32))
+BLOCK_M_MAX = 64
+
+
+def block_m(num_slots: int, num_local_experts: int) -> int:
+    """Rows per block of a call with ``num_slots`` slots over ``num_local_experts`` experts."""
+    for mean_rows, rows in BLOCK_M_BY_MEAN_ROWS:
+        if num_slots <= mean_rows * num_local_experts:
+            return rows
+    return BLOCK_M_MAX
 
 
 class ExpertWeights(NamedTuple):
@@ -90,11 +101,15 @@ def invoke_expert_programs(
     gated = activation.is_gated
     interleaved = activation is MoEActivation.SWIGLUOAI
     up_offset = (1 if interleaved else n_out) if gated else 0
+    rows_per_block = block_m(num_slots, num_local_experts)
+    scratch = torch.empty(num_local_experts * rows_per_block, dtype=torch.int32,
+                          device=a.device)  # fmt: skip
     expert_programs_kernel[(num_local_experts,)](
         a, weights.w13, weights.w2, activated, rows,
         w13_bias if w13_bias is not None else rows, w2_bias if w2_bias is not None else rows,
         topk_weights if topk_weights is not None else rows, topk_ids.reshape(-1),
-        expert_map if expert_map is not None else topk_ids, num_global_experts, num_slots, k,
+        expert_map if expert_map is not None else topk_ids, scratch, num_global_experts,
+        num_slots, k,
         n_out, up_offset, a.stride(0), activated.stride(0), rows.stride(0),
         w13_bias.stride(0) if w13_bias is not None else 0,
         w2_bias.stride(0) if w2_bias is not None else 0,
@@ -104,7 +119,7 @@ def invoke_expert_programs(
         SWIGLU_ALPHA=SWIGLUOAI_ALPHA, SWIGLU_LIMIT=SWIGLUOAI_LIMIT,
         HAS_BIAS1=w13_bias is not None, HAS_BIAS2=w2_bias is not None, MUL_ROUTED_WEIGHT=topk_weights is not None,
         IEEE_FP32=a.dtype == torch.float32,
-        SCAN=max(16, min(SCAN_MAX, triton.next_power_of_2(num_slots))), BLOCK_M=BLOCK_M,
+        SCAN=max(16, min(SCAN_MAX, triton.next_power_of_2(num_slots))), BLOCK_M=rows_per_block,
         BLOCK_N1=BLOCK_N1, BLOCK_K1=BLOCK_K1, BLOCK_N2=BLOCK_N2, BLOCK_K2=BLOCK_K2,
         STAGES=STAGES, ACT_EVICTION=activated_eviction, ROWS_EVICTION=rows_eviction,
         WAIT_PRIOR=wait_prior, LAUNCH_NEXT=wait_prior and launch_next,

@@ -1,7 +1,8 @@
 """Both GEMMs of the standard format in one kernel, one program per local expert (decode).
 
 Program ``e`` finds its expert's slots by scanning ``topk_ids`` (``expert_slots``; no alignment
-pass), ``BLOCK_M`` at a time in slot order. For each such block it runs GEMM1 over all of its
+pass), ``BLOCK_M`` at a time in slot order, through ``BLOCK_M`` int32 entries of its own in
+``scratch_ptr``. For each such block it runs GEMM1 over all of its
 expert's activation columns, with the activation, storing the activated rows ``[slots, N_OUT]``
 as ``gate_up_gemm_kernel`` does; then, once every warp's rows are stored, GEMM2 over all of
 ``K``, storing the weighted per-slot rows ``[slots, K]`` as ``grouped_gemm_kernel`` does. The
@@ -27,24 +28,29 @@ from moekit.experts._triton_impl.tiles import dot, local_expert_of
 
 @triton.jit
 def expert_slots(topk_ids_ptr, expert_map_ptr, num_global_experts, expert, num_slots,
-                 m_block, HAS_MAP: tl.constexpr, SCAN: tl.constexpr,
+                 m_block, scratch_ptr, HAS_MAP: tl.constexpr, SCAN: tl.constexpr,
                  BLOCK_M: tl.constexpr):  # fmt: skip
     """``(slots, slot_ok, count)``: the flat slots (int64) of ranks ``m_block * BLOCK_M`` to
     ``+ BLOCK_M`` among local expert ``expert``'s slots in slot order, which of them exist, and
-    how many slots the expert has. ``topk_ids`` is read ``SCAN`` ids at a time."""
-    wanted = m_block * BLOCK_M + tl.arange(0, BLOCK_M)
-    slots = tl.zeros([BLOCK_M], tl.int32)
+    how many slots the expert has. ``topk_ids`` is read ``SCAN`` ids at a time; each slot of the
+    block is stored at its rank in the program's ``BLOCK_M`` entries of ``scratch_ptr`` and read
+    back, so the scan costs one cumulative sum per ``SCAN`` ids."""
+    first = m_block * BLOCK_M
     count = 0
+    tl.debug_barrier()  # every warp has read the previous block's entries
     for start in range(0, num_slots, SCAN):
         offs = start + tl.arange(0, SCAN)
         ids = tl.load(topk_ids_ptr + offs, mask=offs < num_slots, other=-1)
         mine = local_expert_of(ids, expert_map_ptr, num_global_experts, HAS_MAP) == expert
-        mine = mine.to(tl.int32)
-        rank = count + tl.cumsum(mine, 0) - 1
-        hit = (mine[None, :] != 0) & (rank[None, :] == wanted[:, None])
-        slots += tl.sum(tl.where(hit, offs[None, :], 0), axis=1)
-        count += tl.sum(mine)
-    return slots.to(tl.int64), wanted < count, count
+        rank = count + tl.cumsum(mine.to(tl.int32), 0) - 1
+        in_block = mine & (rank >= first) & (rank < first + BLOCK_M)
+        tl.store(scratch_ptr + rank - first, offs, mask=in_block)
+        count += tl.sum(mine.to(tl.int32))
+    tl.debug_barrier()  # every warp's entries are stored before any warp reads them
+    row = tl.arange(0, BLOCK_M)
+    slot_ok = first + row < count
+    slots = tl.load(scratch_ptr + row, mask=slot_ok, other=0)
+    return slots.to(tl.int64), slot_ok, count
 
 
 @triton.jit
@@ -137,7 +143,7 @@ def down_block(activated_ptr, slots, slot_ok, w2_desc, bias2_ptr, topk_weights_p
 @triton.jit
 def expert_programs_kernel(
     a_ptr, w13_desc, w2_desc, activated_ptr, rows_ptr, bias1_ptr, bias2_ptr, topk_weights_ptr,
-    topk_ids_ptr, expert_map_ptr, num_global_experts, num_slots, K, N_OUT, up_offset,
+    topk_ids_ptr, expert_map_ptr, scratch_ptr, num_global_experts, num_slots, K, N_OUT, up_offset,
     stride_am, stride_act, stride_rows, stride_bias1, stride_bias2,
     DESC_ROWS, DESC_UP_ROW, DESC_UP_COL,
     TOP_K: tl.constexpr, HAS_MAP: tl.constexpr, GATED: tl.constexpr,
@@ -150,12 +156,15 @@ def expert_programs_kernel(
 ):  # fmt: skip
     wait_for_prior_kernel(WAIT_PRIOR, LAUNCH_NEXT)
     expert = tl.program_id(0)
-    count = expert_slots(topk_ids_ptr, expert_map_ptr, num_global_experts, expert, num_slots,
-                         0, HAS_MAP, SCAN, BLOCK_M)[2]  # fmt: skip
+    scratch_ptr += expert * BLOCK_M
+    slots, slot_ok, count = expert_slots(topk_ids_ptr, expert_map_ptr, num_global_experts,
+                                         expert, num_slots, 0, scratch_ptr, HAS_MAP, SCAN,
+                                         BLOCK_M)  # fmt: skip
     for m_block in range(0, tl.cdiv(count, BLOCK_M)):
-        slots, slot_ok, _count = expert_slots(topk_ids_ptr, expert_map_ptr, num_global_experts,
-                                              expert, num_slots, m_block, HAS_MAP, SCAN,
-                                              BLOCK_M)  # fmt: skip
+        if m_block > 0:
+            slots, slot_ok, _count = expert_slots(topk_ids_ptr, expert_map_ptr,
+                                                  num_global_experts, expert, num_slots, m_block,
+                                                  scratch_ptr, HAS_MAP, SCAN, BLOCK_M)  # fmt: skip
         gate_up_block(a_ptr, slots, slot_ok, w13_desc, bias1_ptr, activated_ptr, expert, K,
                       N_OUT, stride_am, stride_act, stride_bias1, up_offset, DESC_ROWS,
                       DESC_UP_ROW, DESC_UP_COL, TOP_K, GATED, GATE_ROW_STEP, ACTIVATION,
