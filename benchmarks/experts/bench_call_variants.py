@@ -52,7 +52,7 @@ GROUPS = {
     ),
     "programs": (  # lever 42: both GEMMs as one program per expert where the entry asks
         "moekit.experts.triton_experts",
-        {"EXPERT_PROGRAMS_MAX_ROWS": 4},
+        {"EXPERT_PROGRAMS_MAX_ROWS": 16},
         {"aligned": {"EXPERT_PROGRAMS_MAX_ROWS": 0}},
     ),
     "sum": (  # nothing in it moved a call by more than 0.2% (f06acac, one chunk up to 2048 slots)

@@ -109,7 +109,7 @@ def test_rule_serves_only_entries_that_ask_and_few_rows_per_expert():
 
     entry = GemmConfig(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, EXPERT_PROGRAMS=True)
     limit = EXPERT_PROGRAMS_MAX_ROWS * 128
-    assert expert_programs_serve(entry, limit, 128)  # Qwen3-30B TP2 at 64 tokens
+    assert expert_programs_serve(entry, limit, 128)  # Qwen3-30B TP2 at 256 tokens
     assert not expert_programs_serve(entry, limit + 1, 128)
     assert not expert_programs_serve(GemmConfig(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128), 128, 128)
     assert GemmConfig(**entry.as_dict()) == entry  # the tables store the field

@@ -82,16 +82,15 @@ EARLY_START_MIN_PROGRAMS_PER_SM = 4
 # Both GEMMs as one program per local expert (``expert_programs``: no alignment pass, no boundary
 # between the GEMMs, as many programs as active experts, each streaming its own weights once)
 # where the table's entry asks for it (``EXPERT_PROGRAMS``) and the slots average at most
-# EXPERT_PROGRAMS_MAX_ROWS per local expert, so that an expert seldom has more rows than the
-# path's 16-row block: each further block streams its weights again, while the other programs
-# have ended. A program streams its expert's weights at most at about 50 GB/s (one SM's share),
-# so the path needs enough active experts to fill HBM: which entries ask for it depends on the
-# device. Bit-identical to the aligned path; in whole calls
-# (benchmarks/results/experts_expert_programs_*.json, NOTES lever 42) Qwen3-30B TP2 gained
-# 2.0-7.5% at 9-64 tokens on the H100 and 2.7-8.6% at 12-64 on the H200, where it lost 17% at 9
-# (56 active experts); Qwen3-30B gained 1.7-2.2% at 24-48 on the H200 and -1.5% to +1.4% on the
-# H100; DeepSeek-V3 and its TP4 slice lost 1-13%, and every shape lost at 256 tokens.
-EXPERT_PROGRAMS_MAX_ROWS = 4
+# EXPERT_PROGRAMS_MAX_ROWS per local expert: beyond, an expert's rows take taller blocks or a
+# second pass, and the path lost (H200: 4-11% at 24-32 rows per expert; H100: 62% at 64). A
+# program streams its expert's weights at most at about 50 GB/s (one SM's share), so the path
+# also needs enough active experts to fill HBM: which entries ask for it depends on the device.
+# Bit-identical to the aligned path; in whole calls (benchmarks/results/experts_expert_programs_*
+# .json, NOTES lever 42) Qwen3-30B TP2 gained 2-7.5% at 9-256 tokens on the H100 and 2.5-8.6% at
+# 12-256 on the H200, where it lost 17% at 9 (56 active experts); Qwen3-30B gained about 2% at
+# 24-256 on the H200 and -1.5% to +1.4% on the H100; DeepSeek-V3 and its TP4 slice lost 2-13%.
+EXPERT_PROGRAMS_MAX_ROWS = 16
 
 
 def token_sum_gemm2(num_tokens: int, hidden: int, inter: int) -> bool:
