@@ -154,7 +154,9 @@ class TritonExperts(FusedMoEExpertsModular):
     tokens on slices with short expert rows (``token_sum_gemm2``) also launch two kernels: GEMM1
     with tiles from ``topk_ids``, then GEMM2 in token order with the top-k sum
     (``token_sum_gemm``), which rounds each slot row and adds the rows in slot order in float32
-    too, but whose products add in another order than the MMA's."""
+    too, but whose products add in another order than the MMA's. Where the table's entry asks
+    for it (``expert_programs_serve``), both GEMMs run as one program per local expert, then
+    ``moe_sum``: two launches, the same result bit for bit."""
 
     @classmethod
     def activation_format(cls) -> FusedMoEActivationFormat:
@@ -190,25 +192,11 @@ class TritonExperts(FusedMoEExpertsModular):
         pdl = PROGRAMMATIC_LAUNCH and programmatic_launch_supported(hidden_states.device)
         token_sum = token_sum_gemm2(num_tokens, k, n_act)
         from_ids = tiles_from_ids(num_tokens, num_slots, num_local)
-        if (
-            not (token_sum or from_ids)
-            and expert_programs_serve(config, num_slots, num_local)
-            and self._expert_programs(
-                output,
-                hidden_states,
-                w1,
-                w2,
-                weights,
-                topk_ids,
-                MoEActivation.parse(activation),
-                global_num_experts,
-                expert_map,
-                workspace13,
-                workspace2,
-                config,
-                pdl,
-            )
-        ):
+        programs = not (token_sum or from_ids) and expert_programs_serve(config, num_slots,
+                                                                         num_local)  # fmt: skip
+        if programs and self._expert_programs(output, hidden_states, w1, w2, weights, topk_ids,
+                                              activation, global_num_experts, expert_map,
+                                              workspace13, workspace2, config, pdl):  # fmt: skip
             return
         if token_sum or from_ids:
             # Each slot fills its own 16-row tile: no alignment pass to launch. With several
@@ -276,6 +264,7 @@ class TritonExperts(FusedMoEExpertsModular):
             invoke_expert_programs,
         )
 
+        activation = MoEActivation.parse(activation)
         descriptors = expert_weights(w1, w2, activation)
         if descriptors is None:
             return False

@@ -2,10 +2,10 @@
 
 Program ``e`` finds its expert's slots by scanning ``topk_ids`` (``expert_slots``; no alignment
 pass), ``BLOCK_M`` at a time in slot order, through ``BLOCK_M`` int32 entries of its own in
-``scratch_ptr``. For each such block it runs GEMM1 over all of its
-expert's activation columns, with the activation, storing the activated rows ``[slots, N_OUT]``
-as ``gate_up_gemm_kernel`` does; then, once every warp's rows are stored, GEMM2 over all of
-``K``, storing the weighted per-slot rows ``[slots, K]`` as ``grouped_gemm_kernel`` does. The
+``scratch_ptr``. For each such block it runs GEMM1 over all of its expert's activation columns,
+with the activation, storing the activated rows ``[slots, N_OUT]`` as ``gate_up_gemm_kernel``
+does; then, once every warp's rows are stored, GEMM2 over all of ``K``, storing the weighted
+per-slot rows ``[slots, K]`` as ``grouped_gemm_kernel`` does. The
 products, their order and their rounding are those kernels' with the same ``BLOCK_K``, so the
 rows are the same bit for bit. Each GEMM is one flat loop over (column block, K step), so that
 the weight loads stay pipelined from one column block to the next.
@@ -143,14 +143,14 @@ def down_block(activated_ptr, slots, slot_ok, w2_desc, bias2_ptr, topk_weights_p
 @triton.jit
 def expert_programs_kernel(
     a_ptr, w13_desc, w2_desc, activated_ptr, rows_ptr, bias1_ptr, bias2_ptr, topk_weights_ptr,
-    topk_ids_ptr, expert_map_ptr, scratch_ptr, num_global_experts, num_slots, K, N_OUT, up_offset,
-    stride_am, stride_act, stride_rows, stride_bias1, stride_bias2,
+    topk_ids_ptr, expert_map_ptr, scratch_ptr, num_global_experts, num_slots, K, N_OUT,
+    up_offset, stride_am, stride_act, stride_rows, stride_bias1, stride_bias2,
     DESC_ROWS, DESC_UP_ROW, DESC_UP_COL,
     TOP_K: tl.constexpr, HAS_MAP: tl.constexpr, GATED: tl.constexpr,
     GATE_ROW_STEP: tl.constexpr, ACTIVATION: tl.constexpr, SWIGLU_ALPHA: tl.constexpr,
     SWIGLU_LIMIT: tl.constexpr, HAS_BIAS1: tl.constexpr, HAS_BIAS2: tl.constexpr,
-    MUL_ROUTED_WEIGHT: tl.constexpr, IEEE_FP32: tl.constexpr, SCAN: tl.constexpr, BLOCK_M: tl.constexpr,
-    BLOCK_N1: tl.constexpr, BLOCK_K1: tl.constexpr, BLOCK_N2: tl.constexpr,
+    MUL_ROUTED_WEIGHT: tl.constexpr, IEEE_FP32: tl.constexpr, SCAN: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N1: tl.constexpr, BLOCK_K1: tl.constexpr, BLOCK_N2: tl.constexpr,
     BLOCK_K2: tl.constexpr, STAGES: tl.constexpr, ACT_EVICTION: tl.constexpr,
     ROWS_EVICTION: tl.constexpr, WAIT_PRIOR: tl.constexpr, LAUNCH_NEXT: tl.constexpr,
 ):  # fmt: skip
