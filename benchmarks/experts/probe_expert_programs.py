@@ -18,7 +18,9 @@ active experts at 16 tokens on 132 SMs), and the loop's per-block branch may kee
 pipelining it. The variants answer both.
 
 Prototype only: no expert map, no bias, gated activations of the standard ``[gate | up]``
-layout, bf16. Each variant's output is compared with the shipped path's (bit for bit, and the
+layout, bf16, and the first form of the scan (each block's rows compared with every 256 ids),
+which cost up to 14 µs at 2048 slots; the shipped kernel (``expert_programs_kernel``) stores each
+slot at its rank instead, and ``bench_call_variants.py --groups programs_forced`` times it. Each variant's output is compared with the shipped path's (bit for bit, and the
 relative error). Writes JSON.
 
     python benchmarks/experts/probe_expert_programs.py --out benchmarks/results/experts_expert_programs_h100.json
