@@ -188,11 +188,13 @@ def test_expert_programs_on_gpu_match_the_aligned_path_bit_for_bit(monkeypatch, 
                                                                     dtype, pdl):  # fmt: skip
     """One program per local expert (forced on) against the aligned path with the same K steps
     (128 columns): results equal bit for bit, ten times over, and match the reference, with
-    skipped, remote and repeated experts and, at 37 tokens, experts with more slots than one
-    16-row block; gpt-oss's interleaved rows with biases too."""
+    skipped, remote and repeated experts: at 12 tokens in one 32-row block per expert, at 37 in
+    16-row blocks (forced), so that experts spill into a second one; gpt-oss's interleaved rows
+    with biases too."""
     import numpy as np
 
     from moekit.experts import triton_experts
+    from moekit.experts._triton_impl import expert_programs
     from moekit.experts._triton_impl.configs import GemmConfig
 
     monkeypatch.setattr(triton_experts, "PROGRAMMATIC_LAUNCH", pdl)
@@ -209,6 +211,8 @@ def test_expert_programs_on_gpu_match_the_aligned_path_bit_for_bit(monkeypatch, 
         want = run(problem, dtype, "triton", device="cuda")
         assert_matches(want, reference(problem, dtype), dtype, seed)
         use_config(monkeypatch, GemmConfig(**tile, EXPERT_PROGRAMS=True))
+        if num_tokens == 37:  # 18.5 slots per expert: some past 16
+            monkeypatch.setattr(expert_programs, "BLOCK_M_BY_MEAN_ROWS", ((1 << 30, 16),))
         calls = []
         real = triton_experts.TritonExperts._expert_programs
         monkeypatch.setattr(triton_experts.TritonExperts, "_expert_programs",
