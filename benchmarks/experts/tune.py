@@ -73,8 +73,8 @@ def refinements(best: GemmConfig) -> list[GemmConfig]:
     rather than ``row_cache``'s were 0.4-0.5% faster on Mixtral at 64 and 256 tokens and lost up
     to 3.5% on the top-8 shapes (``bench_call_variants.py --groups rows``). Both GEMMs as one
     program per expert (``EXPERT_PROGRAMS``, where ``TritonExperts``'s row limit lets it run)
-    gained 1-5% on Qwen3-30B TP2 at 12-64 tokens (``--groups programs``); an entry with it times
-    its other fields only on the calls the path leaves."""
+    took 2-7% off Qwen3-30B TP2 at 9-256 tokens on the H100 (``--groups programs``); an entry
+    with it times its other fields only on the calls the path leaves."""
     widths = [dataclasses.replace(best, BLOCK_N1=w) for w in (best.BLOCK_N // 4, best.BLOCK_N)
               if w >= 16]  # fmt: skip
     stages = [dataclasses.replace(best, num_stages=s) for s in (best.num_stages - 1,
@@ -88,12 +88,12 @@ def refinements(best: GemmConfig) -> list[GemmConfig]:
     group_m = [c for c in group_m if c != best]
     tma = [dataclasses.replace(best, B_TMA=not best.B_TMA)]
     rows_policy = [dataclasses.replace(best, ROWS_DEFAULT_POLICY=not best.ROWS_DEFAULT_POLICY)]
-    rows_policy.append(dataclasses.replace(best, EXPERT_PROGRAMS=not best.EXPERT_PROGRAMS))
+    programs = [dataclasses.replace(best, EXPERT_PROGRAMS=not best.EXPERT_PROGRAMS)]
     tails = [dataclasses.replace(best, TAIL_M=t1, TAIL_M2=t2, TAIL_SWAP=swap)
              for t1, t2, swap in itertools.product((0, 16, 32, 64), (0, 16, 32, 64), (False, True))
              if 2 * max(t1, t2) <= best.BLOCK_M and (t1 or t2 or not swap)]  # fmt: skip
     tails = [c for c in tails if c != best]
-    return widths + stages + block_k + block_m + tma + rows_policy + group_m + tails
+    return widths + stages + block_k + block_m + tma + rows_policy + programs + group_m + tails
 
 
 def row_layouts(best: GemmConfig) -> list[GemmConfig]:
