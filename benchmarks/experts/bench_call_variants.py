@@ -112,6 +112,71 @@ def programs_forced_group() -> tuple[str, dict, dict]:
         "expert_programs_serve": forced}}  # fmt: skip
 
 
+# lever 43: the one-program path forced, at taller blocks and their tiles
+# (rows per block, BLOCK_N1, BLOCK_K1, BLOCK_N2, BLOCK_K2, STAGES, NUM_WARPS); rows 0 means the
+# smallest power of two at least 1.5 times the mean slots per local expert
+PROGRAM_TILES = {
+    "tile_shipped": (0, 64, 128, 128, 128, 4, 4),
+    "tile_k64": (0, 64, 64, 128, 64, 4, 4),
+    "tile_k64_w8": (0, 64, 64, 128, 64, 4, 8),
+    "tile_k64_w8_s6": (0, 64, 64, 128, 64, 6, 8),
+    "tile_k128_w8_s3": (0, 64, 128, 128, 128, 3, 8),
+    "tile_k128_k64_w8": (0, 64, 128, 128, 64, 4, 8),
+    "tile_n1_128_w8_s3": (0, 128, 64, 128, 64, 3, 8),
+    "tile_n2_256_w8_s3": (0, 64, 64, 256, 64, 3, 8),
+    "tile_64_rows": (64, 64, 128, 128, 128, 4, 4),
+}
+
+
+def programs_tiles_group(names: list[str]) -> tuple[str, dict, dict]:
+    """Lever 42's path on every call with each tile of ``PROGRAM_TILES`` named in ``names``
+    (``expert_programs_serve`` patched to set the tile), against the shipped rule."""
+    from moekit.experts import triton_experts
+    from moekit.experts._triton_impl import expert_programs
+
+    shipped_serve = triton_experts.expert_programs_serve
+    shipped_tile = {n: getattr(expert_programs, n) for n in (
+        "block_m", "BLOCK_N1", "BLOCK_K1", "BLOCK_N2", "BLOCK_K2", "STAGES", "NUM_WARPS")}  # fmt: skip
+
+    def rows_rule(rows: int):  # type: ignore[no-untyped-def]
+        def block_m(num_slots: int, num_local_experts: int) -> int:
+            if rows:
+                return rows
+            mean = -(-num_slots // num_local_experts)
+            return max(16, 1 << (-(-3 * mean // 2) - 1).bit_length())
+
+        return block_m
+
+    def serve_with(tile: dict | None):  # type: ignore[no-untyped-def]
+        def serve(config, num_slots, num_local_experts):  # type: ignore[no-untyped-def]
+            for name, value in (tile or shipped_tile).items():
+                setattr(expert_programs, name, value)
+            return True if tile else shipped_serve(config, num_slots, num_local_experts)
+
+        return serve
+
+    variants = {}
+    for name in names:
+        rows, n1, k1, n2, k2, stages, warps = PROGRAM_TILES[name]
+        tile = dict(block_m=rows_rule(rows), BLOCK_N1=n1, BLOCK_K1=k1, BLOCK_N2=n2, BLOCK_K2=k2,
+                    STAGES=stages, NUM_WARPS=warps)  # fmt: skip
+        variants[name] = {"expert_programs_serve": serve_with(tile)}
+    module = "moekit.experts.triton_experts"
+    return module, {"expert_programs_serve": serve_with(None)}, variants
+
+
+def output_under(call, module: object, setting: dict[str, object]):  # type: ignore[no-untyped-def]
+    """The call's output with ``module``'s attributes patched to ``setting``, then restored."""
+    saved = {name: getattr(module, name) for name in setting}
+    try:
+        for name, value in setting.items():
+            setattr(module, name, value)
+        return call().clone()
+    finally:
+        for name, value in saved.items():
+            setattr(module, name, value)
+
+
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -123,7 +188,9 @@ def main() -> None:
     parser = cell_parser(__doc__.splitlines()[0], TOKENS)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--groups", nargs="+", default=["align"],
-                        choices=[*GROUPS, "entries", "programs_forced"])  # fmt: skip
+                        choices=[*GROUPS, "entries", "programs_forced", "programs_tiles"])  # fmt: skip
+    parser.add_argument("--tiles", nargs="+", default=list(PROGRAM_TILES),
+                        choices=list(PROGRAM_TILES), help="the programs_tiles group's tiles")  # fmt: skip
     parser.add_argument("--entries", type=Path, nargs="+", default=[],
                         help="the entries group: table files (named as the shipped ones) whose "
                              "entries replace the shipped table's")  # fmt: skip
@@ -133,6 +200,8 @@ def main() -> None:
         groups["entries"] = entries_group(args.entries)
     if "programs_forced" in args.groups:
         groups["programs_forced"] = programs_forced_group()
+    if "programs_tiles" in args.groups:
+        groups["programs_tiles"] = programs_tiles_group(args.tiles)
     bandwidth, tflops = measured_ceilings()
     rows = []
     for call in routed_calls(args.shapes, args.tokens):
@@ -151,11 +220,17 @@ def main() -> None:
                 row[f"{name}_us"] = us
                 row[f"{name}_pct"] = 100 * (us / base - 1)
                 row[f"{name}_bit_identical"] = same[name]
-                line += f"  {name} {row[f'{name}_pct']:+.2f}%" + ("" if same[name] else " DIFFERS")
+                line += f"  {name} {row[f'{name}_pct']:+.2f}%"
+                if not same[name]:  # how far from the shipped output, not only whether
+                    want = output_under(call, module, settings["shipped"]).float()
+                    got = output_under(call, module, settings[name]).float()
+                    error = float((got - want).norm() / want.norm())
+                    row[f"{name}_relative_error"] = error
+                    line += f" DIFFERS (relative error {error:.1e})"
             print(line, flush=True)
         rows.append(row)
         write_json(args.out, dict(environment=environment(), bandwidth_gbps=bandwidth,
-                                  matmul_tflops=tflops, groups=GROUPS,
+                                  matmul_tflops=tflops, groups=GROUPS, program_tiles=PROGRAM_TILES,
                                   entries=[str(f) for f in args.entries],
                                   entries_served=ENTRIES_SERVED, rows=rows))  # fmt: skip
     if "entries" in args.groups:
