@@ -189,8 +189,8 @@ def test_expert_programs_on_gpu_match_the_aligned_path_bit_for_bit(monkeypatch, 
     """One program per local expert (forced on) against the aligned path with the same K steps
     (128 columns): results equal bit for bit, ten times over, and match the reference, with
     skipped, remote and repeated experts: at 12 tokens in one 32-row block per expert, at 37 in
-    16-row blocks (forced), so that experts spill into a second one; gpt-oss's interleaved rows
-    with biases too."""
+    16-row blocks (forced), so that experts spill into a second one, at 90 in 64-row blocks
+    (three stages over eight warps); gpt-oss's interleaved rows with biases too."""
     import numpy as np
 
     from moekit.experts import triton_experts
@@ -201,7 +201,8 @@ def test_expert_programs_on_gpu_match_the_aligned_path_bit_for_bit(monkeypatch, 
     monkeypatch.setattr(triton_experts, "EXPERT_PROGRAMS_MAX_ROWS", 64)
     tile = dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, num_stages=3, B_TMA=True)
     expert_map = np.array([0, 1, -1, 2, 3, 4, 5, -1, 6, 7], dtype=np.int32)
-    for num_tokens in (12, 37):
+    shipped_rows = expert_programs.BLOCK_M_BY_MEAN_ROWS
+    for num_tokens in (12, 37, 90):
         seed = zlib.crc32(f"gpu-expert-programs{activation}{dtype}{pdl}{num_tokens}".encode())
         problem = make_problem(seed, num_tokens, 8, 4, 256, 320, activation, bias=True,
                                expert_map=expert_map)  # fmt: skip
@@ -211,8 +212,11 @@ def test_expert_programs_on_gpu_match_the_aligned_path_bit_for_bit(monkeypatch, 
         want = run(problem, dtype, "triton", device="cuda")
         assert_matches(want, reference(problem, dtype), dtype, seed)
         use_config(monkeypatch, GemmConfig(**tile, EXPERT_PROGRAMS=True))
-        if num_tokens == 37:  # 18.5 slots per expert: some past 16
-            monkeypatch.setattr(expert_programs, "BLOCK_M_BY_MEAN_ROWS", ((1 << 30, 16),))
+        # 37 tokens: 18.5 slots per expert, some past 16
+        forced_rows = ((1 << 30, 16),) if num_tokens == 37 else shipped_rows
+        monkeypatch.setattr(expert_programs, "BLOCK_M_BY_MEAN_ROWS", forced_rows)
+        if num_tokens == 90:
+            assert expert_programs.block_m(4 * num_tokens, 8) == 64
         calls = []
         real = triton_experts.TritonExperts._expert_programs
         monkeypatch.setattr(triton_experts.TritonExperts, "_expert_programs",

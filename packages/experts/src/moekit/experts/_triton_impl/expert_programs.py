@@ -30,6 +30,14 @@ SCAN_MAX = 2048  # topk_ids entries each program scans at a time
 # as that allows; 64 beyond, where a call forces the path (it lost 4-11% there on the H200).
 BLOCK_M_BY_MEAN_ROWS = ((4, 16), (16, 32))
 BLOCK_M_MAX = 64
+# 64-row blocks pipeline three stages over eight warps instead. On the H100 (whole calls,
+# bench_call_variants.py --groups programs_tiles, NOTES lever 43) that was 0.4-0.7% faster than
+# four stages over four warps on Qwen3-30B and its TP2 slice at 512 tokens, and 1.3-3.1% on
+# DeepSeek-V3 TP4 at 512 and 1024 (where the path loses either way); four stages over eight warps
+# tied three within 0.7%, two stages lost 9-28%.
+TALL_BLOCK_M = 64
+TALL_STAGES = 3
+TALL_NUM_WARPS = 8
 
 
 def block_m(num_slots: int, num_local_experts: int) -> int:
@@ -38,6 +46,13 @@ def block_m(num_slots: int, num_local_experts: int) -> int:
         if num_slots <= mean_rows * num_local_experts:
             return rows
     return BLOCK_M_MAX
+
+
+def stages_and_warps(rows_per_block: int) -> tuple[int, int]:
+    """The software pipeline's stages and the warps of a program with ``rows_per_block`` rows."""
+    if rows_per_block >= TALL_BLOCK_M:
+        return TALL_STAGES, TALL_NUM_WARPS
+    return STAGES, NUM_WARPS
 
 
 class ExpertWeights(NamedTuple):
@@ -103,6 +118,7 @@ def invoke_expert_programs(
     interleaved = activation is MoEActivation.SWIGLUOAI
     up_offset = (1 if interleaved else n_out) if gated else 0
     rows_per_block = block_m(num_slots, num_local_experts)
+    stages, num_warps = stages_and_warps(rows_per_block)
     scratch = torch.empty(num_local_experts * rows_per_block, dtype=torch.int32,
                           device=a.device)  # fmt: skip
     expert_programs_kernel[(num_local_experts,)](
@@ -121,7 +137,7 @@ def invoke_expert_programs(
         MUL_ROUTED_WEIGHT=topk_weights is not None, IEEE_FP32=a.dtype == torch.float32,
         SCAN=max(16, min(SCAN_MAX, triton.next_power_of_2(num_slots))), BLOCK_M=rows_per_block,
         BLOCK_N1=BLOCK_N1, BLOCK_K1=BLOCK_K1, BLOCK_N2=BLOCK_N2, BLOCK_K2=BLOCK_K2,
-        STAGES=STAGES, ACT_EVICTION=activated_eviction, ROWS_EVICTION=rows_eviction,
+        STAGES=stages, ACT_EVICTION=activated_eviction, ROWS_EVICTION=rows_eviction,
         WAIT_PRIOR=wait_prior, LAUNCH_NEXT=wait_prior and launch_next,
-        num_warps=NUM_WARPS, **launch_options(wait_prior),
+        num_warps=num_warps, **launch_options(wait_prior),
     )  # fmt: skip
