@@ -196,6 +196,7 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import importlib
 
+    import torch
     from bench_fused_moe import cell_parser, measured_ceilings, routed_calls
     from common import compare_in_turn, environment, relative_error, write_json
     from triton.runtime.errors import OutOfResources
@@ -221,9 +222,12 @@ def main() -> None:
         groups["programs_tiles"] = programs_tiles_group(args.tiles)
     bandwidth, tflops = measured_ceilings()
     rows = []
-    for call in routed_calls(args.shapes, args.tokens):
+    for call in routed_calls(args.shapes, args.tokens, args.skew):
         floor = call.floor_us(bandwidth, tflops)
-        row: dict[str, object] = dict(shape=call.shape, tokens=call.tokens, floor_us=floor)
+        loads = torch.bincount(call.ids.flatten().long())
+        busiest = int(loads.max()) / (call.ids.numel() / call.w1.shape[0])
+        row: dict[str, object] = dict(shape=call.shape, tokens=call.tokens, floor_us=floor,
+                                      skew=args.skew, busiest_over_mean=busiest)  # fmt: skip
         for group in args.groups:
             module_name, shipped, variants = groups[group]
             module = importlib.import_module(module_name)
@@ -239,7 +243,8 @@ def main() -> None:
             times, same = compare_in_turn(call, module, settings, "shipped", args.rounds)
             base = statistics.median(times["shipped"])
             row[f"{group}_shipped_us"] = base
-            line = f"{call.shape:18s} M={call.tokens:5d} {group}: shipped {base:8.1f} ({base / floor:.3f}x)"
+            line = (f"{call.shape:18s} M={call.tokens:5d} busiest {busiest:.2f}x {group}: "
+                    f"shipped {base:8.1f} ({base / floor:.3f}x)")  # fmt: skip
             for name in variants:
                 us = statistics.median(times[name])
                 row[f"{name}_us"] = us

@@ -69,13 +69,17 @@ def make_weights(num_experts: int, top_k: int, hidden: int, inter: int, activati
             randn(num_experts, hidden) if has_bias else None)  # fmt: skip
 
 
-def make_routed_tokens(tokens: int, num_experts: int, top_k: int, hidden: int, gen):
+def make_routed_tokens(tokens: int, num_experts: int, top_k: int, hidden: int, gen,
+                       popularity=None):  # type: ignore[no-untyped-def]  # fmt: skip
     """``(x [M, K] bf16, weights [M, k], ids int32 [M, k])``: random hidden states and softmax
-    top-k routing over random logits, drawn from ``gen`` in that order."""
+    top-k routing over random logits, drawn from ``gen`` in that order; ``popularity [E]``, if
+    given, is added to every token's logits (some experts busier than others)."""
     import torch
 
     x = torch.randn(tokens, hidden, device="cuda", generator=gen, dtype=torch.bfloat16)
     logits = torch.randn(tokens, num_experts, device="cuda", generator=gen)
+    if popularity is not None:
+        logits += popularity
     weights, ids = torch.softmax(logits, -1).topk(top_k, -1)
     return x, weights, ids.int()
 
@@ -106,18 +110,26 @@ class RoutedCall(NamedTuple):
         return floor_us(self.ids, top_k, hidden, inter, bandwidth_gbps, tflops)
 
 
-def routed_calls(shapes: list[str], token_counts: list[int]) -> Iterator[RoutedCall]:
+def routed_calls(shapes: list[str], token_counts: list[int],
+                 skew: float = 0.0) -> Iterator[RoutedCall]:  # fmt: skip
     """The benchmarks' inputs: each shape's weights (``make_weights``), then for each token count
-    in order, tokens routed from one generator seeded 1 per shape (``make_routed_tokens``). The
-    CUDA cache is emptied after each shape."""
+    in order, tokens routed from one generator seeded 1 per shape (``make_routed_tokens``). With
+    ``skew`` > 0 each expert's logits are offset by ``skew`` times a normal draw (seed 2, once per
+    shape), so that routing favours some experts as trained routers do; 0 keeps the plain draws.
+    The CUDA cache is emptied after each shape."""
     import torch
 
     for shape in shapes:
         num_experts, top_k, hidden, inter, activation = SHAPES[shape]
         w1, w2, b1, b2 = make_weights(num_experts, top_k, hidden, inter, activation)
+        popularity = None
+        if skew > 0:
+            offsets = torch.Generator(device="cuda").manual_seed(2)
+            popularity = skew * torch.randn(num_experts, device="cuda", generator=offsets)
         gen = torch.Generator(device="cuda").manual_seed(1)
         for tokens in token_counts:
-            x, weights, ids = make_routed_tokens(tokens, num_experts, top_k, hidden, gen)
+            x, weights, ids = make_routed_tokens(tokens, num_experts, top_k, hidden, gen,
+                                                 popularity)  # fmt: skip
             yield RoutedCall(shape, tokens, x, weights, ids, w1, w2, b1, b2)
         torch.cuda.empty_cache()
 
@@ -130,6 +142,8 @@ def cell_parser(description: str, tokens: tuple[int, ...],
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--tokens", nargs="+", type=int, default=list(tokens), help=tokens_help)
+    parser.add_argument("--skew", type=float, default=0.0,
+                        help="spread of the experts' popularity (routed_calls); 0: uniform")  # fmt: skip
     return parser
 
 
