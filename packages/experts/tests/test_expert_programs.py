@@ -40,25 +40,19 @@ def local_ids(ids: np.ndarray, expert_map: np.ndarray | None, num_global: int) -
     return np.where(valid, mapped, -1)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-@pytest.mark.parametrize("activation", ["silu", "swigluoai", "gelu_no_mul"])
-@pytest.mark.parametrize("with_map", [False, True])
-@pytest.mark.parametrize("tile", ["shipped", "small", "tall"])
-def test_kernel_rows_match_the_model(monkeypatch, dtype, activation, with_map, tile):
+def check_kernel_rows(ids: np.ndarray, dtype: torch.dtype, activation: str, with_map: bool,
+                      seed: int) -> None:  # fmt: skip
+    """Run the kernel on ``ids [tokens, top_k]`` (4 local experts, 128 columns) with outputs
+    poisoned with NaN, and check every slot's activated and weighted rows against a NumPy
+    model, and that no slot of a remote or skipped expert was written."""
     from moekit.experts._triton_impl.expert_programs import expert_weights, invoke_expert_programs
 
-    use_tile(monkeypatch, tile)
-    seed = zlib.crc32(f"expert-programs{dtype}{activation}{with_map}{tile}".encode())
     rng = np.random.default_rng(seed)
     act = MoEActivation.parse(activation)
     # 128 columns: the interleaved layout's descriptor needs whole K blocks
-    num_tokens, top_k, k, n_out = 21, 3, 128, 24
-    num_local = 4
+    (num_tokens, top_k), k, n_out, num_local = ids.shape, 128, 24, 4
     num_global = len(MAP) if with_map else num_local
     n = 2 * n_out if act.is_gated else n_out
-    ids = rng.integers(-1, num_global, size=(num_tokens, top_k)).astype(np.int32)
-    ids[:19, 0] = 1  # 19 slots of one expert: more than one 16-row block (local 0 with the map)
-    ids[2] = ids[2, 0]  # one expert three times in a token
     x = (rng.standard_normal((num_tokens, k)) / 10).astype(np.float32)
     w13 = (rng.standard_normal((num_local, n, k)) / 10).astype(np.float32)
     w2 = (rng.standard_normal((num_local, k, n_out)) / 10).astype(np.float32)
@@ -76,8 +70,6 @@ def test_kernel_rows_match_the_model(monkeypatch, dtype, activation, with_map, t
     )  # fmt: skip
 
     local = local_ids(ids, MAP if with_map else None, num_global)
-    spilled = local[0]  # global expert 1: one 32-row block with the shipped tile, two 16-row
-    assert (local == spilled).sum() > 16, "the problem must spill one expert past a block"
     top = np.repeat(np.arange(num_tokens), top_k)
     h = np.zeros((ids.size, n), dtype=np.float64)
     for slot, expert in enumerate(local):
@@ -96,6 +88,40 @@ def test_kernel_rows_match_the_model(monkeypatch, dtype, activation, with_map, t
     np.testing.assert_allclose(got[local >= 0], want[local >= 0], atol=tol, rtol=tol,
                                err_msg=f"seed={seed}")  # fmt: skip
     assert np.isnan(got[local < 0]).all(), f"rows of no local expert were written, seed={seed}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("activation", ["silu", "swigluoai", "gelu_no_mul"])
+@pytest.mark.parametrize("with_map", [False, True])
+@pytest.mark.parametrize("tile", ["shipped", "small", "tall"])
+def test_kernel_rows_match_the_model(monkeypatch, dtype, activation, with_map, tile):
+    use_tile(monkeypatch, tile)
+    seed = zlib.crc32(f"expert-programs{dtype}{activation}{with_map}{tile}".encode())
+    rng = np.random.default_rng(seed + 1)
+    num_global = len(MAP) if with_map else 4
+    ids = rng.integers(-1, num_global, size=(21, 3)).astype(np.int32)
+    ids[:19, 0] = 1  # 19 slots of one expert: more than one 16-row block (local 0 with the map)
+    ids[2] = ids[2, 0]  # one expert three times in a token
+    local = local_ids(ids, MAP if with_map else None, num_global)
+    assert (local == local[0]).sum() > 16, "the problem must spill one expert past a block"
+    check_kernel_rows(ids, dtype, activation, with_map, seed)
+
+
+@pytest.mark.parametrize("workers", [1, 3, 8])
+def test_busy_experts_blocks_are_shared_by_the_workers(monkeypatch, workers):
+    """Two busy experts with three 16-row blocks each: four blocks past the first, taken by one
+    worker in turn, by three unevenly, or by eight of which most find none."""
+    from moekit.experts._triton_impl import expert_programs
+
+    use_tile(monkeypatch, "small")
+    monkeypatch.setattr(expert_programs, "MIN_WORKERS", workers)
+    seed = zlib.crc32(f"expert-programs-workers{workers}".encode())
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(-1, 4, size=(40, 2)).astype(np.int32)
+    ids[:, 0] = 3  # 40 slots
+    ids[:34, 1] = 1  # 34 slots
+    ids[34:, 1] = rng.choice([0, 2, -1], size=6)
+    check_kernel_rows(ids, torch.float32, "silu", False, seed)
 
 
 @pytest.mark.parametrize(

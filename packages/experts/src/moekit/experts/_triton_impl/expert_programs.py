@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import torch
@@ -25,6 +26,13 @@ BLOCK_K2 = 128
 STAGES = 4
 NUM_WARPS = 4
 SCAN_MAX = 2048  # topk_ids entries each program scans at a time
+# Programs after the experts' that share the blocks past each expert's first. An extra block
+# streams its expert's weights on its own, at up to one SM's pull (about 50 GB/s), about twice
+# what each of the experts' programs gets while they all share HBM; so a few workers on the SMs
+# the experts leave free take two blocks each in the experts' time. Before them an expert with
+# 2.6 times the mean slots made Qwen3-30B TP2 at 256 tokens 41% slower than the aligned path
+# (bench_call_variants.py --groups programs --skew 0.25, NOTES lever 42).
+MIN_WORKERS = 4
 # Rows per block: 16 while the slots average at most 4 per local expert and 32 up to 16 (the
 # rule's limit), so that an expert seldom spills into a second block, and as few padding rows
 # as that allows; 64 beyond, where a call forces the path (it lost 4-11% there on the H200).
@@ -46,6 +54,18 @@ def block_m(num_slots: int, num_local_experts: int) -> int:
         if num_slots <= mean_rows * num_local_experts:
             return rows
     return BLOCK_M_MAX
+
+
+def num_workers(num_local_experts: int, device: torch.device) -> int:
+    """Worker programs of a call (see ``MIN_WORKERS``): the SMs the experts' programs leave free,
+    at least ``MIN_WORKERS``."""
+    free = _sm_count(device) - num_local_experts if device.type == "cuda" else 0
+    return max(MIN_WORKERS, free)
+
+
+@functools.cache
+def _sm_count(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def stages_and_warps(rows_per_block: int) -> tuple[int, int]:
@@ -119,14 +139,16 @@ def invoke_expert_programs(
     up_offset = (1 if interleaved else n_out) if gated else 0
     rows_per_block = block_m(num_slots, num_local_experts)
     stages, num_warps = stages_and_warps(rows_per_block)
-    scratch = torch.empty(num_local_experts * rows_per_block, dtype=torch.int32,
-                          device=a.device)  # fmt: skip
-    expert_programs_kernel[(num_local_experts,)](
+    workers = num_workers(num_local_experts, a.device)
+    programs = num_local_experts + workers
+    scratch = torch.empty(programs * rows_per_block, dtype=torch.int32, device=a.device)
+    expert_programs_kernel[(programs,)](
         a, weights.w13, weights.w2, activated, rows,
         w13_bias if w13_bias is not None else rows, w2_bias if w2_bias is not None else rows,
         topk_weights if topk_weights is not None else rows, topk_ids.reshape(-1),
         expert_map if expert_map is not None else topk_ids, scratch, num_global_experts,
-        num_slots, k, n_out, up_offset, a.stride(0), activated.stride(0), rows.stride(0),
+        num_local_experts, workers, num_slots, k, n_out, up_offset, a.stride(0),
+        activated.stride(0), rows.stride(0),
         w13_bias.stride(0) if w13_bias is not None else 0,
         w2_bias.stride(0) if w2_bias is not None else 0,
         weights.rows_per_expert, weights.up_row, weights.up_col,
@@ -135,7 +157,8 @@ def invoke_expert_programs(
         SWIGLU_ALPHA=SWIGLUOAI_ALPHA, SWIGLU_LIMIT=SWIGLUOAI_LIMIT,
         HAS_BIAS1=w13_bias is not None, HAS_BIAS2=w2_bias is not None,
         MUL_ROUTED_WEIGHT=topk_weights is not None, IEEE_FP32=a.dtype == torch.float32,
-        SCAN=max(16, min(SCAN_MAX, triton.next_power_of_2(num_slots))), BLOCK_M=rows_per_block,
+        SCAN=max(16, min(SCAN_MAX, triton.next_power_of_2(num_slots))),
+        NUM_BINS=max(32, triton.next_power_of_2(num_local_experts + 1)), BLOCK_M=rows_per_block,
         BLOCK_N1=BLOCK_N1, BLOCK_K1=BLOCK_K1, BLOCK_N2=BLOCK_N2, BLOCK_K2=BLOCK_K2,
         STAGES=stages, ACT_EVICTION=activated_eviction, ROWS_EVICTION=rows_eviction,
         WAIT_PRIOR=wait_prior, LAUNCH_NEXT=wait_prior and launch_next,

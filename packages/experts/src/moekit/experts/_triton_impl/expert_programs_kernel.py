@@ -1,11 +1,13 @@
 """Both GEMMs of the standard format in one kernel, one program per local expert (decode).
 
-Program ``e`` finds its expert's slots by scanning ``topk_ids`` (``expert_slots``; no alignment
-pass), ``BLOCK_M`` at a time in slot order, through ``BLOCK_M`` int32 entries of its own in
-``scratch_ptr``. For each such block it runs GEMM1 over all of its expert's activation columns,
+Program ``e`` finds its expert's first ``BLOCK_M`` slots by scanning ``topk_ids``
+(``expert_slots``; no alignment pass), in slot order, through ``BLOCK_M`` int32 entries of its
+own in ``scratch_ptr``. For that block it runs GEMM1 over all of its expert's activation columns,
 with the activation, storing the activated rows ``[slots, N_OUT]`` as ``gate_up_gemm_kernel``
 does; then, once every warp's rows are stored, GEMM2 over all of ``K``, storing the weighted
-per-slot rows ``[slots, K]`` as ``grouped_gemm_kernel`` does. The
+per-slot rows ``[slots, K]`` as ``grouped_gemm_kernel`` does. A few worker programs after the
+experts' take the blocks of experts with more slots than one block, side by side: a busy
+expert would otherwise stream its weights again after everybody else is done. The
 products, their order and their rounding are those kernels' with the same ``BLOCK_K``, so the
 rows are the same bit for bit. Each GEMM is one flat loop over (column block, K step), so that
 the weight loads stay pipelined from one column block to the next.
@@ -51,6 +53,25 @@ def expert_slots(topk_ids_ptr, expert_map_ptr, num_global_experts, expert, num_s
     slot_ok = first + row < count
     slots = tl.load(scratch_ptr + row, mask=slot_ok, other=0)
     return slots.to(tl.int64), slot_ok, count
+
+
+@triton.jit
+def overflow_blocks(topk_ids_ptr, expert_map_ptr, num_global_experts, num_slots,
+                    num_local_experts, HAS_MAP: tl.constexpr, SCAN: tl.constexpr,
+                    BLOCK_M: tl.constexpr, NUM_BINS: tl.constexpr):  # fmt: skip
+    """``(extra, ends)``: each local expert's blocks past its first (``[NUM_BINS]`` int32, 0
+    past the experts) and their inclusive running sum, from one histogram of ``topk_ids``.
+    Overflow item ``t`` is block ``t - (ends[e] - extra[e]) + 1`` of the expert ``e`` whose
+    range ``[ends[e] - extra[e], ends[e])`` holds it. Skipped slots fall in the last bin."""
+    counts = tl.zeros([NUM_BINS], tl.int32)
+    for start in range(0, num_slots, SCAN):
+        offs = start + tl.arange(0, SCAN)
+        ids = tl.load(topk_ids_ptr + offs, mask=offs < num_slots, other=-1)
+        local = local_expert_of(ids, expert_map_ptr, num_global_experts, HAS_MAP)
+        counts += tl.histogram(tl.where(local >= 0, local, NUM_BINS - 1).to(tl.int32), NUM_BINS)
+    experts = tl.arange(0, NUM_BINS)
+    extra = tl.where(experts < num_local_experts, tl.maximum(tl.cdiv(counts, BLOCK_M) - 1, 0), 0)
+    return extra, tl.cumsum(extra, 0)
 
 
 @triton.jit
@@ -143,36 +164,53 @@ def down_block(activated_ptr, slots, slot_ok, w2_desc, bias2_ptr, topk_weights_p
 @triton.jit
 def expert_programs_kernel(
     a_ptr, w13_desc, w2_desc, activated_ptr, rows_ptr, bias1_ptr, bias2_ptr, topk_weights_ptr,
-    topk_ids_ptr, expert_map_ptr, scratch_ptr, num_global_experts, num_slots, K, N_OUT,
-    up_offset, stride_am, stride_act, stride_rows, stride_bias1, stride_bias2,
-    DESC_ROWS, DESC_UP_ROW, DESC_UP_COL,
+    topk_ids_ptr, expert_map_ptr, scratch_ptr, num_global_experts, num_local_experts,
+    num_workers, num_slots, K, N_OUT, up_offset, stride_am, stride_act, stride_rows,
+    stride_bias1, stride_bias2, DESC_ROWS, DESC_UP_ROW, DESC_UP_COL,
     TOP_K: tl.constexpr, HAS_MAP: tl.constexpr, GATED: tl.constexpr,
     GATE_ROW_STEP: tl.constexpr, ACTIVATION: tl.constexpr, SWIGLU_ALPHA: tl.constexpr,
     SWIGLU_LIMIT: tl.constexpr, HAS_BIAS1: tl.constexpr, HAS_BIAS2: tl.constexpr,
     MUL_ROUTED_WEIGHT: tl.constexpr, IEEE_FP32: tl.constexpr, SCAN: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N1: tl.constexpr, BLOCK_K1: tl.constexpr, BLOCK_N2: tl.constexpr,
-    BLOCK_K2: tl.constexpr, STAGES: tl.constexpr, ACT_EVICTION: tl.constexpr,
-    ROWS_EVICTION: tl.constexpr, WAIT_PRIOR: tl.constexpr, LAUNCH_NEXT: tl.constexpr,
+    NUM_BINS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N1: tl.constexpr,
+    BLOCK_K1: tl.constexpr, BLOCK_N2: tl.constexpr, BLOCK_K2: tl.constexpr,
+    STAGES: tl.constexpr, ACT_EVICTION: tl.constexpr, ROWS_EVICTION: tl.constexpr,
+    WAIT_PRIOR: tl.constexpr, LAUNCH_NEXT: tl.constexpr,
 ):  # fmt: skip
+    """Programs below ``num_local_experts`` run their expert's first block; the
+    ``num_workers`` after them share every expert's further blocks (``overflow_blocks``), each
+    taking every ``num_workers``-th, so that a busy expert's blocks run side by side rather than
+    one after another in its own program."""
     wait_for_prior_kernel(WAIT_PRIOR, LAUNCH_NEXT)
-    expert = tl.program_id(0)
-    scratch_ptr += expert * BLOCK_M
-    slots, slot_ok, count = expert_slots(topk_ids_ptr, expert_map_ptr, num_global_experts,
-                                         expert, num_slots, 0, scratch_ptr, HAS_MAP, SCAN,
-                                         BLOCK_M)  # fmt: skip
-    for m_block in range(0, tl.cdiv(count, BLOCK_M)):
-        if m_block > 0:
-            slots, slot_ok, _count = expert_slots(topk_ids_ptr, expert_map_ptr,
-                                                  num_global_experts, expert, num_slots, m_block,
-                                                  scratch_ptr, HAS_MAP, SCAN, BLOCK_M)  # fmt: skip
-        gate_up_block(a_ptr, slots, slot_ok, w13_desc, bias1_ptr, activated_ptr, expert, K,
-                      N_OUT, stride_am, stride_act, stride_bias1, up_offset, DESC_ROWS,
-                      DESC_UP_ROW, DESC_UP_COL, TOP_K, GATED, GATE_ROW_STEP, ACTIVATION,
-                      SWIGLU_ALPHA, SWIGLU_LIMIT, HAS_BIAS1, IEEE_FP32, BLOCK_M, BLOCK_N1,
-                      BLOCK_K1, STAGES, ACT_EVICTION)  # fmt: skip
-        # every warp's activated rows are stored before any warp reads them back
-        tl.debug_barrier()
-        down_block(activated_ptr, slots, slot_ok, w2_desc, bias2_ptr, topk_weights_ptr,
-                   rows_ptr, expert, K, N_OUT, stride_act, stride_rows, stride_bias2,
-                   MUL_ROUTED_WEIGHT, HAS_BIAS2, IEEE_FP32, BLOCK_M, BLOCK_N2, BLOCK_K2, STAGES,
-                   ROWS_EVICTION)  # fmt: skip
+    pid = tl.program_id(0)
+    is_worker = pid >= num_local_experts
+    worker = pid - num_local_experts
+    scratch_ptr += pid * BLOCK_M
+    extra = tl.zeros([NUM_BINS], tl.int32)
+    ends = tl.zeros([NUM_BINS], tl.int32)
+    if is_worker:
+        extra, ends = overflow_blocks(topk_ids_ptr, expert_map_ptr, num_global_experts,
+                                      num_slots, num_local_experts, HAS_MAP, SCAN, BLOCK_M,
+                                      NUM_BINS)  # fmt: skip
+    total = tl.sum(extra)
+    num_items = tl.where(is_worker, tl.cdiv(tl.maximum(total - worker, 0), num_workers), 1)
+    for item in range(0, num_items):
+        overflow = worker + item * num_workers
+        owner = tl.sum((ends <= overflow).to(tl.int32))
+        owner_first = tl.sum(tl.where(tl.arange(0, NUM_BINS) == owner, ends - extra, 0))
+        expert = tl.where(is_worker, owner, pid)
+        m_block = tl.where(is_worker, overflow - owner_first + 1, 0)
+        slots, slot_ok, count = expert_slots(topk_ids_ptr, expert_map_ptr, num_global_experts,
+                                             expert, num_slots, m_block, scratch_ptr, HAS_MAP,
+                                             SCAN, BLOCK_M)  # fmt: skip
+        if m_block * BLOCK_M < count:
+            gate_up_block(a_ptr, slots, slot_ok, w13_desc, bias1_ptr, activated_ptr, expert, K,
+                          N_OUT, stride_am, stride_act, stride_bias1, up_offset, DESC_ROWS,
+                          DESC_UP_ROW, DESC_UP_COL, TOP_K, GATED, GATE_ROW_STEP, ACTIVATION,
+                          SWIGLU_ALPHA, SWIGLU_LIMIT, HAS_BIAS1, IEEE_FP32, BLOCK_M, BLOCK_N1,
+                          BLOCK_K1, STAGES, ACT_EVICTION)  # fmt: skip
+            # every warp's activated rows are stored before any warp reads them back
+            tl.debug_barrier()
+            down_block(activated_ptr, slots, slot_ok, w2_desc, bias2_ptr, topk_weights_ptr,
+                       rows_ptr, expert, K, N_OUT, stride_act, stride_rows, stride_bias2,
+                       MUL_ROUTED_WEIGHT, HAS_BIAS2, IEEE_FP32, BLOCK_M, BLOCK_N2, BLOCK_K2,
+                       STAGES, ROWS_EVICTION)  # fmt: skip
