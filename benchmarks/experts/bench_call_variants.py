@@ -104,6 +104,36 @@ def programs_group() -> tuple[str, dict, dict]:
     return "moekit.experts.triton_experts", shipped, {"aligned": {"expert_programs_serve": never}}
 
 
+def programs_blocks_group() -> tuple[str, dict, dict]:
+    """Lever 42's path under the shipped rule with other block heights or more workers
+    (``expert_programs``'s constants, set as each call is captured), and the aligned path."""
+    from moekit.experts import triton_experts
+    from moekit.experts._triton_impl import expert_programs
+
+    shipped_serve = triton_experts.expert_programs_serve
+    names = ("BLOCK_M_BY_MEAN_ROWS", "BLOCK_M_MAX", "MIN_WORKERS")
+    shipped = {n: getattr(expert_programs, n) for n in names}
+    settings = {
+        "shipped": {},
+        "blocks_64_above_4": {"BLOCK_M_BY_MEAN_ROWS": ((4, 16),), "BLOCK_M_MAX": 64},
+        "blocks_32_above_4": {"BLOCK_M_BY_MEAN_ROWS": ((4, 16),), "BLOCK_M_MAX": 32},
+        "workers_all_sms": {"MIN_WORKERS": 132},
+    }
+
+    def serve_with(changes: dict | None):  # type: ignore[no-untyped-def]
+        def serve(config, num_slots, num_local_experts):  # type: ignore[no-untyped-def]
+            for name, value in {**shipped, **(changes or {})}.items():
+                setattr(expert_programs, name, value)
+            return changes is not None and shipped_serve(config, num_slots, num_local_experts)
+
+        return serve
+
+    variants = {n: {"expert_programs_serve": serve_with(c)} for n, c in settings.items()}
+    variants["aligned"] = {"expert_programs_serve": serve_with(None)}
+    shipped_setting = variants.pop("shipped")
+    return "moekit.experts.triton_experts", shipped_setting, variants
+
+
 def programs_forced_group() -> tuple[str, dict, dict]:
     """Lever 42's path on every call, whatever the entry and the row limit say
     (``expert_programs_serve`` patched), against the shipped rule."""
@@ -204,7 +234,8 @@ def main() -> None:
     parser = cell_parser(__doc__.splitlines()[0], TOKENS)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--groups", nargs="+", default=["align"],
-                        choices=[*GROUPS, "entries", "programs", "programs_forced", "programs_tiles"])  # fmt: skip
+                        choices=[*GROUPS, "entries", "programs", "programs_forced", "programs_tiles",
+                                 "programs_blocks"])  # fmt: skip
     parser.add_argument("--tiles", nargs="+", default=list(PROGRAM_TILES),
                         choices=list(PROGRAM_TILES), help="the programs_tiles group's tiles")  # fmt: skip
     parser.add_argument("--entries", type=Path, nargs="+", default=[],
@@ -216,6 +247,8 @@ def main() -> None:
         groups["entries"] = entries_group(args.entries)
     if "programs" in args.groups:
         groups["programs"] = programs_group()
+    if "programs_blocks" in args.groups:
+        groups["programs_blocks"] = programs_blocks_group()
     if "programs_forced" in args.groups:
         groups["programs_forced"] = programs_forced_group()
     if "programs_tiles" in args.groups:
