@@ -22,15 +22,14 @@ MAP = np.array([-1, 0, 1, -1, 2, 3, -1, -1], dtype=np.int32)  # 8 global, 4 loca
 # into a second block) and several scans of 16 ids; the shipped tile takes one of each.
 SMALL_TILE = {"BLOCK_N1": 16, "BLOCK_K1": 32, "BLOCK_N2": 16, "BLOCK_K2": 16, "SCAN_MAX": 16,
               "BLOCK_M_BY_MEAN_ROWS": ((1 << 30, 16),)}  # fmt: skip
-# The shipped tile in 64-row blocks (the tall blocks' stages and warps) whatever the rows
-TALL_TILE = {"BLOCK_M_BY_MEAN_ROWS": ()}
 
 
 def use_tile(monkeypatch, tile: str) -> None:
     from moekit.experts._triton_impl import expert_programs
 
-    for name, value in {"small": SMALL_TILE, "tall": TALL_TILE}.get(tile, {}).items():
-        monkeypatch.setattr(expert_programs, name, value)
+    if tile == "small":
+        for name, value in SMALL_TILE.items():
+            monkeypatch.setattr(expert_programs, name, value)
 
 
 def local_ids(ids: np.ndarray, expert_map: np.ndarray | None, num_global: int) -> np.ndarray:
@@ -93,7 +92,7 @@ def check_kernel_rows(ids: np.ndarray, dtype: torch.dtype, activation: str, with
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("activation", ["silu", "swigluoai", "gelu_no_mul"])
 @pytest.mark.parametrize("with_map", [False, True])
-@pytest.mark.parametrize("tile", ["shipped", "small", "tall"])
+@pytest.mark.parametrize("tile", ["shipped", "small"])  # 64-row blocks here, and 16-row
 def test_kernel_rows_match_the_model(monkeypatch, dtype, activation, with_map, tile):
     use_tile(monkeypatch, tile)
     seed = zlib.crc32(f"expert-programs{dtype}{activation}{with_map}{tile}".encode())
@@ -103,7 +102,7 @@ def test_kernel_rows_match_the_model(monkeypatch, dtype, activation, with_map, t
     ids[:19, 0] = 1  # 19 slots of one expert: more than one 16-row block (local 0 with the map)
     ids[2] = ids[2, 0]  # one expert three times in a token
     local = local_ids(ids, MAP if with_map else None, num_global)
-    assert (local == local[0]).sum() > 16, "the problem must spill one expert past a block"
+    assert (local == local[0]).sum() > 16, "the problem must spill one expert past 16 rows"
     check_kernel_rows(ids, dtype, activation, with_map, seed)
 
 
@@ -126,12 +125,12 @@ def test_busy_experts_blocks_are_shared_by_the_workers(monkeypatch, workers):
 
 @pytest.mark.parametrize(
     ("num_slots", "want", "stages_and_warps"),
-    [(512, 16, (4, 4)), (513, 32, (4, 4)), (2048, 32, (4, 4)), (2049, 64, (3, 8))],
+    [(512, 16, (4, 4)), (513, 64, (3, 8)), (2048, 64, (3, 8))],
 )
 def test_block_rows_follow_the_mean_rows_per_expert(num_slots, want, stages_and_warps):
     from moekit.experts._triton_impl import expert_programs
 
-    assert expert_programs.block_m(num_slots, 128) == want  # 4 and 16 rows each at the limits
+    assert expert_programs.block_m(num_slots, 128) == want  # 4 rows each at the limit
     assert expert_programs.stages_and_warps(want) == stages_and_warps
 
 
@@ -144,19 +143,6 @@ def test_rule_serves_only_entries_that_ask_and_few_rows_per_expert():
     assert not expert_programs_serve(entry, limit + 1, 128)
     assert not expert_programs_serve(GemmConfig(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128), 128, 128)
     assert GemmConfig(**entry.as_dict()) == entry  # the tables store the field
-    # an entry's own limit: 48 slots per expert (768 tokens of top-8 over 128 experts)
-    taller = GemmConfig(BLOCK_M=64, BLOCK_N=64, BLOCK_K=128, EXPERT_PROGRAMS=True,
-                        EXPERT_PROGRAMS_ROWS=48)  # fmt: skip
-    assert expert_programs_serve(taller, 48 * 128, 128)
-    assert not expert_programs_serve(taller, 48 * 128 + 1, 128)
-    assert GemmConfig(**taller.as_dict()) == taller
-
-
-@pytest.mark.parametrize("rows", [-1, 48])
-def test_entry_refuses_a_row_limit_without_the_path(rows):
-    with pytest.raises(ValueError, match="EXPERT_PROGRAMS_ROWS"):
-        GemmConfig(BLOCK_M=64, BLOCK_N=64, BLOCK_K=128, EXPERT_PROGRAMS=rows < 0,
-                   EXPERT_PROGRAMS_ROWS=rows)  # fmt: skip
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])

@@ -188,9 +188,10 @@ def test_expert_programs_on_gpu_match_the_aligned_path_bit_for_bit(monkeypatch, 
                                                                     dtype, pdl):  # fmt: skip
     """One program per local expert (forced on) against the aligned path with the same K steps
     (128 columns): results equal bit for bit, ten times over, and match the reference, with
-    skipped, remote and repeated experts: at 12 tokens in one 32-row block per expert, at 37 in
-    16-row blocks (forced), so that experts spill into a second one, at 90 in 64-row blocks
-    (three stages over eight warps); gpt-oss's interleaved rows with biases too."""
+    skipped, remote and repeated experts: at 12 tokens in one 64-row block per expert (three
+    stages over eight warps), at 37 in 16-row blocks (forced) and at 200 in 64-row blocks, so
+    that experts spill into blocks that the worker programs take; gpt-oss's interleaved rows
+    with biases too."""
     import numpy as np
 
     from moekit.experts import triton_experts
@@ -202,7 +203,7 @@ def test_expert_programs_on_gpu_match_the_aligned_path_bit_for_bit(monkeypatch, 
     tile = dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, num_stages=3, B_TMA=True)
     expert_map = np.array([0, 1, -1, 2, 3, 4, 5, -1, 6, 7], dtype=np.int32)
     shipped_rows = expert_programs.BLOCK_M_BY_MEAN_ROWS
-    for num_tokens in (12, 37, 90):
+    for num_tokens in (12, 37, 200):
         seed = zlib.crc32(f"gpu-expert-programs{activation}{dtype}{pdl}{num_tokens}".encode())
         problem = make_problem(seed, num_tokens, 8, 4, 256, 320, activation, bias=True,
                                expert_map=expert_map)  # fmt: skip
@@ -215,7 +216,7 @@ def test_expert_programs_on_gpu_match_the_aligned_path_bit_for_bit(monkeypatch, 
         # 37 tokens: 18.5 slots per expert, some past 16
         forced_rows = ((1 << 30, 16),) if num_tokens == 37 else shipped_rows
         monkeypatch.setattr(expert_programs, "BLOCK_M_BY_MEAN_ROWS", forced_rows)
-        if num_tokens == 90:
+        if num_tokens == 200:  # 80 slots per local expert
             assert expert_programs.block_m(4 * num_tokens, 8) == 64
         calls = []
         real = triton_experts.TritonExperts._expert_programs

@@ -18,7 +18,7 @@ from moekit.experts.activation import SWIGLUOAI_ALPHA, SWIGLUOAI_LIMIT, MoEActiv
 # 16 tokens (benchmarks/results/experts_expert_programs_h100.json, NOTES lever 42): 64
 # activation columns (64 gate and 64 up rows of W13) and 128 output columns per block, K steps
 # of 128, four stages, four warps. Three stages, five, eight warps, 128 activation columns or
-# steps of 64 were 0.4-5% slower there. An expert's rows past one block take another pass.
+# steps of 64 were 0.4-5% slower there. An expert's rows past one block take another block.
 BLOCK_N1 = 64
 BLOCK_K1 = 128
 BLOCK_N2 = 128
@@ -26,23 +26,26 @@ BLOCK_K2 = 128
 STAGES = 4
 NUM_WARPS = 4
 SCAN_MAX = 2048  # topk_ids entries each program scans at a time
-# Programs after the experts' that share the blocks past each expert's first. An extra block
-# streams its expert's weights on its own, at up to one SM's pull (about 50 GB/s), about twice
-# what each of the experts' programs gets while they all share HBM; so a few workers on the SMs
-# the experts leave free take two blocks each in the experts' time. Before them an expert with
-# 2.6 times the mean slots made Qwen3-30B TP2 at 256 tokens 41% slower than the aligned path
-# (bench_call_variants.py --groups programs --skew 0.25, NOTES lever 42).
+# Programs after the experts' that share the blocks past each expert's first: such a block
+# streams its expert's weights on one SM, at up to about 50 GB/s, about twice what each of the
+# experts' programs gets while they all share HBM, so a few workers on the SMs the experts leave
+# free take about two blocks each in the experts' time. When each expert's program ran its own
+# further blocks, after its first, a busy expert's program ran alone at the end; workers took 4%
+# off Qwen3-30B TP2 at 256 tokens with skewed routing (32-row blocks, 315 -> 303 µs), taller
+# blocks (above) the rest. A worker on every SM instead lost up to 2% at 64 tokens.
 MIN_WORKERS = 4
-# Rows per block: 16 while the slots average at most 4 per local expert and 32 up to 16 (the
-# rule's limit), so that an expert seldom spills into a second block, and as few padding rows
-# as that allows; 64 beyond, where a call forces the path (it lost 4-11% there on the H200).
-BLOCK_M_BY_MEAN_ROWS = ((4, 16), (16, 32))
+# Rows per block: 16 while the slots average at most 4 per local expert, 64 beyond (up to the
+# rule's 16). A block then holds four times an expert's mean slots, so that routing which favours
+# some experts seldom spills one into a second block, which streams that expert's weights once
+# more on one SM (see MIN_WORKERS). With 32-row blocks above 4 slots, routing whose busiest expert
+# had 2.75 times the mean made Qwen3-30B TP2 at 256 tokens 31% slower than the aligned path
+# (293 µs, 1.46x the floor); 64-row blocks took 27% off that (214 µs), and cost 0.1-0.7% on
+# uniform routing at 96-256 tokens (bench_call_variants.py --groups programs_blocks --skew 0.25,
+# NOTES lever 43). 64-row blocks pipeline three stages over eight warps instead of four over
+# four: on the H100 that was 0.4-0.7% faster on Qwen3-30B and its TP2 slice at 512 tokens
+# (``--groups programs_tiles``); four stages over eight warps tied three, two lost 9-28%.
+BLOCK_M_BY_MEAN_ROWS = ((4, 16),)
 BLOCK_M_MAX = 64
-# 64-row blocks pipeline three stages over eight warps instead. On the H100 (whole calls,
-# bench_call_variants.py --groups programs_tiles, NOTES lever 43) that was 0.4-0.7% faster than
-# four stages over four warps on Qwen3-30B and its TP2 slice at 512 tokens, and 1.3-3.1% on
-# DeepSeek-V3 TP4 at 512 and 1024 (where the path loses either way); four stages over eight warps
-# tied three within 0.7%, two stages lost 9-28%.
 TALL_BLOCK_M = 64
 TALL_STAGES = 3
 TALL_NUM_WARPS = 8
