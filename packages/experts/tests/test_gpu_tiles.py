@@ -199,7 +199,7 @@ def test_expert_programs_on_gpu_match_the_aligned_path_bit_for_bit(monkeypatch, 
     from moekit.experts._triton_impl.configs import GemmConfig
 
     monkeypatch.setattr(triton_experts, "PROGRAMMATIC_LAUNCH", pdl)
-    monkeypatch.setattr(triton_experts, "EXPERT_PROGRAMS_MAX_ROWS", 64)
+    monkeypatch.setattr(triton_experts, "EXPERT_PROGRAMS_MAX_ROWS", 128)
     tile = dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, num_stages=3, B_TMA=True)
     expert_map = np.array([0, 1, -1, 2, 3, 4, 5, -1, 6, 7], dtype=np.int32)
     shipped_rows = expert_programs.BLOCK_M_BY_MEAN_ROWS
@@ -216,7 +216,7 @@ def test_expert_programs_on_gpu_match_the_aligned_path_bit_for_bit(monkeypatch, 
         # 37 tokens: 18.5 slots per expert, some past 16
         forced_rows = ((1 << 30, 16),) if num_tokens == 37 else shipped_rows
         monkeypatch.setattr(expert_programs, "BLOCK_M_BY_MEAN_ROWS", forced_rows)
-        if num_tokens == 200:  # 80 slots per local expert
+        if num_tokens == 200:  # 100 slots per local expert: two 64-row blocks
             assert expert_programs.block_m(4 * num_tokens, 8) == 64
         calls = []
         real = triton_experts.TritonExperts._expert_programs
