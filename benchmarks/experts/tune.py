@@ -88,7 +88,8 @@ def refinements(best: GemmConfig) -> list[GemmConfig]:
     group_m = [c for c in group_m if c != best]
     tma = [dataclasses.replace(best, B_TMA=not best.B_TMA)]
     rows_policy = [dataclasses.replace(best, ROWS_DEFAULT_POLICY=not best.ROWS_DEFAULT_POLICY)]
-    programs = [dataclasses.replace(best, EXPERT_PROGRAMS=not best.EXPERT_PROGRAMS)]
+    programs = [dataclasses.replace(best, EXPERT_PROGRAMS=not best.EXPERT_PROGRAMS,
+                                    EXPERT_PROGRAMS_ROWS=0)]  # fmt: skip
     tails = [dataclasses.replace(best, TAIL_M=t1, TAIL_M2=t2, TAIL_SWAP=swap)
              for t1, t2, swap in itertools.product((0, 16, 32, 64), (0, 16, 32, 64), (False, True))
              if 2 * max(t1, t2) <= best.BLOCK_M and (t1 or t2 or not swap)]  # fmt: skip

@@ -143,6 +143,19 @@ def test_rule_serves_only_entries_that_ask_and_few_rows_per_expert():
     assert not expert_programs_serve(entry, limit + 1, 128)
     assert not expert_programs_serve(GemmConfig(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128), 128, 128)
     assert GemmConfig(**entry.as_dict()) == entry  # the tables store the field
+    # an entry's own limit: 4 slots per expert (the H200's entries)
+    lower = GemmConfig(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, EXPERT_PROGRAMS=True,
+                       EXPERT_PROGRAMS_ROWS=4)  # fmt: skip
+    assert expert_programs_serve(lower, 4 * 128, 128)
+    assert not expert_programs_serve(lower, 4 * 128 + 1, 128)
+    assert GemmConfig(**lower.as_dict()) == lower
+
+
+@pytest.mark.parametrize("rows", [-1, 4])
+def test_entry_refuses_a_row_limit_without_the_path(rows):
+    with pytest.raises(ValueError, match="EXPERT_PROGRAMS_ROWS"):
+        GemmConfig(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, EXPERT_PROGRAMS=rows < 0,
+                   EXPERT_PROGRAMS_ROWS=rows)  # fmt: skip
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])

@@ -121,8 +121,10 @@ def _sm_count(device: torch.device) -> int:
 
 def expert_programs_serve(config: GemmConfig, num_slots: int, num_local_experts: int) -> bool:
     """Whether a call may take the one-program-per-expert path (see
-    ``EXPERT_PROGRAMS_MAX_ROWS``); it also needs the weights' descriptors."""
-    return config.EXPERT_PROGRAMS and num_slots <= EXPERT_PROGRAMS_MAX_ROWS * num_local_experts
+    ``EXPERT_PROGRAMS_MAX_ROWS``; an entry's ``EXPERT_PROGRAMS_ROWS`` replaces that limit); it
+    also needs the weights' descriptors."""
+    most_rows = config.EXPERT_PROGRAMS_ROWS or EXPERT_PROGRAMS_MAX_ROWS
+    return config.EXPERT_PROGRAMS and num_slots <= most_rows * num_local_experts
 
 
 def tiles_from_ids(num_tokens: int, num_slots: int, num_local_experts: int) -> bool:

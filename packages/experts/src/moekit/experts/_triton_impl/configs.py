@@ -33,6 +33,7 @@ OPTIONAL_FIELDS = (
     "TAIL_SWAP",
     "ROWS_DEFAULT_POLICY",
     "EXPERT_PROGRAMS",
+    "EXPERT_PROGRAMS_ROWS",
 )
 
 
@@ -62,7 +63,9 @@ class GemmConfig:
     default eviction policy instead of ``row_cache``'s. With ``EXPERT_PROGRAMS`` a call this entry
     serves runs both GEMMs as one program per local expert, with the path's own tile, where
     ``TritonExperts``'s rule lets it (see ``expert_programs``); the entry's tiles then serve the
-    calls the rule leaves to the aligned path."""
+    calls the rule leaves to the aligned path. ``EXPERT_PROGRAMS_ROWS`` is the most slots per
+    local expert, on average, for which the rule lets it (0: the rule's default,
+    ``EXPERT_PROGRAMS_MAX_ROWS``)."""
 
     BLOCK_M: int
     BLOCK_N: int
@@ -83,8 +86,14 @@ class GemmConfig:
     TAIL_SWAP: bool = False
     ROWS_DEFAULT_POLICY: bool = False
     EXPERT_PROGRAMS: bool = False
+    EXPERT_PROGRAMS_ROWS: int = 0
 
     def __post_init__(self) -> None:
+        if self.EXPERT_PROGRAMS_ROWS < 0 or (
+            self.EXPERT_PROGRAMS_ROWS and not self.EXPERT_PROGRAMS
+        ):
+            raise ValueError("EXPERT_PROGRAMS_ROWS: 0, or a positive count with EXPERT_PROGRAMS, "
+                             f"got {self.EXPERT_PROGRAMS_ROWS}")  # fmt: skip
         if self.EXPERT_GROUPS and (self.GROUP_M < 1 or self.GROUP_M & (self.GROUP_M - 1)):
             raise ValueError(f"GROUP_M: EXPERT_GROUPS needs a power of two, got {self.GROUP_M}")
         for name, tail in (("TAIL_M", self.TAIL_M), ("TAIL_M2", self.TAIL_M2)):
