@@ -75,6 +75,17 @@ def overflow_blocks(topk_ids_ptr, expert_map_ptr, num_global_experts, num_slots,
 
 
 @triton.jit
+def overflow_item(pid, is_worker, overflow, extra, ends, NUM_BINS: tl.constexpr):
+    """``(expert, m_block)`` a program runs: its own expert's first block, or for a worker the
+    expert and block of overflow item ``overflow`` (see ``overflow_blocks``)."""
+    owner = tl.sum((ends <= overflow).to(tl.int32))
+    owner_first = tl.sum(tl.where(tl.arange(0, NUM_BINS) == owner, ends - extra, 0))
+    expert = tl.where(is_worker, owner, pid)
+    m_block = tl.where(is_worker, overflow - owner_first + 1, 0)
+    return expert, m_block
+
+
+@triton.jit
 def gate_up_block(a_ptr, slots, slot_ok, w13_desc, bias1_ptr, activated_ptr, expert, K, N_OUT,
                   stride_am, stride_act, stride_bias1, up_offset, DESC_ROWS, DESC_UP_ROW,
                   DESC_UP_COL, TOP_K: tl.constexpr, GATED: tl.constexpr,
@@ -191,26 +202,30 @@ def expert_programs_kernel(
         extra, ends = overflow_blocks(topk_ids_ptr, expert_map_ptr, num_global_experts,
                                       num_slots, num_local_experts, HAS_MAP, SCAN, BLOCK_M,
                                       NUM_BINS)  # fmt: skip
+    expert, m_block = overflow_item(pid, is_worker, worker, extra, ends, NUM_BINS)
+    slots, slot_ok, count = expert_slots(topk_ids_ptr, expert_map_ptr, num_global_experts,
+                                         expert, num_slots, m_block, scratch_ptr, HAS_MAP, SCAN,
+                                         BLOCK_M)  # fmt: skip
+    # an expert's program runs its first block if it has one; a worker every num_workers-th
+    # further block from its own on (each exists)
     total = tl.sum(extra)
-    num_items = tl.where(is_worker, tl.cdiv(tl.maximum(total - worker, 0), num_workers), 1)
+    num_items = tl.where(is_worker, tl.cdiv(tl.maximum(total - worker, 0), num_workers),
+                         (count > 0).to(tl.int32))  # fmt: skip
     for item in range(0, num_items):
-        overflow = worker + item * num_workers
-        owner = tl.sum((ends <= overflow).to(tl.int32))
-        owner_first = tl.sum(tl.where(tl.arange(0, NUM_BINS) == owner, ends - extra, 0))
-        expert = tl.where(is_worker, owner, pid)
-        m_block = tl.where(is_worker, overflow - owner_first + 1, 0)
-        slots, slot_ok, count = expert_slots(topk_ids_ptr, expert_map_ptr, num_global_experts,
-                                             expert, num_slots, m_block, scratch_ptr, HAS_MAP,
-                                             SCAN, BLOCK_M)  # fmt: skip
-        if m_block * BLOCK_M < count:
-            gate_up_block(a_ptr, slots, slot_ok, w13_desc, bias1_ptr, activated_ptr, expert, K,
-                          N_OUT, stride_am, stride_act, stride_bias1, up_offset, DESC_ROWS,
-                          DESC_UP_ROW, DESC_UP_COL, TOP_K, GATED, GATE_ROW_STEP, ACTIVATION,
-                          SWIGLU_ALPHA, SWIGLU_LIMIT, HAS_BIAS1, IEEE_FP32, BLOCK_M, BLOCK_N1,
-                          BLOCK_K1, STAGES, ACT_EVICTION)  # fmt: skip
-            # every warp's activated rows are stored before any warp reads them back
-            tl.debug_barrier()
-            down_block(activated_ptr, slots, slot_ok, w2_desc, bias2_ptr, topk_weights_ptr,
-                       rows_ptr, expert, K, N_OUT, stride_act, stride_rows, stride_bias2,
-                       MUL_ROUTED_WEIGHT, HAS_BIAS2, IEEE_FP32, BLOCK_M, BLOCK_N2, BLOCK_K2,
-                       STAGES, ROWS_EVICTION)  # fmt: skip
+        if item > 0:
+            expert, m_block = overflow_item(pid, is_worker, worker + item * num_workers, extra,
+                                            ends, NUM_BINS)  # fmt: skip
+            slots, slot_ok, count = expert_slots(topk_ids_ptr, expert_map_ptr,
+                                                 num_global_experts, expert, num_slots, m_block,
+                                                 scratch_ptr, HAS_MAP, SCAN, BLOCK_M)  # fmt: skip
+        gate_up_block(a_ptr, slots, slot_ok, w13_desc, bias1_ptr, activated_ptr, expert, K,
+                      N_OUT, stride_am, stride_act, stride_bias1, up_offset, DESC_ROWS,
+                      DESC_UP_ROW, DESC_UP_COL, TOP_K, GATED, GATE_ROW_STEP, ACTIVATION,
+                      SWIGLU_ALPHA, SWIGLU_LIMIT, HAS_BIAS1, IEEE_FP32, BLOCK_M, BLOCK_N1,
+                      BLOCK_K1, STAGES, ACT_EVICTION)  # fmt: skip
+        # every warp's activated rows are stored before any warp reads them back
+        tl.debug_barrier()
+        down_block(activated_ptr, slots, slot_ok, w2_desc, bias2_ptr, topk_weights_ptr,
+                   rows_ptr, expert, K, N_OUT, stride_act, stride_rows, stride_bias2,
+                   MUL_ROUTED_WEIGHT, HAS_BIAS2, IEEE_FP32, BLOCK_M, BLOCK_N2, BLOCK_K2, STAGES,
+                   ROWS_EVICTION)  # fmt: skip
