@@ -5,8 +5,11 @@ Groups: ``align`` (``moekit.align``'s ``launch_config``, the alignment pass's ch
 ``bench_align.py --sweep-only`` for the kernels alone), ``sum`` (its ``reduce``, ``moe_sum``'s
 launch; ``bench_moe_sum.py``), ``rows`` (``row_cache``, the L2 eviction priority of the rows
 GEMM1 and GEMM2 store for the next kernel), ``programs`` (lever 42's one program per expert,
-where the table's entry asks for it, against the aligned path) and ``programs_forced`` (that
-path on every call, against the shipped rule); ``entries`` times the shipped tables against the
+where the table's entry asks for it, against the aligned path), ``programs_forced`` (that
+path on every call, against the shipped rule), ``programs_tiles`` (that path forced with the
+tiles of ``PROGRAM_TILES``, lever 43) and ``programs_blocks`` (the shipped rule with other
+block heights or more workers, lever 43; with ``--skew`` for routing that favours some
+experts); ``entries`` times the shipped tables against the
 entries of the table files given with ``--entries`` (say, an older commit's). The ``weights``
 group of lever 38 (an L2 eviction policy on the GEMMs' weight loads) is in this script at
 438796b, the ``intermediate`` group of lever 40 (GEMM1's activated rows in the aligned order)

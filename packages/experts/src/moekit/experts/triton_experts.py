@@ -87,10 +87,12 @@ EARLY_START_MIN_PROGRAMS_PER_SM = 4
 # program streams its expert's weights at most at about 50 GB/s (one SM's share), so the path
 # also needs enough active experts to fill HBM: which entries ask for it depends on the device.
 # Bit-identical to the aligned path; in whole calls (benchmarks/results/experts_expert_programs_*
-# .json, NOTES lever 42) Qwen3-30B TP2 took 2-7% less time at 9-256 tokens on the H100 and
-# 2.5-8.6% less at 12-256 on the H200, where it lost 17% at 9 (56 active experts); Qwen3-30B
-# gained about 2% at 24-256 on the H200 and moved -1.5% to +1.4% on the H100; DeepSeek-V3 and its
-# TP4 slice lost 2-13%.
+# .json, NOTES levers 42 and 43) Qwen3-30B TP2 took 2-7% less time at 9-256 tokens on the H100,
+# also on routing that favours some experts; on the H200 it lost 17% at 9 tokens (56 active
+# experts) and 7-9% at 128-256 with the 64-row blocks that skewed routing needs, so the H200's
+# entries cap it at 4 slots per expert (EXPERT_PROGRAMS_ROWS), where Qwen3-30B and its TP2 slice
+# gained up to 8%; Qwen3-30B moved -1.5% to +1.4% on the H100; DeepSeek-V3 and its TP4 slice
+# lost 2-13%.
 EXPERT_PROGRAMS_MAX_ROWS = 16
 
 
