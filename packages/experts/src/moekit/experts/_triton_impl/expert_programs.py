@@ -32,18 +32,18 @@ SCAN_MAX = 2048  # topk_ids entries each program scans at a time
 # free take about two blocks each in the experts' time. When each expert's program ran its own
 # further blocks, after its first, a busy expert's program ran alone at the end; workers took 4%
 # off Qwen3-30B TP2 at 256 tokens with skewed routing (32-row blocks, 315 -> 303 µs), taller
-# blocks (above) the rest. A worker on every SM instead lost up to 2% at 64 tokens.
+# blocks (below) the rest. A worker on every SM instead lost up to 2% at 64 tokens.
 MIN_WORKERS = 4
 # Rows per block: 16 while the slots average at most 4 per local expert, 64 beyond (up to the
 # rule's 16). A block then holds four times an expert's mean slots, so that routing which favours
 # some experts seldom spills one into a second block, which streams that expert's weights once
-# more on one SM (see MIN_WORKERS). With 32-row blocks above 4 slots, routing whose busiest expert
-# had 2.75 times the mean made Qwen3-30B TP2 at 256 tokens 31% slower than the aligned path
-# (293 µs, 1.46x the floor); 64-row blocks took 27% off that (214 µs), and cost 0.1-0.7% on
-# uniform routing at 96-256 tokens (bench_call_variants.py --groups programs_blocks --skew 0.25,
-# NOTES lever 43). 64-row blocks pipeline three stages over eight warps instead of four over
-# four: on the H100 that was 0.4-0.7% faster on Qwen3-30B and its TP2 slice at 512 tokens
-# (``--groups programs_tiles``); four stages over eight warps tied three, two lost 9-28%.
+# more on one SM (see MIN_WORKERS). With 32-row blocks above 4 slots (and workers), routing whose
+# busiest expert had 2.75 times the mean made Qwen3-30B TP2 at 256 tokens 31% slower than the
+# aligned path (293 µs, 1.46x the floor); 64-row blocks took 27% off that (214 µs), and cost
+# 0.1-0.7% on uniform routing at 96-256 tokens (bench_call_variants.py --groups programs_blocks
+# --skew 0.25, NOTES lever 43). 64-row blocks pipeline three stages over eight warps instead of
+# four over four: on the H100 that was 0.4-0.7% faster on Qwen3-30B and its TP2 slice at 512
+# tokens (``--groups programs_tiles``); four stages over eight warps tied three, two lost 9-28%.
 BLOCK_M_BY_MEAN_ROWS = ((4, 16),)
 BLOCK_M_MAX = 64
 TALL_BLOCK_M = 64
