@@ -60,7 +60,7 @@ def test_gemm1_lets_gemm2_start_early_from_about_one_wave(monkeypatch):
 
     from moekit.experts import triton_experts
 
-    monkeypatch.setattr(triton_experts, "_sm_count", lambda device: 132)
+    monkeypatch.setattr(triton_experts, "sm_count", lambda device: 132)
     cuda = torch.device("cuda")
     # one token of Mixtral (2 slots x 32 n-tiles) and of DeepSeek-V3 (8 slots x 112 n-tiles)
     assert not triton_experts.gemm2_starts_early(2, 8, True, 16, 32, cuda)

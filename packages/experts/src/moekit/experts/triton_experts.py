@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import torch
 
@@ -15,6 +14,7 @@ from moekit.align import (
     programmatic_launch_supported,
 )
 from moekit.experts._triton_impl.configs import GemmConfig, get_config
+from moekit.experts._triton_impl.device import sm_count
 from moekit.experts._triton_impl.row_cache import activated_rows_eviction, slot_rows_eviction
 from moekit.experts._triton_impl.tile_source import TileSource
 from moekit.experts.activation import MoEActivation, adjust_N_for_activation
@@ -113,12 +113,7 @@ def gemm2_starts_early(num_slots: int, num_local_experts: int, slots_from_ids: b
     m_tiles = (
         num_slots if slots_from_ids else min(num_slots, num_local_experts) + num_slots // block_m
     )
-    return m_tiles * n_tiles >= EARLY_START_MIN_PROGRAMS_PER_SM * _sm_count(device)
-
-
-@functools.cache
-def _sm_count(device: torch.device) -> int:
-    return torch.cuda.get_device_properties(device).multi_processor_count
+    return m_tiles * n_tiles >= EARLY_START_MIN_PROGRAMS_PER_SM * sm_count(device)
 
 
 def expert_programs_serve(config: GemmConfig, num_slots: int, num_local_experts: int) -> bool:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any, NamedTuple
 
 import torch
 import triton
 
 from moekit.experts._triton_impl.activation_epilogue import ACTIVATION_CODES
+from moekit.experts._triton_impl.device import sm_count
 from moekit.experts._triton_impl.expert_programs_kernel import expert_programs_kernel
 from moekit.experts._triton_impl.programmatic_launch import launch_options
 from moekit.experts._triton_impl.weight_descriptor import weight_descriptor
@@ -62,13 +62,8 @@ def block_m(num_slots: int, num_local_experts: int) -> int:
 def num_workers(num_local_experts: int, device: torch.device) -> int:
     """Worker programs of a call (see ``MIN_WORKERS``): the SMs the experts' programs leave free,
     at least ``MIN_WORKERS``."""
-    free = _sm_count(device) - num_local_experts if device.type == "cuda" else 0
+    free = sm_count(device) - num_local_experts if device.type == "cuda" else 0
     return max(MIN_WORKERS, free)
-
-
-@functools.cache
-def _sm_count(device: torch.device) -> int:
-    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def stages_and_warps(rows_per_block: int) -> tuple[int, int]:
