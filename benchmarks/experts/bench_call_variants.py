@@ -229,8 +229,7 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import importlib
 
-    import torch
-    from bench_fused_moe import cell_parser, measured_ceilings, routed_calls
+    from bench_fused_moe import busiest_over_mean, cell_parser, measured_ceilings, routed_calls
     from common import compare_in_turn, environment, relative_error, write_json
     from triton.runtime.errors import OutOfResources
 
@@ -260,8 +259,7 @@ def main() -> None:
     rows = []
     for call in routed_calls(args.shapes, args.tokens, args.skew):
         floor = call.floor_us(bandwidth, tflops)
-        loads = torch.bincount(call.ids.flatten().long())
-        busiest = int(loads.max()) / (call.ids.numel() / call.w1.shape[0])
+        busiest = busiest_over_mean(call.ids, call.w1.shape[0])
         row: dict[str, object] = dict(shape=call.shape, tokens=call.tokens, floor_us=floor,
                                       skew=args.skew, busiest_over_mean=busiest)  # fmt: skip
         for group in args.groups:

@@ -155,6 +155,14 @@ def floor_us(ids, top_k: int, hidden: int, inter: int, bandwidth_gbps: float,
     return max(weight_bytes / (bandwidth_gbps * 1e3), flops / (tflops * 1e6))
 
 
+def busiest_over_mean(ids, num_experts: int) -> float:
+    """The busiest expert's slots over the mean slots per expert (1 for perfectly even routing)."""
+    import torch
+
+    loads = torch.bincount(ids.flatten().long(), minlength=num_experts)
+    return int(loads.max()) / (ids.numel() / num_experts)
+
+
 def expected_active_experts(num_experts: int, top_k: int, tokens: int) -> float:
     """Experts hit at least once when each token picks ``top_k`` distinct ones at random."""
     return num_experts * (1 - (1 - top_k / num_experts) ** tokens)
@@ -215,7 +223,7 @@ def measure(args: argparse.Namespace) -> dict:
 
     bandwidth, tflops = measured_ceilings()
     rows = []
-    for call in routed_calls(args.shapes, args.tokens):
+    for call in routed_calls(args.shapes, args.tokens, args.skew):
         name, tokens, x, weights, ids, w1, w2, b1, b2 = call
         num_experts, top_k, hidden, inter, activation = SHAPES[name]
         want = oracle(x, w1, w2, weights, ids, activation, b1, b2)
@@ -226,6 +234,7 @@ def measure(args: argparse.Namespace) -> dict:
         bound = rows_path_bound_us(ids.unique().numel(), tokens, top_k, hidden, inter,
                                    bandwidth, tflops)  # fmt: skip
         row = dict(shape=name, tokens=tokens, E=num_experts, top_k=top_k, K=hidden, I=inter,
+                   busiest_over_mean=busiest_over_mean(ids, num_experts),
                    rel_error_triton=error, rel_error_torch=torch_error, floor_us=floor,
                    rows_bound_us=bound,
                    triton_eager_us=time_us(lambda: call("triton"), graph=False)[0],
@@ -239,7 +248,7 @@ def measure(args: argparse.Namespace) -> dict:
               f"bound {bound / floor:4.2f}x", flush=True)  # fmt: skip
         rows.append(row)
     return dict(environment=environment(), bandwidth_gbps=bandwidth, matmul_tflops=tflops,
-                rows=rows)  # fmt: skip
+                skew=args.skew, rows=rows)  # fmt: skip
 
 
 def table(rows: list[dict]) -> str:
@@ -332,6 +341,8 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, help="draw time/floor per shape into this PNG")
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--tokens", nargs="+", type=int, default=list(TOKENS))
+    parser.add_argument("--skew", type=float, default=0.0,
+                        help="spread of the experts' popularity (routed_calls); 0: uniform")  # fmt: skip
     args = parser.parse_args()
     if (args.out is None) == (args.source is None):
         parser.error("give exactly one of --out (measure) and --from (an existing JSON)")
