@@ -29,7 +29,7 @@ from triton.runtime.errors import OutOfResources
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_fused_moe import SHAPES, floor_us, measured_ceilings, routed_calls
+from bench_fused_moe import SHAPES, busiest_over_mean, floor_us, measured_ceilings, routed_calls
 from common import environment, relative_error, write_json
 
 from moekit.align import moe_align_block_size, moe_sum
@@ -113,15 +113,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES))
     parser.add_argument("--tokens", nargs="+", type=int, default=[1, 16, 256, 1024, 4096])
+    parser.add_argument("--skew", type=float, default=0.0,
+                        help="spread of the experts' popularity (routed_calls); 0: uniform")  # fmt: skip
     args = parser.parse_args()
     bandwidth, tflops = measured_ceilings()
     rows = []
-    for path in routed_calls(args.shapes, args.tokens):
+    for path in routed_calls(args.shapes, args.tokens, args.skew):
         name, tokens, x, weights, ids, w1, w2, b1, b2 = path
         num_experts, top_k, hidden, inter, activation = SHAPES[name]
         parts, unfused = steps(x, w1, w2, b1, b2, weights, ids, activation)
         fused_out, old_out = path().float(), unfused().float()
         row = dict(shape=name, tokens=tokens, E=num_experts, top_k=top_k, K=hidden, I=inter,
+                   skew=args.skew, busiest_over_mean=busiest_over_mean(ids, num_experts),
                    fused_vs_unfused=relative_error(fused_out, old_out),
                    path_us=graph_us(path), unfused_us=graph_us(unfused))  # fmt: skip
         for part, fn in parts.items():

@@ -110,6 +110,17 @@ class RoutedCall(NamedTuple):
         return floor_us(self.ids, top_k, hidden, inter, bandwidth_gbps, tflops)
 
 
+def expert_popularity(num_experts: int, skew: float):  # type: ignore[no-untyped-def]
+    """``[E]`` offsets for every token's logits: ``skew`` times a normal draw (seed 2), so that
+    routing favours some experts as trained routers do; ``None`` for ``skew`` 0 (uniform)."""
+    import torch
+
+    if skew <= 0:
+        return None
+    offsets = torch.Generator(device="cuda").manual_seed(2)
+    return skew * torch.randn(num_experts, device="cuda", generator=offsets)
+
+
 def routed_calls(shapes: list[str], token_counts: list[int],
                  skew: float = 0.0) -> Iterator[RoutedCall]:  # fmt: skip
     """The benchmarks' inputs: each shape's weights (``make_weights``), then for each token count
@@ -122,10 +133,7 @@ def routed_calls(shapes: list[str], token_counts: list[int],
     for shape in shapes:
         num_experts, top_k, hidden, inter, activation = SHAPES[shape]
         w1, w2, b1, b2 = make_weights(num_experts, top_k, hidden, inter, activation)
-        popularity = None
-        if skew > 0:
-            offsets = torch.Generator(device="cuda").manual_seed(2)
-            popularity = skew * torch.randn(num_experts, device="cuda", generator=offsets)
+        popularity = expert_popularity(num_experts, skew)
         gen = torch.Generator(device="cuda").manual_seed(1)
         for tokens in token_counts:
             x, weights, ids = make_routed_tokens(tokens, num_experts, top_k, hidden, gen,

@@ -50,7 +50,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ablate
-from bench_fused_moe import SHAPES, floor_us, make_routed_tokens, make_weights, measured_ceilings
+from bench_fused_moe import (
+    SHAPES,
+    busiest_over_mean,
+    expert_popularity,
+    floor_us,
+    make_routed_tokens,
+    make_weights,
+    measured_ceilings,
+)
 from common import environment, relative_error, write_json
 
 from moekit.experts import fused_experts
@@ -271,6 +279,8 @@ def main() -> None:
     parser.add_argument("--variants", nargs="*", help="only these variants ('entry' included)")
     parser.add_argument("--seeds", type=int, default=1, help="routings drawn from seeds 1..N")
     parser.add_argument("--rounds", type=int, default=1, help="times each variant in turn")
+    parser.add_argument("--skew", type=float, default=0.0,
+                        help="spread of the experts' popularity (routed_calls); 0: uniform")  # fmt: skip
     parser.add_argument("--path-only", action="store_true", help="the tail families: skip "
                         "timing each GEMM alone")  # fmt: skip
     args = parser.parse_args()
@@ -281,10 +291,12 @@ def main() -> None:
     for name in dict.fromkeys(shape for shape, _ in cells):
         num_experts, top_k, hidden, inter, activation = SHAPES[name]
         w1, w2, b1, b2 = make_weights(num_experts, top_k, hidden, inter, activation)
+        popularity = expert_popularity(num_experts, args.skew)
         for tokens in [m for shape, m in cells if shape == name]:
             for seed in range(1, args.seeds + 1):
                 gen = torch.Generator(device="cuda").manual_seed(seed)
-                x, weights, ids = make_routed_tokens(tokens, num_experts, top_k, hidden, gen)
+                x, weights, ids = make_routed_tokens(tokens, num_experts, top_k, hidden, gen,
+                                                     popularity)  # fmt: skip
 
                 def path(x=x, weights=weights, ids=ids, backend="triton"):
                     return fused_experts(x, w1, w2, weights, ids, activation=activation,
@@ -292,7 +304,8 @@ def main() -> None:
                                          check_ids=False)  # fmt: skip
 
                 entry = get_config(tokens, top_k, num_experts, 2 * inter, x.dtype, x.device, False)
-                cell = dict(shape=name, tokens=tokens, seed=seed,
+                cell = dict(shape=name, tokens=tokens, seed=seed, skew=args.skew,
+                            busiest_over_mean=busiest_over_mean(ids, num_experts),
                             floor_us=floor_us(ids, top_k, hidden, inter, bandwidth, tflops))  # fmt: skip
                 routed = (x, w1, w2, b1, b2, weights, ids, activation, path)
                 for row in time_variants(args.family, routed, entry, path(backend="torch"),
