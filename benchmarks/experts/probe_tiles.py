@@ -89,7 +89,7 @@ CELLS = {
              ("mixtral-tp2", 1024), ("mixtral", 4096), ("mixtral-tp2", 4096),
              ("qwen3-30b-a3b", 1024), ("qwen3-30b-a3b-tp2", 1024), ("deepseek-v3", 16384),
              ("gpt-oss-120b", 16384), ("deepseek-v3-tp4", 16384), ("mixtral", 256),
-             ("mixtral-tp2", 256), ("mixtral", 192), ("mixtral-tp2", 192),
+             ("mixtral-tp2", 256), ("mixtral", 192), ("mixtral-tp2", 192), ("deepseek-v3", 1024),
              ("mixtral", 16384), ("deepseek-v3-tp4", 1024), ("gpt-oss-120b", 1024),
              ("qwen3-30b-a3b", 16384), ("qwen3-30b-a3b-tp2", 16384)],
     "half_tail": [("deepseek-v3-tp4", 1024), ("gpt-oss-120b", 1024), ("deepseek-v3", 1024)],
