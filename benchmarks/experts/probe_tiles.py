@@ -90,6 +90,8 @@ CELLS = {
              ("qwen3-30b-a3b", 1024), ("qwen3-30b-a3b-tp2", 1024), ("deepseek-v3", 16384),
              ("gpt-oss-120b", 16384), ("deepseek-v3-tp4", 16384), ("mixtral", 256),
              ("mixtral-tp2", 256), ("mixtral", 192), ("mixtral-tp2", 192), ("deepseek-v3", 1024),
+             ("deepseek-v3", 512), ("deepseek-v3", 1536), ("gpt-oss-120b", 512),
+             ("gpt-oss-120b", 1536),
              ("mixtral", 16384), ("deepseek-v3-tp4", 1024), ("gpt-oss-120b", 1024),
              ("qwen3-30b-a3b", 16384), ("qwen3-30b-a3b-tp2", 16384)],
     "half_tail": [("deepseek-v3-tp4", 1024), ("gpt-oss-120b", 1024), ("deepseek-v3", 1024)],
