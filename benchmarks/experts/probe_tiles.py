@@ -15,9 +15,10 @@ Each family varies the shipped table entry of a set of cells:
     between them).
   * ``tail``: an expert's short last m-tile folded into the program of the tile before it
     (variant ``tail{TAIL_M}_{TAIL_M2}``: GEMM1's and GEMM2's tails of 0, 16, 32 or 64 rows, at
-    most half of ``BLOCK_M``; ``tail0_0`` is the entry without them; a trailing ``s`` computes
-    the tails' products transposed, ``TAIL_SWAP``); the whole path where the rows per expert sit
-    near a multiple of ``BLOCK_M``, and each GEMM alone.
+    most ``BLOCK_M``, which folds an expert's last tile whatever its rows; ``tail0_0`` is the
+    entry without them; a trailing ``s`` computes the tails' products transposed,
+    ``TAIL_SWAP``); the whole path where the rows per expert sit near a multiple of
+    ``BLOCK_M``, and each GEMM alone.
   * ``gemm2_tile``: GEMM2's own tile (``BLOCK_N2`` 32-256, ``BLOCK_K2`` 64 or 128, 3-5 stages,
     4 warps, and 8 warps for the wide tiles) around the entry, GEMM1 unchanged; the whole path
     at the decode cells whose GEMM2 runs furthest above its share of the floor.
@@ -164,7 +165,7 @@ def variants(family: str, entry: GemmConfig) -> dict[str, GemmConfig]:
                      for g in (8, 16, 32)}  # fmt: skip
         return {"entry": entry} | plain | by_expert
     if family == "tail":
-        sizes = [0] + [t for t in (16, 32, 64) if 2 * t <= entry.BLOCK_M]
+        sizes = [0] + [t for t in (16, 32, 64) if t <= entry.BLOCK_M]
         tails = {f"tail{t1}_{t2}": swap(entry, TAIL_M=t1, TAIL_M2=t2, TAIL_SWAP=False)
                  for t1 in sizes for t2 in sizes}  # fmt: skip
         swapped = {f"{name}s": swap(config, TAIL_SWAP=True)

@@ -68,7 +68,9 @@ def refinements(best: GemmConfig) -> list[GemmConfig]:
     DeepSeek-V3 and gpt-oss at 4096. Folded tails (``TAIL_M``, ``TAIL_M2`` of 0, 16, 32 or 64
     rows each), their products swapped (``TAIL_SWAP``) or not, gained 1-12% at 4096 tokens on
     the top-8 and top-4 shapes, 1-2% on Qwen3 and its TP2 slice at 1024, and lost or tied
-    elsewhere (``probe_tiles.py --family tail``; confirm with ``--seeds 3 --rounds 2``). The
+    elsewhere (``probe_tiles.py --family tail``; confirm with ``--seeds 3 --rounds 2``, and
+    with ``--skew``: a tail changes how many programs a GEMM runs, and near one wave of the SMs
+    that count decides the time, so whole-tile tails, ``BLOCK_M`` rows, can pay there). The
     rows each GEMM stores for the next kernel with L2's default policy (``ROWS_DEFAULT_POLICY``)
     rather than ``row_cache``'s were 0.4-0.5% faster on Mixtral at 64 and 256 tokens and lost up
     to 3.5% on the top-8 shapes (``bench_call_variants.py --groups rows``). Both GEMMs as one
@@ -92,7 +94,7 @@ def refinements(best: GemmConfig) -> list[GemmConfig]:
                                     EXPERT_PROGRAMS_ROWS=0)]  # fmt: skip
     tails = [dataclasses.replace(best, TAIL_M=t1, TAIL_M2=t2, TAIL_SWAP=swap)
              for t1, t2, swap in itertools.product((0, 16, 32, 64), (0, 16, 32, 64), (False, True))
-             if 2 * max(t1, t2) <= best.BLOCK_M and (t1 or t2 or not swap)]  # fmt: skip
+             if max(t1, t2) <= best.BLOCK_M and (t1 or t2 or not swap)]  # fmt: skip
     tails = [c for c in tails if c != best]
     return widths + stages + block_k + block_m + tma + rows_policy + programs + group_m + tails
 

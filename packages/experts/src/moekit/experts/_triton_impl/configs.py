@@ -53,9 +53,10 @@ class GemmConfig:
     ``EXPERT_GROUPS`` the tile order groups each expert's aligned m-tiles, at most ``GROUP_M``
     (a power of two) at a time, instead of every ``GROUP_M`` m-tiles (see
     ``expert_group_coordinates``); tiles from ``topk_ids`` ignore it too. ``TAIL_M`` (0: off; else
-    a power of two from 16 to ``BLOCK_M / 2``) lets a GEMM1 program also compute the first
+    a power of two from 16 to ``BLOCK_M``) lets a GEMM1 program also compute the first
     ``TAIL_M`` rows of the next m-tile when that is its expert's last one and holds no more live
-    rows, so that tile's weights are not streamed again (see ``tail_fold``); ``TAIL_M2`` does the
+    rows (``BLOCK_M``: whatever its rows), so that tile's weights are not streamed again (see
+    ``tail_fold``); ``TAIL_M2`` does the
     same for GEMM2, independently (0: off, not GEMM1's); tiles from ``topk_ids`` ignore both. With
     ``TAIL_SWAP`` both GEMMs compute their folded rows' products transposed, so that the rows fill
     the MMA's N operand rather than a padded M (see ``tail_fold``); without a tail it does
@@ -97,16 +98,16 @@ class GemmConfig:
         if self.EXPERT_GROUPS and (self.GROUP_M < 1 or self.GROUP_M & (self.GROUP_M - 1)):
             raise ValueError(f"GROUP_M: EXPERT_GROUPS needs a power of two, got {self.GROUP_M}")
         for name, tail in (("TAIL_M", self.TAIL_M), ("TAIL_M2", self.TAIL_M2)):
-            if tail and (tail < 16 or tail & (tail - 1) or 2 * tail > self.BLOCK_M):
-                raise ValueError(f"{name}: 0 or a power of two from 16 to BLOCK_M / 2 "
-                                 f"({self.BLOCK_M // 2}), got {tail}")  # fmt: skip
+            if tail and (tail < 16 or tail & (tail - 1) or tail > self.BLOCK_M):
+                raise ValueError(f"{name}: 0 or a power of two from 16 to BLOCK_M "
+                                 f"({self.BLOCK_M}), got {tail}")  # fmt: skip
 
     def with_block_m(self, block_m: int) -> GemmConfig:
         """This config with ``BLOCK_M = block_m``, each folded tail dropped where it no longer
-        fits (more than half of the new ``BLOCK_M``)."""
+        fits (more than the new ``BLOCK_M``)."""
 
         def fitting(tail: int) -> int:
-            return tail if 2 * tail <= block_m else 0
+            return tail if tail <= block_m else 0
 
         return replace(self, BLOCK_M=block_m, TAIL_M=fitting(self.TAIL_M),
                        TAIL_M2=fitting(self.TAIL_M2))  # fmt: skip

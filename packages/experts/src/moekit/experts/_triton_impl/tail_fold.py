@@ -8,7 +8,9 @@ expert, tile ``q - 1``'s program also computes those ``TAIL_M`` rows, from each 
 has already loaded, and tile ``q``'s program returns at once. Both programs decide from the same
 two ``expert_ids`` entries and one ``sorted_token_ids`` entry, so they always agree. The live
 rows of a segment come before its padding, so one entry tells whether rows ``TAIL_M`` and later
-of tile ``q`` are all padding.
+of tile ``q`` are all padding. A ``TAIL_M`` of ``BLOCK_M`` folds an expert's last tile whatever
+its rows, so that an expert of up to two tiles is one program: where a GEMM's programs fill
+about one wave of the SMs, the count of programs then follows the experts, not the routing.
 """
 
 from __future__ import annotations
@@ -23,15 +25,22 @@ from moekit.experts._triton_impl.tiles import dot, tile_matrix_rows, tile_slots
 def tail_folds(q, expert_ids_ptr, sorted_token_ids_ptr, num_sorted, num_valid_slots,
                BLOCK_M: tl.constexpr, TAIL_M: tl.constexpr):  # fmt: skip
     """Whether aligned m-tile ``q`` is folded into tile ``q - 1``'s program: both tiles belong to
-    one local expert and sorted position ``q * BLOCK_M + TAIL_M`` is padding (or past the end)."""
+    one local expert and sorted position ``q * BLOCK_M + TAIL_M`` is padding (or past the end).
+    A ``TAIL_M`` of ``BLOCK_M`` folds the expert's last tile whatever its rows: the next tile
+    belongs to another expert (or is past the end)."""
     num_m_tiles = tl.cdiv(num_sorted, BLOCK_M)
     in_range = (q >= 1) & (q < num_m_tiles)
     expert = tl.load(expert_ids_ptr + q, mask=in_range, other=-1)
     before = tl.load(expert_ids_ptr + q - 1, mask=in_range, other=-1)
-    pos = q * BLOCK_M + TAIL_M
-    after_tail = tl.load(sorted_token_ids_ptr + pos, mask=in_range & (pos < num_sorted),
-                         other=num_valid_slots)  # fmt: skip
-    return (expert >= 0) & (expert == before) & (after_tail >= num_valid_slots)
+    if TAIL_M == BLOCK_M:
+        after = tl.load(expert_ids_ptr + q + 1, mask=in_range & (q + 1 < num_m_tiles), other=-1)
+        last_rows_fit = after != expert
+    else:  # the live rows of a segment come before its padding
+        pos = q * BLOCK_M + TAIL_M
+        after_tail = tl.load(sorted_token_ids_ptr + pos, mask=in_range & (pos < num_sorted),
+                             other=num_valid_slots)  # fmt: skip
+        last_rows_fit = after_tail >= num_valid_slots
+    return (expert >= 0) & (expert == before) & last_rows_fit
 
 
 @triton.jit
