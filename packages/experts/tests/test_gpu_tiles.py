@@ -46,6 +46,11 @@ VARIANTS = {  # hardware-sized tiles; hidden 192 and inter 320 leave tail tiles 
     # tiles hold 16 rows or fewer and fold; swapped tail products beside small-M tile products
     "tail-fold-half-swapped": {**TILE, "BLOCK_M": 32, "BLOCK_N": 64, "B_TMA": True,
                                "TAIL_M": 16, "TAIL_M2": 16, "TAIL_SWAP": True},
+    # whole-tile tails: every expert's last tile folds, whatever its rows (Mixtral's 256-token
+    # entries fold GEMM2's)
+    "tail-fold-whole-tile-swapped": {**TILE, "TAIL_M": 16, "TAIL_M2": 64, "B_TMA": True,
+                                     "TAIL_SWAP": True},
+    "tail-fold-whole-tiles": {**TILE, "TAIL_M": 64, "TAIL_M2": 64, "B_TMA": True},
     # gpt-oss's H100 decode entries: one K step wider than this K (192), two over I (320)
     "block-k-256-decode": dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=256, num_warps=4, num_stages=4,
                                BLOCK_N2=64, BLOCK_K2=256, num_warps2=8, num_stages2=4),
