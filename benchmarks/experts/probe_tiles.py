@@ -92,7 +92,7 @@ CELLS = {
              ("gpt-oss-120b", 16384), ("deepseek-v3-tp4", 16384), ("mixtral", 256),
              ("mixtral-tp2", 256), ("mixtral", 192), ("mixtral-tp2", 192), ("deepseek-v3", 1024),
              ("deepseek-v3", 512), ("deepseek-v3", 1536), ("gpt-oss-120b", 512),
-             ("gpt-oss-120b", 1536), ("gpt-oss-120b", 256), ("gpt-oss-120b", 128),
+             ("gpt-oss-120b", 1536), ("gpt-oss-120b", 256), ("gpt-oss-120b", 320),
              ("gpt-oss-120b", 384), ("deepseek-v3-tp4", 256),
              ("deepseek-v3", 256), ("qwen3-30b-a3b", 256),
              ("mixtral", 16384), ("deepseek-v3-tp4", 1024), ("gpt-oss-120b", 1024),
