@@ -101,9 +101,8 @@ def test_folded_tails_match_the_reference(monkeypatch, variant, activation):
     problem["topk_ids"] = routing_with_counts(COUNTS, top_k, seed)
     # experts 0, 1 and 5 fold a tail (tiles 1, 3 and 10); expert 2's 17 rows only a whole tile
     for tail_m in {config.TAIL_M, config.TAIL_M2} - {0}:
-        assert folded_tiles(problem["topk_ids"], len(COUNTS), 32, tail_m) == FOLDED_TILES[tail_m], (
-            seed
-        )
+        folded = folded_tiles(problem["topk_ids"], len(COUNTS), 32, tail_m)
+        assert folded == FOLDED_TILES[tail_m], seed
     assert_matches(run(problem, torch.float32, "triton"), reference(problem, torch.float32),
                    torch.float32, seed)  # fmt: skip
     # one token takes tiles from topk_ids (16 rows each), where the tails do not apply
