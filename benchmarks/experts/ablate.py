@@ -29,7 +29,14 @@ from triton.runtime.errors import OutOfResources
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_fused_moe import SHAPES, busiest_over_mean, floor_us, measured_ceilings, routed_calls
+from bench_fused_moe import (
+    SHAPES,
+    add_skew_argument,
+    busiest_over_mean,
+    floor_us,
+    measured_ceilings,
+    routed_calls,
+)
 from common import environment, relative_error, write_json
 
 from moekit.align import moe_align_block_size, moe_sum
@@ -113,8 +120,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES))
     parser.add_argument("--tokens", nargs="+", type=int, default=[1, 16, 256, 1024, 4096])
-    parser.add_argument("--skew", type=float, default=0.0,
-                        help="spread of the experts' popularity (routed_calls); 0: uniform")  # fmt: skip
+    add_skew_argument(parser)
     args = parser.parse_args()
     bandwidth, tflops = measured_ceilings()
     rows = []

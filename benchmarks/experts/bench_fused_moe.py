@@ -142,6 +142,12 @@ def routed_calls(shapes: list[str], token_counts: list[int],
         torch.cuda.empty_cache()
 
 
+def add_skew_argument(parser: argparse.ArgumentParser) -> None:
+    """``--skew``: the spread of the experts' popularity (``expert_popularity``); 0: uniform."""
+    parser.add_argument("--skew", type=float, default=0.0,
+                        help="spread of the experts' popularity (routed_calls); 0: uniform")  # fmt: skip
+
+
 def cell_parser(description: str, tokens: tuple[int, ...],
                 tokens_help: str | None = None) -> argparse.ArgumentParser:  # fmt: skip
     """The arguments of a benchmark over model shapes and token counts that writes JSON:
@@ -150,8 +156,7 @@ def cell_parser(description: str, tokens: tuple[int, ...],
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--tokens", nargs="+", type=int, default=list(tokens), help=tokens_help)
-    parser.add_argument("--skew", type=float, default=0.0,
-                        help="spread of the experts' popularity (routed_calls); 0: uniform")  # fmt: skip
+    add_skew_argument(parser)
     return parser
 
 
@@ -349,8 +354,7 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, help="draw time/floor per shape into this PNG")
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--tokens", nargs="+", type=int, default=list(TOKENS))
-    parser.add_argument("--skew", type=float, default=0.0,
-                        help="spread of the experts' popularity (routed_calls); 0: uniform")  # fmt: skip
+    add_skew_argument(parser)
     args = parser.parse_args()
     if (args.out is None) == (args.source is None):
         parser.error("give exactly one of --out (measure) and --from (an existing JSON)")

@@ -53,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ablate
 from bench_fused_moe import (
     SHAPES,
+    add_skew_argument,
     busiest_over_mean,
     expert_popularity,
     floor_us,
@@ -286,8 +287,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="*", help="only these variants ('entry' included)")
     parser.add_argument("--seeds", type=int, default=1, help="routings drawn from seeds 1..N")
     parser.add_argument("--rounds", type=int, default=1, help="times each variant in turn")
-    parser.add_argument("--skew", type=float, default=0.0,
-                        help="spread of the experts' popularity (routed_calls); 0: uniform")  # fmt: skip
+    add_skew_argument(parser)
     parser.add_argument("--path-only", action="store_true", help="the tail families: skip "
                         "timing each GEMM alone")  # fmt: skip
     args = parser.parse_args()

@@ -59,11 +59,12 @@ class GemmConfig:
     ``tail_fold``); ``TAIL_M2`` does the same for GEMM2, independently (0: off, not GEMM1's);
     tiles from ``topk_ids`` ignore both. With ``TAIL_SWAP`` both GEMMs compute their folded rows'
     products transposed, so that the rows fill the MMA's N operand rather than a padded M (see
-    ``tail_fold``); without a tail it does nothing. With ``ROWS_DEFAULT_POLICY`` the rows each GEMM stores for the next kernel keep L2's
-    default eviction policy instead of ``row_cache``'s. With ``EXPERT_PROGRAMS`` a call this entry
-    serves runs both GEMMs as one program per local expert, with the path's own tile, where
-    ``TritonExperts``'s rule lets it (see ``expert_programs``); the entry's tiles then serve the
-    calls the rule leaves to the aligned path. ``EXPERT_PROGRAMS_ROWS`` is the most slots per
+    ``tail_fold``); without a tail it does nothing. With ``ROWS_DEFAULT_POLICY`` the rows each
+    GEMM stores for the next kernel keep L2's default eviction policy instead of ``row_cache``'s.
+    With ``EXPERT_PROGRAMS`` a call this entry serves runs both GEMMs as one program per local
+    expert, with the path's own tile, where ``TritonExperts``'s rule lets it (see
+    ``expert_programs``); the entry's tiles then serve the calls the rule leaves to the aligned
+    path. ``EXPERT_PROGRAMS_ROWS`` is the most slots per
     local expert, on average, for which the rule lets it (0: the rule's default,
     ``EXPERT_PROGRAMS_MAX_ROWS``)."""
 
