@@ -98,7 +98,7 @@ CELLS = {
              ("deepseek-v3", 384), ("qwen3-30b-a3b", 384),
              ("deepseek-v3", 256), ("qwen3-30b-a3b", 256),
              ("mixtral", 16384), ("deepseek-v3-tp4", 1024), ("gpt-oss-120b", 1024),
-             ("qwen3-30b-a3b", 16384), ("qwen3-30b-a3b-tp2", 16384)],
+             ("qwen3-30b-a3b", 16384), ("qwen3-30b-a3b-tp2", 16384), ("qwen3-30b-a3b-tp2", 256)],
     "half_tail": [("deepseek-v3-tp4", 1024), ("gpt-oss-120b", 1024), ("deepseek-v3", 1024)],
     "gemm2_tile": [("qwen3-30b-a3b", 256), ("qwen3-30b-a3b-tp2", 256), ("mixtral-tp2", 256),
                    ("qwen3-30b-a3b-tp2", 64), ("mixtral", 256)],
