@@ -17,6 +17,7 @@ import argparse
 import math
 
 import torch
+from bench_fused_moe import busiest_over_mean
 
 
 def programs(counts: list[int], block_m: int, rule: str, tail: int) -> int:
@@ -52,7 +53,7 @@ def main() -> None:
                                  generator=torch.Generator().manual_seed(seed))  # fmt: skip
             ids = (logits + offsets).topk(args.top_k, -1).indices
             counts = torch.bincount(ids.flatten(), minlength=args.experts).tolist()
-            busiest = max(counts) * args.experts / (args.tokens * args.top_k)
+            busiest = busiest_over_mean(ids, args.experts)
             found = {rule: programs(counts, args.block_m, rule, args.tail)
                      for rule in ("aligned", "tail", "whole", "pairs")}  # fmt: skip
             print(f"skew {skew} seed {seed} busiest/mean {busiest:.2f} " +
