@@ -29,6 +29,11 @@ Each family varies the shipped table entry of a set of cells:
     on one GEMM or both, or unswapped on both), where the rows per expert sit near half the
     entry's ``BLOCK_M``: most experts fit one half-height tile, a few fold their last rows,
     and the MMAs skip the padding of the full-height tile; the whole path and each GEMM alone.
+  * ``gemm1_wide``: GEMM1 at twice the entry's activation columns per tile (``BLOCK_N1``), made
+    to fit with K steps of 64 and eight warps (2-5 stages, or steps of 128 over two), beside
+    the entry with eight warps and with steps of 64 alone: each program then reads its rows of
+    hidden states from L2 once for twice the weight columns; the whole path and each GEMM
+    alone, on the decode cells whose GEMM1 runs furthest above its share of the floor.
 Whole-path variants are checked against the torch path (2% of the output scale) and compared
 bit for bit with the entry's output. A variant that strays, or does not compile (shared memory,
 registers), is recorded with its error and not timed. Each row lists the GEMM kernels its
@@ -65,6 +70,7 @@ from common import environment, relative_error, write_json
 
 from moekit.experts import fused_experts
 from moekit.experts._triton_impl.configs import GemmConfig, get_config
+from moekit.experts._triton_impl.gate_up_gemm import gate_up_block_n
 from moekit.experts._triton_impl.gate_up_gemm_kernel import gate_up_gemm_kernel
 from moekit.experts._triton_impl.grouped_gemm_kernel import grouped_gemm_kernel
 
@@ -100,6 +106,9 @@ CELLS = {
              ("mixtral", 16384), ("deepseek-v3-tp4", 1024), ("gpt-oss-120b", 1024),
              ("qwen3-30b-a3b", 16384), ("qwen3-30b-a3b-tp2", 16384), ("qwen3-30b-a3b-tp2", 256)],
     "half_tail": [("deepseek-v3-tp4", 1024), ("gpt-oss-120b", 1024), ("deepseek-v3", 1024)],
+    "gemm1_wide": [("mixtral", 256), ("mixtral-tp2", 256), ("qwen3-30b-a3b", 1024),
+                   ("qwen3-30b-a3b-tp2", 1024), ("deepseek-v3-tp4", 1024), ("qwen3-30b-a3b", 256),
+                   ("gpt-oss-120b", 1024)],
     "gemm2_tile": [("qwen3-30b-a3b", 256), ("qwen3-30b-a3b-tp2", 256), ("mixtral-tp2", 256),
                    ("qwen3-30b-a3b-tp2", 64), ("mixtral", 256)],
     "stages": [("qwen3-30b-a3b-tp2", 16), ("qwen3-30b-a3b-tp2", 64), ("qwen3-30b-a3b-tp2", 256),
@@ -108,6 +117,8 @@ CELLS = {
                ("deepseek-v3-tp4", 1024), ("gpt-oss-120b", 1024)],
 }  # fmt: skip
 GROUP_M_VALUES = (1, 8, 16, 32, 64, 256)
+# families whose rows also time each GEMM alone: where a fold or GEMM1's width gains or loses
+PER_GEMM_FAMILIES = ("tail", "half_tail", "gemm1_wide")
 
 
 def variants(family: str, entry: GemmConfig) -> dict[str, GemmConfig]:
@@ -198,6 +209,15 @@ def variants(family: str, entry: GemmConfig) -> dict[str, GemmConfig]:
         wide_depths = {f"gemm1_full_width_{name}": swap(config, BLOCK_N1=entry.BLOCK_N)
                        for name, config in depths.items()}  # fmt: skip
         return {"entry": entry} | width | depths | wide_depths
+    if family == "gemm1_wide":
+        wide = swap(own2, BLOCK_N1=2 * gate_up_block_n(entry, gated=True), num_warps=8)
+        others = {
+            "entry_w8": swap(own2, num_warps=8),
+            "entry_k64_w8": swap(own2, BLOCK_K=64, num_warps=8, num_stages=4),
+            **{f"wide_k64_w8_s{s}": swap(wide, BLOCK_K=64, num_stages=s) for s in (2, 3, 4, 5)},
+            "wide_k128_w8_s2": swap(wide, BLOCK_K=128, num_stages=2),
+        }
+        return {"entry": entry} | {n: c for n, c in others.items() if c != own2}
     if family == "half_tail":
         half = entry.with_block_m(entry.BLOCK_M // 2)
         t = half.BLOCK_M // 2
@@ -262,7 +282,7 @@ def time_variants(family: str, routed, entry: GemmConfig, expected, names: list[
                             entry_out = out.clone()
                         row["bit_identical_to_entry"] = bool(torch.equal(out, entry_out))
                         row["path_us"] = ablate.graph_us(path)
-                    if per_gemm and family in ("tail", "half_tail"):  # where a fold gains
+                    if per_gemm and family in PER_GEMM_FAMILIES:
                         with mock.patch.object(ablate, "get_config", lambda *_, c=config: c):
                             parts, _ = ablate.steps(x, w1, w2, b1, b2, weights, ids, activation)
                             row |= {
@@ -288,8 +308,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=1, help="routings drawn from seeds 1..N")
     parser.add_argument("--rounds", type=int, default=1, help="times each variant in turn")
     add_skew_argument(parser)
-    parser.add_argument("--path-only", action="store_true", help="the tail families: skip "
-                        "timing each GEMM alone")  # fmt: skip
+    parser.add_argument("--path-only", action="store_true",
+                        help="skip timing each GEMM alone (see PER_GEMM_FAMILIES)")  # fmt: skip
     args = parser.parse_args()
     cells = [(shape, m) for shape, m in CELLS[args.family]
              if (not args.tokens or m in args.tokens) and (not args.shapes or shape in args.shapes)]  # fmt: skip
