@@ -34,6 +34,10 @@ Each family varies the shipped table entry of a set of cells:
     the entry with eight warps and with steps of 64 alone: each program then reads its rows of
     hidden states from L2 once for twice the weight columns; the whole path and each GEMM
     alone, on the decode cells whose GEMM1 runs furthest above its share of the floor.
+  * ``row_order``: the entry with the rows in the other order (``SORTED_ROWS``: the hidden
+    states copied in the aligned order, both GEMMs' A tiles through TMA); the whole path (each
+    GEMM alone would time the slot order, see ``ablate.py``), where GEMM2 runs furthest above
+    its share of the floor since its tails became whole tiles (lever 44).
 Whole-path variants are checked against the torch path (2% of the output scale) and compared
 bit for bit with the entry's output. A variant that strays, or does not compile (shared memory,
 registers), is recorded with its error and not timed. Each row lists the GEMM kernels its
@@ -109,6 +113,8 @@ CELLS = {
     "gemm1_wide": [("mixtral", 256), ("mixtral-tp2", 256), ("qwen3-30b-a3b", 1024),
                    ("qwen3-30b-a3b-tp2", 1024), ("deepseek-v3-tp4", 1024), ("qwen3-30b-a3b", 256),
                    ("gpt-oss-120b", 1024)],
+    "row_order": [("mixtral", 256), ("mixtral-tp2", 256), ("mixtral", 192), ("mixtral-tp2", 192),
+                  ("mixtral", 384), ("mixtral-tp2", 384), ("gpt-oss-120b", 1024)],
     "gemm2_tile": [("qwen3-30b-a3b", 256), ("qwen3-30b-a3b-tp2", 256), ("mixtral-tp2", 256),
                    ("qwen3-30b-a3b-tp2", 64), ("mixtral", 256)],
     "stages": [("qwen3-30b-a3b-tp2", 16), ("qwen3-30b-a3b-tp2", 64), ("qwen3-30b-a3b-tp2", 256),
@@ -218,6 +224,8 @@ def variants(family: str, entry: GemmConfig) -> dict[str, GemmConfig]:
             "wide_k128_w8_s2": swap(wide, BLOCK_K=128, num_stages=2),
         }
         return {"entry": entry} | {n: c for n, c in others.items() if c != own2}
+    if family == "row_order":
+        return {"entry": entry, "other_row_order": swap(entry, SORTED_ROWS=not entry.SORTED_ROWS)}
     if family == "half_tail":
         half = entry.with_block_m(entry.BLOCK_M // 2)
         t = half.BLOCK_M // 2
