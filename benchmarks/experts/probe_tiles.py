@@ -32,8 +32,9 @@ Each family varies the shipped table entry of a set of cells:
   * ``gemm1_wide``: GEMM1 at twice the entry's activation columns per tile (``BLOCK_N1``), made
     to fit with K steps of 64 and eight warps (2-5 stages, or steps of 128 over two), beside
     the entry with eight warps and with steps of 64 alone: each program then reads its rows of
-    hidden states from L2 once for twice the weight columns; the whole path and each GEMM
-    alone, on the decode cells whose GEMM1 runs furthest above its share of the floor.
+    hidden states from L2 once for twice the weight columns; and the entry at two stages (two
+    programs a multiprocessor where one fitted); the whole path and each GEMM alone, on the
+    decode cells whose GEMM1 runs furthest above its share of the floor.
   * ``row_order``: the entry with the rows in the other order (``SORTED_ROWS``: the hidden
     states copied in the aligned order, both GEMMs' A tiles through TMA); the whole path (each
     GEMM alone would time the slot order, see ``ablate.py``), where GEMM2 runs furthest above
@@ -222,6 +223,9 @@ def variants(family: str, entry: GemmConfig) -> dict[str, GemmConfig]:
             "entry_k64_w8": swap(own2, BLOCK_K=64, num_warps=8, num_stages=4),
             **{f"wide_k64_w8_s{s}": swap(wide, BLOCK_K=64, num_stages=s) for s in (2, 3, 4, 5)},
             "wide_k128_w8_s2": swap(wide, BLOCK_K=128, num_stages=2),
+            # two stages: half the shared memory, so two programs share a multiprocessor
+            "entry_s2": swap(own2, num_stages=2),
+            "entry_s2_w8": swap(own2, num_stages=2, num_warps=8),
         }
         return {"entry": entry} | {n: c for n, c in others.items() if c != own2}
     if family == "row_order":
