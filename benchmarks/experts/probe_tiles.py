@@ -30,11 +30,12 @@ Each family varies the shipped table entry of a set of cells:
     entry's ``BLOCK_M``: most experts fit one half-height tile, a few fold their last rows,
     and the MMAs skip the padding of the full-height tile; the whole path and each GEMM alone.
   * ``gemm1_wide``: GEMM1 at twice the entry's activation columns per tile (``BLOCK_N1``), made
-    to fit with K steps of 64 and eight warps (2-5 stages, or steps of 128 over two), beside
-    the entry with eight warps and with steps of 64 alone: each program then reads its rows of
-    hidden states from L2 once for twice the weight columns; and the entry at two stages (two
-    programs a multiprocessor where one fitted); the whole path and each GEMM alone, on the
-    decode cells whose GEMM1 runs furthest above its share of the floor.
+    to fit with K steps of 64 and eight warps (2-5 stages, or steps of 128 over two): each
+    program then reads its rows of hidden states from L2 once for twice the weight columns.
+    Controls: the entry with eight warps, and with eight warps and K steps of 64 (four stages).
+    Also the entry at two stages (two programs a multiprocessor where one fitted). The whole
+    path and each GEMM alone, on the decode cells whose GEMM1 runs furthest above its share of
+    the floor.
   * ``row_order``: the entry with the rows in the other order (``SORTED_ROWS``: the hidden
     states copied in the aligned order, both GEMMs' A tiles through TMA); the whole path (each
     GEMM alone would time the slot order, see ``ablate.py``), where GEMM2 runs furthest above
