@@ -116,7 +116,7 @@ CELLS = {
                    ("qwen3-30b-a3b-tp2", 1024), ("deepseek-v3-tp4", 1024), ("qwen3-30b-a3b", 256),
                    ("gpt-oss-120b", 1024), ("qwen3-30b-a3b", 512), ("qwen3-30b-a3b", 768),
                    ("qwen3-30b-a3b-tp2", 512), ("qwen3-30b-a3b-tp2", 768),
-                   ("qwen3-30b-a3b-tp2", 256)],
+                   ("qwen3-30b-a3b-tp2", 256), ("mixtral", 128), ("mixtral", 192)],
     "row_order": [("mixtral", 256), ("mixtral-tp2", 256), ("mixtral", 192), ("mixtral-tp2", 192),
                   ("mixtral", 384), ("mixtral-tp2", 384), ("gpt-oss-120b", 1024)],
     "gemm2_tile": [("qwen3-30b-a3b", 256), ("qwen3-30b-a3b-tp2", 256), ("mixtral-tp2", 256),
