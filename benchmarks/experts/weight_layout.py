@@ -48,16 +48,13 @@ GEMMS = (
     ("deepseek-v3 gemm2", 64, 7168, 2048, False),
 )
 BLOCK_M = 64
-BLOCK_N = 128
-# (BLOCK_K, stages, tiled): the entries' K steps (128 for GEMM1, 64 for GEMM2) at their stages,
-# in both orders
-VARIANTS = (
-    (64, 3, False),
-    (64, 3, True),
-    (64, 6, True),
-    (128, 3, False),
-    (128, 3, True),
-)
+# Boxes of 64 rows for GEMM1 (a gate and an up box: the entries' 128 weight rows a tile), 128 for
+# GEMM2. (BLOCK_K, stages, tiled): the entries' K steps and stages first, then each in tile
+# order, with twice the stages where the step is halved (the same bytes in flight).
+GEMM1_BOX_ROWS = 64
+GEMM2_BOX_ROWS = 128
+GEMM1_VARIANTS = ((128, 4, False), (128, 4, True), (64, 4, False), (64, 8, True))
+GEMM2_VARIANTS = ((64, 3, False), (64, 3, True), (64, 6, True), (128, 3, False), (128, 3, True))
 
 
 @triton.jit
@@ -95,11 +92,11 @@ def stream_kernel(a_ptr, w_desc, out_ptr, K, rows_per_expert, column_tiles, HALF
     tl.store(out_ptr + pid * BLOCK_N + tl.arange(0, BLOCK_N), tl.sum(acc, axis=0))
 
 
-def tile_order(weights: torch.Tensor, block_k: int) -> torch.Tensor:
-    """``weights [E, N, K]`` as ``[E * N / BLOCK_N * K / block_k * BLOCK_N, block_k]``: box
-    ``(e, n, k)`` is ``BLOCK_N`` consecutive rows."""
+def tile_order(weights: torch.Tensor, box_rows: int, block_k: int) -> torch.Tensor:
+    """``weights [E, N, K]`` as ``[E * N / box_rows * K / block_k * box_rows, block_k]``: box
+    ``(e, n, k)`` is ``box_rows`` consecutive rows."""
     e, n, k = weights.shape
-    tiled = weights.view(e, n // BLOCK_N, BLOCK_N, k // block_k, block_k).permute(0, 1, 3, 2, 4)
+    tiled = weights.view(e, n // box_rows, box_rows, k // block_k, block_k).permute(0, 1, 3, 2, 4)
     return tiled.contiguous().view(-1, block_k)
 
 
@@ -118,19 +115,20 @@ def measure_gemm(name: str, experts: int, n: int, k: int, pairs: bool, rounds: i
     weights = torch.randn(experts, n, k, device="cuda", dtype=torch.bfloat16, generator=gen)
     a = torch.randn(BLOCK_M, k, device="cuda", dtype=torch.bfloat16, generator=gen) / k**0.5
     want = expected_sums(a, weights, pairs)
-    column_tiles = (n // 2 if pairs else n) // BLOCK_N
+    box_rows = GEMM1_BOX_ROWS if pairs else GEMM2_BOX_ROWS
+    column_tiles = (n // 2 if pairs else n) // box_rows
     programs = experts * column_tiles
-    out = torch.empty(programs * BLOCK_N, device="cuda", dtype=torch.float32)
+    out = torch.empty(programs * box_rows, device="cuda", dtype=torch.float32)
     calls = {}
-    for block_k, stages, tiled in VARIANTS:
+    for block_k, stages, tiled in GEMM1_VARIANTS if pairs else GEMM2_VARIANTS:
         if k % block_k:
             continue
-        matrix = tile_order(weights, block_k) if tiled else weights.view(-1, k)
-        desc = TensorDescriptor.from_tensor(matrix, [BLOCK_N, block_k])
+        matrix = tile_order(weights, box_rows, block_k) if tiled else weights.view(-1, k)
+        desc = TensorDescriptor.from_tensor(matrix, [box_rows, block_k])
 
         def call(desc=desc, block_k=block_k, stages=stages, tiled=tiled) -> None:
             stream_kernel[(programs,)](a, desc, out, k, n, column_tiles, n // 2, TILED=tiled,
-                                       PAIRS=pairs, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,
+                                       PAIRS=pairs, BLOCK_M=BLOCK_M, BLOCK_N=box_rows,
                                        BLOCK_K=block_k, num_warps=4, num_stages=stages)  # fmt: skip
 
         out.fill_(float("nan"))
