@@ -36,6 +36,11 @@ Each family varies the shipped table entry of a set of cells:
     Also the entry at two stages (two programs a multiprocessor where one fitted). The whole
     path and each GEMM alone, on the decode cells whose GEMM1 runs furthest above its share of
     the floor.
+  * ``chunked``: both GEMMs' weights stored in K chunks (``chunk_weights``), so that each TMA
+    box is one contiguous run (``weight_layout.py`` measured the raw stream 1-3% faster that
+    way): the entry with K steps of 64 (the chunk) at twice the stages where it stepped 128
+    (``chunked``) or at its own (``chunked_s``), and the same tiles on the weights as stored
+    (``k64``, ``k64_s``); the whole path on the decode cells of the aligned path.
   * ``row_order``: the entry with the rows in the other order (``SORTED_ROWS``: the hidden
     states copied in the aligned order, both GEMMs' A tiles through TMA); the whole path (each
     GEMM alone would time the slot order, see ``ablate.py``), where GEMM2 runs furthest above
@@ -52,6 +57,7 @@ or per-warp MMAs (``mma_v2``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import sys
 from pathlib import Path
@@ -75,6 +81,7 @@ from bench_fused_moe import (
 from common import environment, relative_error, write_json
 
 from moekit.experts import fused_experts
+from moekit.experts._triton_impl import gate_up_gemm, grouped_gemm, weight_descriptor
 from moekit.experts._triton_impl.configs import GemmConfig, get_config
 from moekit.experts._triton_impl.gate_up_gemm import gate_up_block_n
 from moekit.experts._triton_impl.gate_up_gemm_kernel import gate_up_gemm_kernel
@@ -119,6 +126,11 @@ CELLS = {
                    ("qwen3-30b-a3b-tp2", 256), ("mixtral", 128), ("mixtral", 192),
                    ("deepseek-v3", 512), ("deepseek-v3", 768), ("deepseek-v3", 1024),
                    ("deepseek-v3-tp4", 512), ("deepseek-v3-tp4", 768)],
+    "chunked": [("mixtral", 256), ("mixtral-tp2", 256), ("qwen3-30b-a3b", 256),
+                ("deepseek-v3", 256), ("deepseek-v3-tp4", 256), ("mixtral", 64),
+                ("qwen3-30b-a3b", 64), ("deepseek-v3", 64), ("qwen3-30b-a3b", 1024),
+                ("qwen3-30b-a3b-tp2", 1024), ("deepseek-v3", 1024), ("deepseek-v3-tp4", 1024),
+                ("mixtral", 1024), ("mixtral-tp2", 1024), ("mixtral", 4096)],
     "row_order": [("mixtral", 256), ("mixtral-tp2", 256), ("mixtral", 192), ("mixtral-tp2", 192),
                   ("mixtral", 384), ("mixtral-tp2", 384), ("gpt-oss-120b", 1024)],
     "gemm2_tile": [("qwen3-30b-a3b", 256), ("qwen3-30b-a3b-tp2", 256), ("mixtral-tp2", 256),
@@ -129,6 +141,38 @@ CELLS = {
                ("deepseek-v3-tp4", 1024), ("gpt-oss-120b", 1024)],
 }  # fmt: skip
 GROUP_M_VALUES = (1, 8, 16, 32, 64, 256)
+# the chunked family's weights in K chunks, by the data pointer of the weights as stored, and
+# how many launches could read them (TMA, K steps of one chunk) since the count was cleared
+WEIGHT_CHUNKS: dict[int, torch.Tensor] = {}
+CHUNKED_LAUNCHES: list[str] = []
+# a chunked variant's output against its variant on the weights as stored: the same tiles
+CHUNKED_TWIN = {"chunked": "k64", "chunked_s": "k64_s"}
+
+
+def from_chunks():
+    """The GEMM launchers patched to read the weights from ``WEIGHT_CHUNKS``."""
+    gate_up, grouped = gate_up_gemm.invoke_gate_up_gemm, grouped_gemm.invoke_grouped_gemm
+
+    def count(name: str, config: GemmConfig) -> None:
+        if config.B_TMA and config.BLOCK_K == weight_descriptor.CHUNK:
+            CHUNKED_LAUNCHES.append(name)
+
+    def gate_up_from_chunks(a, w13, *args, **kwargs):
+        count("gemm1", args[5])
+        return gate_up(a, w13, *args, w13_chunks=WEIGHT_CHUNKS[w13.data_ptr()], **kwargs)
+
+    def grouped_from_chunks(a, b, *args, **kwargs):
+        count("gemm2", args[5])
+        return grouped(a, b, *args, b_chunks=WEIGHT_CHUNKS[b.data_ptr()], **kwargs)
+
+    patches = (mock.patch.object(gate_up_gemm, "invoke_gate_up_gemm", gate_up_from_chunks),
+               mock.patch.object(grouped_gemm, "invoke_grouped_gemm", grouped_from_chunks))  # fmt: skip
+    stack = contextlib.ExitStack()
+    for patch in patches:
+        stack.enter_context(patch)
+    return stack
+
+
 # families whose rows also time each GEMM alone: where a fold or GEMM1's width gains or loses
 PER_GEMM_FAMILIES = ("tail", "half_tail", "gemm1_wide")
 
@@ -233,6 +277,17 @@ def variants(family: str, entry: GemmConfig) -> dict[str, GemmConfig]:
             "entry_s2_w8": swap(own2, num_stages=2, num_warps=8),
         }
         return {"entry": entry} | {n: c for n, c in others.items() if c != own2}
+    if family == "chunked":
+        chunk = weight_descriptor.CHUNK
+
+        def k64(stages: int, block_k: int) -> int:  # the same bytes in flight where it fits
+            return min(8, stages * block_k // chunk)
+
+        steps = swap(own2, BLOCK_K=chunk, BLOCK_K2=chunk)
+        doubled = swap(steps, num_stages=k64(own2.num_stages, own2.BLOCK_K),
+                       num_stages2=k64(own2.num_stages2, own2.BLOCK_K2))  # fmt: skip
+        return {"entry": entry, "k64": doubled, "chunked": doubled, "k64_s": steps,
+                "chunked_s": steps}  # fmt: skip
     if family == "row_order":
         return {"entry": entry, "other_row_order": swap(entry, SORTED_ROWS=not entry.SORTED_ROWS)}
     if family == "half_tail":
@@ -278,7 +333,7 @@ def time_variants(family: str, routed, entry: GemmConfig, expected, names: list[
     families also time each GEMM alone."""
     x, w1, w2, b1, b2, weights, ids, activation, path = routed
     configs = {v: c for v, c in variants(family, entry).items() if not names or v in names}
-    rows, entry_out = [], None
+    rows, entry_out, outputs = [], None, {}
     for round_ in range(rounds):
         for variant, config in configs.items():
             row = dict(variant=variant, round=round_, config=config.as_dict())
@@ -289,9 +344,18 @@ def time_variants(family: str, routed, entry: GemmConfig, expected, names: list[
                         parts, _ = ablate.steps(x, w1, w2, b1, b2, weights, ids, activation)
                         row |= {f"{p}_us": ablate.graph_us(parts[p]) for p in ("gemm1", "gemm2")}
                 else:
+                    chunked = variant.startswith("chunked")
+                    CHUNKED_LAUNCHES.clear()
                     with mock.patch("moekit.experts.triton_experts.get_config",
-                                    lambda *_, c=config: c):  # fmt: skip
+                                    lambda *_, c=config: c), \
+                            from_chunks() if chunked else contextlib.nullcontext():  # fmt: skip
                         out = path()
+                        if chunked:
+                            row["chunked_launches"] = list(CHUNKED_LAUNCHES)
+                        outputs.setdefault(variant, out.clone())
+                        if variant in CHUNKED_TWIN and CHUNKED_TWIN[variant] in outputs:
+                            twin = outputs[CHUNKED_TWIN[variant]]
+                            row["bit_identical_to_twin"] = bool(torch.equal(out, twin))
                         row["rel_error"] = relative_error(out, expected)
                         if not row["rel_error"] < 2e-2:
                             raise ValueError("output strays from the torch path's")
@@ -335,6 +399,10 @@ def main() -> None:
     for name in dict.fromkeys(shape for shape, _ in cells):
         num_experts, top_k, hidden, inter, activation = SHAPES[name]
         w1, w2, b1, b2 = make_weights(num_experts, top_k, hidden, inter, activation)
+        WEIGHT_CHUNKS.clear()
+        if args.family == "chunked":
+            for w in (w1, w2):
+                WEIGHT_CHUNKS[w.data_ptr()] = weight_descriptor.chunk_weights(w)
         popularity = expert_popularity(num_experts, args.skew)
         for tokens in [m for shape, m in cells if shape == name]:
             for seed in range(1, args.seeds + 1):

@@ -12,7 +12,12 @@ from moekit.experts._triton_impl.programmatic_launch import launch_options
 from moekit.experts._triton_impl.row_cache import activated_rows_eviction
 from moekit.experts._triton_impl.tile_source import TileSource
 from moekit.experts._triton_impl.topk_sum_epilogue import counter_block
-from moekit.experts._triton_impl.weight_descriptor import rows_descriptor, weight_descriptor
+from moekit.experts._triton_impl.weight_descriptor import (
+    CHUNK,
+    chunked_descriptor,
+    rows_descriptor,
+    weight_descriptor,
+)
 from moekit.experts.activation import SWIGLUOAI_ALPHA, SWIGLUOAI_LIMIT, MoEActivation
 
 
@@ -40,6 +45,7 @@ def invoke_gate_up_gemm(
     counters: torch.Tensor | None = None,
     wait_prior: bool = False,
     launch_next: bool = False,
+    w13_chunks: torch.Tensor | None = None,
 ) -> None:
     """``out[slot] = act(a[slot // top_k] @ w13[e].T + bias[e])`` for every placed slot of every
     expert ``e`` (zeros for blocks of expert ``-1``).
@@ -55,6 +61,9 @@ def invoke_gate_up_gemm(
     ``wait_prior`` (only where ``moekit.align.programmatic_launch_supported``, which the caller
     checks) launches it with programmatic dependent launch: its programs wait for the previous
     kernel first; ``launch_next`` then lets the next kernel start early (it must wait the same way).
+    ``w13_chunks`` (``w13`` in K chunks, ``chunk_weights(w13)``), where given, the layout is
+    ``[gate | up]`` and ``config`` steps K by ``CHUNK`` through TMA, replaces ``w13`` as the source
+    of the weight tiles.
     """
     n_out = out.shape[1]
     num_slots = out.shape[0] if num_slots is None else num_slots
@@ -68,10 +77,17 @@ def invoke_gate_up_gemm(
     num_counters = counters.numel() if counters is not None else 0
     a_desc = rows_descriptor(a, config.BLOCK_M, config.BLOCK_K) if a_rows_sorted else None
     b_desc = None
-    if config.B_TMA:
+    if w13_chunks is not None and config.B_TMA and config.BLOCK_K == CHUNK and not interleaved:
+        b_desc = chunked_descriptor(w13_chunks, block_n)
+    chunked = b_desc is not None
+    if not chunked and config.B_TMA:
         b_desc = weight_descriptor(w13, block_n, config.BLOCK_K, row_pairs=interleaved)
-    # the descriptor's view: rows per expert, then where an up block sits from its gate block
+    # the descriptor's view: rows per expert, where an up block sits from its gate block, and
+    # the rows from one K chunk to the next
     desc_rows, desc_up_row, desc_up_col = (n // 2, 0, k) if interleaved else (n, n // 2, 0)
+    desc_chunk_rows = 0
+    if chunked:
+        desc_rows, desc_chunk_rows = w13_chunks.shape[1] * n, n
     gate_up_gemm_kernel[grid](
         a, a_desc if a_desc is not None else a, w13, b_desc if b_desc is not None else w13, out,
         bias if bias is not None else out,
@@ -80,14 +96,15 @@ def invoke_gate_up_gemm(
         a.stride(0), a.stride(1), w13.stride(0), w13.stride(1), w13.stride(2),
         out.stride(0), out.stride(1),
         bias.stride(0) if bias is not None else 0, bias.stride(1) if bias is not None else 0,
-        desc_rows, desc_up_row, desc_up_col,
+        desc_rows, desc_up_row, desc_up_col, desc_chunk_rows,
         SLOTS_FROM_IDS=tiles.slots_from_ids, HAS_MAP=tiles.expert_map is not None,
         ZERO_COUNTERS=counters is not None, COUNTER_BLOCK=counter_block(num_counters, grid[0]),
         TOP_K=top_k, GATED=gated, GATE_ROW_STEP=2 if interleaved else 1,
         ACTIVATION=ACTIVATION_CODES[activation], SWIGLU_ALPHA=SWIGLUOAI_ALPHA,
         SWIGLU_LIMIT=SWIGLUOAI_LIMIT, HAS_BIAS=bias is not None,
         IEEE_FP32=a.dtype == torch.float32, B_TMA=b_desc is not None,
-        A_ROWS_SORTED=a_rows_sorted, A_TMA=a_desc is not None, C_ROWS_SORTED=out_rows_sorted,
+        B_CHUNKED=chunked, A_ROWS_SORTED=a_rows_sorted, A_TMA=a_desc is not None,
+        C_ROWS_SORTED=out_rows_sorted,
         BLOCK_M=config.BLOCK_M, BLOCK_N=block_n, BLOCK_K=config.BLOCK_K,
         GROUP_M=config.GROUP_M, EXPERT_GROUPS=config.EXPERT_GROUPS and not tiles.slots_from_ids,
         TAIL_M=tail_m, TAIL_SWAP=config.TAIL_SWAP and tail_m > 0,

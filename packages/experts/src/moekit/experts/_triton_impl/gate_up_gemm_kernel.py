@@ -8,7 +8,9 @@ memory. Gate column ``n`` is W13 row ``n * GATE_ROW_STEP`` and up column ``n`` t
 ``up_offset`` (``(1, I)`` for ``[gate | up]``, ``(2, 1)`` for gpt-oss's interleaved layout).
 Non-gated activations use one accumulator over rows ``n``. With ``B_TMA`` the W13 tiles come
 through ``b_desc`` (see ``weight_descriptor``): expert ``e``'s gate column ``n`` is view row
-``e * DESC_ROWS + n``, its up column view row ``+ DESC_UP_ROW``, columns ``+ DESC_UP_COL``.
+``e * DESC_ROWS + n``, its up column view row ``+ DESC_UP_ROW``, columns ``+ DESC_UP_COL``; with
+``B_CHUNKED`` (W13 in K chunks of ``BLOCK_K``, see ``chunk_weights``) K step ``s`` is
+``s * DESC_CHUNK_ROWS`` view rows on, column 0.
 With ``ZERO_COUNTERS`` the first programs also zero GEMM2's top-k sum counters (see
 ``topk_sum_epilogue``), which GEMM2 uses after this kernel in stream order. With
 ``EXPERT_GROUPS`` (aligned tiles only) the tile order groups each expert's m-tiles (see
@@ -38,14 +40,16 @@ from moekit.experts._triton_impl.topk_sum_epilogue import zero_counters
 @triton.jit
 def gate_up_products(
     a_ptrs, a_ok, a_desc, a_row, tail_a_ptrs, tail_a_ok, gate_ptrs, up_ptrs, b_desc, gate_row,
-    n_ok, K, stride_ak, stride_bk, DESC_UP_ROW, DESC_UP_COL,
-    GATED: tl.constexpr, IEEE_FP32: tl.constexpr, B_TMA: tl.constexpr, A_TMA: tl.constexpr,
+    n_ok, K, stride_ak, stride_bk, DESC_UP_ROW, DESC_UP_COL, DESC_CHUNK_ROWS,
+    GATED: tl.constexpr, IEEE_FP32: tl.constexpr, B_TMA: tl.constexpr, B_CHUNKED: tl.constexpr,
+    A_TMA: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, TAIL_ROWS: tl.constexpr,
     TAIL_SWAP: tl.constexpr,
 ):  # fmt: skip
     """The K loop: float32 ``(gate, up, tail_gate, tail_up)`` accumulators, ``[BLOCK_M, BLOCK_N]``
     of the tile, and with ``TAIL_ROWS`` ``[TAIL_ROWS, BLOCK_N]`` of the folded tail rows, which
-    use the same weight tiles (without, the tile's again)."""
+    use the same weight tiles (without, the tile's again). With ``B_CHUNKED`` each K step of
+    ``b_desc`` is the next chunk, ``DESC_CHUNK_ROWS`` view rows on."""
     offs_k = tl.arange(0, BLOCK_K)
     gate_acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     up_acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
@@ -61,7 +65,10 @@ def gate_up_products(
         if TAIL_ROWS:
             tail_a = tl.load(tail_a_ptrs, mask=tail_a_ok[:, None] & k_ok[None, :], other=0.0)
         b_ok = k_ok[:, None] & n_ok[None, :]
-        if B_TMA:
+        chunk_row = gate_row + (k_start // BLOCK_K) * DESC_CHUNK_ROWS
+        if B_CHUNKED:
+            gate = b_desc.load([chunk_row, 0]).T
+        elif B_TMA:
             gate = b_desc.load([gate_row, k_start]).T
         else:
             gate = tl.load(gate_ptrs, mask=b_ok, other=0.0)
@@ -69,7 +76,9 @@ def gate_up_products(
         if TAIL_ROWS:
             tail_gate = tail_product(tail_a, gate, tail_gate, IEEE_FP32, TAIL_SWAP)
         if GATED:
-            if B_TMA:
+            if B_CHUNKED:
+                up = b_desc.load([chunk_row + DESC_UP_ROW, 0]).T
+            elif B_TMA:
                 up = b_desc.load([gate_row + DESC_UP_ROW, DESC_UP_COL + k_start]).T
             else:
                 up = tl.load(up_ptrs, mask=b_ok, other=0.0)
@@ -113,12 +122,12 @@ def gate_up_gemm_kernel(
     topk_ids_ptr, expert_map_ptr, num_global_experts, counters_ptr, num_counters,
     N_OUT, K, num_valid_slots, num_sorted, up_offset,
     stride_am, stride_ak, stride_be, stride_bn, stride_bk, stride_cm, stride_cn,
-    stride_bias_e, stride_bias_n, DESC_ROWS, DESC_UP_ROW, DESC_UP_COL,
+    stride_bias_e, stride_bias_n, DESC_ROWS, DESC_UP_ROW, DESC_UP_COL, DESC_CHUNK_ROWS,
     SLOTS_FROM_IDS: tl.constexpr, HAS_MAP: tl.constexpr, ZERO_COUNTERS: tl.constexpr,
     COUNTER_BLOCK: tl.constexpr, TOP_K: tl.constexpr, GATED: tl.constexpr,
     GATE_ROW_STEP: tl.constexpr,
     ACTIVATION: tl.constexpr, SWIGLU_ALPHA: tl.constexpr, SWIGLU_LIMIT: tl.constexpr,
-    HAS_BIAS: tl.constexpr, IEEE_FP32: tl.constexpr, B_TMA: tl.constexpr,
+    HAS_BIAS: tl.constexpr, IEEE_FP32: tl.constexpr, B_TMA: tl.constexpr, B_CHUNKED: tl.constexpr,
     A_ROWS_SORTED: tl.constexpr, A_TMA: tl.constexpr, C_ROWS_SORTED: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     EXPERT_GROUPS: tl.constexpr, TAIL_M: tl.constexpr, TAIL_SWAP: tl.constexpr,
@@ -191,8 +200,9 @@ def gate_up_gemm_kernel(
             tail_a_ptrs = a_ptr + tail_a_rows[:, None] * stride_am + offs_k[None, :] * stride_ak
             gate_acc, up_acc, tail_gate, tail_up = gate_up_products(
                 a_ptrs, a_ok, a_desc, a_row, tail_a_ptrs, tail_a_ok, gate_ptrs, up_ptrs, b_desc,
-                gate_row, n_ok, K, stride_ak, stride_bk, DESC_UP_ROW, DESC_UP_COL, GATED, IEEE_FP32,
-                B_TMA, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, TAIL_M, TAIL_SWAP,
+                gate_row, n_ok, K, stride_ak, stride_bk, DESC_UP_ROW, DESC_UP_COL, DESC_CHUNK_ROWS,
+                GATED, IEEE_FP32, B_TMA, B_CHUNKED, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, TAIL_M,
+                TAIL_SWAP,
             )  # fmt: skip
             tail_c_rows, tail_c_ok = tile_matrix_rows(
                 tail_start, tail_slots, tail_slot_ok, num_sorted, C_ROWS_SORTED, 1, TAIL_M
@@ -206,14 +216,14 @@ def gate_up_gemm_kernel(
         else:
             gate_acc, up_acc, _, _ = gate_up_products(
                 a_ptrs, a_ok, a_desc, a_row, a_ptrs, a_ok, gate_ptrs, up_ptrs, b_desc, gate_row,
-                n_ok, K, stride_ak, stride_bk, DESC_UP_ROW, DESC_UP_COL, GATED, IEEE_FP32, B_TMA,
-                A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, 0, False,
+                n_ok, K, stride_ak, stride_bk, DESC_UP_ROW, DESC_UP_COL, DESC_CHUNK_ROWS, GATED,
+                IEEE_FP32, B_TMA, B_CHUNKED, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, 0, False,
             )  # fmt: skip
     else:
         gate_acc, up_acc, _, _ = gate_up_products(
             a_ptrs, a_ok, a_desc, a_row, a_ptrs, a_ok, gate_ptrs, up_ptrs, b_desc, gate_row,
-            n_ok, K, stride_ak, stride_bk, DESC_UP_ROW, DESC_UP_COL, GATED, IEEE_FP32, B_TMA,
-            A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, 0, False,
+            n_ok, K, stride_ak, stride_bk, DESC_UP_ROW, DESC_UP_COL, DESC_CHUNK_ROWS, GATED,
+            IEEE_FP32, B_TMA, B_CHUNKED, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, 0, False,
         )  # fmt: skip
     store_activated(gate_acc, up_acc, gate_bias, up_bias, c_ptrs, c_ok, GATED, HAS_BIAS,
                     ACTIVATION, SWIGLU_ALPHA, SWIGLU_LIMIT, C_EVICTION)  # fmt: skip

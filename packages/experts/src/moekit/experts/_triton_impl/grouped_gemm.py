@@ -9,7 +9,12 @@ from moekit.experts._triton_impl.configs import GemmConfig
 from moekit.experts._triton_impl.grouped_gemm_kernel import grouped_gemm_kernel
 from moekit.experts._triton_impl.programmatic_launch import launch_options
 from moekit.experts._triton_impl.tile_source import TileSource
-from moekit.experts._triton_impl.weight_descriptor import rows_descriptor, weight_descriptor
+from moekit.experts._triton_impl.weight_descriptor import (
+    CHUNK,
+    chunked_descriptor,
+    rows_descriptor,
+    weight_descriptor,
+)
 
 
 def invoke_grouped_gemm(
@@ -26,6 +31,7 @@ def invoke_grouped_gemm(
     wait_prior: bool = False,
     launch_next: bool = False,
     c_eviction: str = "",
+    b_chunks: torch.Tensor | None = None,
 ) -> None:
     """``c[slot] = (a[slot // top_k] @ b[e].T + bias[e]) * topk_weights[slot]`` for every placed
     slot of every expert ``e`` (zeros for blocks of expert ``-1``).
@@ -46,6 +52,8 @@ def invoke_grouped_gemm(
     checks) launches it with programmatic dependent launch: its programs wait for the previous
     kernel first; ``launch_next`` then lets the next kernel start early (it must wait the same way).
     ``c_eviction`` is the L2 eviction policy of the stores to ``c`` (see ``row_cache``).
+    ``b_chunks`` (``b`` in K chunks, ``chunk_weights(b)``), where given and ``config`` steps K by
+    ``CHUNK`` through TMA, replaces ``b`` as the source of the B tiles.
     """
     num_slots, n = c.shape
     k = a.shape[1]
@@ -60,7 +68,14 @@ def invoke_grouped_gemm(
         if out.stride(1) != 1 or counters.numel() < out.shape[0] * triton.cdiv(n, config.BLOCK_N):
             raise ValueError("summed: out needs unit column stride and counters one per token "
                              "and n-tile")  # fmt: skip
-    b_desc = weight_descriptor(b, config.BLOCK_N, config.BLOCK_K) if config.B_TMA else None
+    b_desc = None
+    if b_chunks is not None and config.B_TMA and config.BLOCK_K == CHUNK:
+        b_desc = chunked_descriptor(b_chunks, config.BLOCK_N)
+    chunked = b_desc is not None
+    if not chunked and config.B_TMA:
+        b_desc = weight_descriptor(b, config.BLOCK_N, config.BLOCK_K)
+    # the b_desc view's rows from one expert to the next and from one K chunk to the next
+    b_expert_rows, b_chunk_rows = (b_chunks.shape[1] * n, n) if chunked else (n, 0)
     *tile_args, num_sorted = tiles.kernel_args(dummy)
     a_desc = rows_descriptor(a, config.BLOCK_M, config.BLOCK_K) if a_rows_sorted else None
     grouped_gemm_kernel[grid](
@@ -68,7 +83,7 @@ def invoke_grouped_gemm(
         bias if bias is not None else dummy,
         topk_weights if topk_weights is not None else dummy, *tile_args,
         out, counters, out.shape[0] if summed is not None else 0,
-        n, k, num_slots, num_sorted,
+        n, k, num_slots, num_sorted, b_expert_rows, b_chunk_rows,
         a.stride(0), a.stride(1), b.stride(0), b.stride(1), b.stride(2),
         c.stride(0), c.stride(1), bias.stride(0) if bias is not None else 0,
         out.stride(0),
@@ -76,6 +91,7 @@ def invoke_grouped_gemm(
         FUSED_SUM=summed is not None, SUM_TOP_K=sum_top_k,
         TOP_K=top_k, MUL_ROUTED_WEIGHT=topk_weights is not None, HAS_BIAS=bias is not None,
         IEEE_FP32=a.dtype == torch.float32, B_TMA=b_desc is not None,
+        B_CHUNKED=chunked,
         A_ROWS_SORTED=a_rows_sorted, A_TMA=a_desc is not None,
         BLOCK_M=config.BLOCK_M, BLOCK_N=config.BLOCK_N, BLOCK_K=config.BLOCK_K,
         GROUP_M=config.GROUP_M, EXPERT_GROUPS=config.EXPERT_GROUPS and not tiles.slots_from_ids,

@@ -11,7 +11,8 @@ skipped; a tile whose expert is ``-1`` (not on this rank) writes zeros. With ``S
 into ``out`` (see
 ``topk_sum_epilogue``; one extra row of programs zeroes ``out`` when no slot is local).
 With ``B_TMA`` the B tiles come through ``b_desc``, a descriptor over ``b`` seen as
-``[E * N, K]`` (see ``weight_descriptor``), instead of pointer loads. With ``EXPERT_GROUPS``
+``[E * N, K]`` (see ``weight_descriptor``), instead of pointer loads; with ``B_CHUNKED`` over
+``b`` stored in K chunks of ``BLOCK_K`` columns (see ``chunk_weights``). With ``EXPERT_GROUPS``
 (aligned tiles only) the tile order groups each expert's m-tiles (see
 ``program_tile``). With ``TAIL_M`` (aligned tiles only) a program also computes the next m-tile's
 first ``TAIL_M`` rows when that tile is its expert's short last one (see ``tail_fold``), with
@@ -40,14 +41,15 @@ from moekit.experts._triton_impl.topk_sum_epilogue import (
 
 
 @triton.jit
-def products(a_ptrs, a_ok, a_desc, a_row, tail_a_ptrs, tail_a_ok, b_ptrs, b_desc, b_row, n_ok,
-             K, stride_ak, stride_bk, IEEE_FP32: tl.constexpr, B_TMA: tl.constexpr,
-             A_TMA: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-             BLOCK_K: tl.constexpr, TAIL_ROWS: tl.constexpr,
-             TAIL_SWAP: tl.constexpr):  # fmt: skip
+def products(a_ptrs, a_ok, a_desc, a_row, tail_a_ptrs, tail_a_ok, b_ptrs, b_desc, b_row,
+             b_chunk_rows, n_ok, K, stride_ak, stride_bk, IEEE_FP32: tl.constexpr,
+             B_TMA: tl.constexpr, B_CHUNKED: tl.constexpr, A_TMA: tl.constexpr,
+             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+             TAIL_ROWS: tl.constexpr, TAIL_SWAP: tl.constexpr):  # fmt: skip
     """The K loop: float32 ``(acc, tail_acc)``, ``[BLOCK_M, BLOCK_N]`` of the tile, and with
     ``TAIL_ROWS`` ``[TAIL_ROWS, BLOCK_N]`` of the folded tail rows, which use the same B tiles
-    (without, the tile's again)."""
+    (without, the tile's again). With ``B_CHUNKED`` each K step of ``b_desc`` is the next chunk,
+    ``b_chunk_rows`` view rows on."""
     offs_k = tl.arange(0, BLOCK_K)
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     if TAIL_ROWS:
@@ -58,7 +60,9 @@ def products(a_ptrs, a_ok, a_desc, a_row, tail_a_ptrs, tail_a_ok, b_ptrs, b_desc
             a = a_desc.load([a_row, k_start])
         else:
             a = tl.load(a_ptrs, mask=a_ok[:, None] & k_ok[None, :], other=0.0)
-        if B_TMA:
+        if B_CHUNKED:
+            b = b_desc.load([b_row + (k_start // BLOCK_K) * b_chunk_rows, 0]).T
+        elif B_TMA:
             b = b_desc.load([b_row, k_start]).T
         else:
             b = tl.load(b_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
@@ -93,13 +97,14 @@ def grouped_gemm_kernel(
     a_ptr, a_desc, b_ptr, b_desc, c_ptr, bias_ptr, topk_weights_ptr,
     sorted_token_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr,
     topk_ids_ptr, expert_map_ptr, num_global_experts, out_ptr, counters_ptr, num_tokens,
-    N, K, num_valid_slots, num_sorted,
+    N, K, num_valid_slots, num_sorted, b_expert_rows, b_chunk_rows,
     stride_am, stride_ak, stride_be, stride_bn, stride_bk, stride_cm, stride_cn, stride_bias_e,
     stride_om,
     SLOTS_FROM_IDS: tl.constexpr, HAS_MAP: tl.constexpr, FUSED_SUM: tl.constexpr,
     SUM_TOP_K: tl.constexpr, TOP_K: tl.constexpr,
     MUL_ROUTED_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, IEEE_FP32: tl.constexpr,
-    B_TMA: tl.constexpr, A_ROWS_SORTED: tl.constexpr, A_TMA: tl.constexpr,
+    B_TMA: tl.constexpr, B_CHUNKED: tl.constexpr, A_ROWS_SORTED: tl.constexpr,
+    A_TMA: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     EXPERT_GROUPS: tl.constexpr, TAIL_M: tl.constexpr, TAIL_SWAP: tl.constexpr,
     C_EVICTION: tl.constexpr, WAIT_PRIOR: tl.constexpr, LAUNCH_NEXT: tl.constexpr,
@@ -153,7 +158,7 @@ def grouped_gemm_kernel(
     a_row = start.to(tl.int32)  # the first A row in a_desc's view
     b_ptrs = (b_ptr + expert * stride_be + offs_n[None, :] * stride_bn
               + offs_k[:, None] * stride_bk)  # fmt: skip
-    b_row = (expert * N + pid_n * BLOCK_N).to(tl.int32)  # the first B row in b_desc's view
+    b_row = (expert * b_expert_rows + pid_n * BLOCK_N).to(tl.int32)  # first row in b_desc's view
     bias = 0.0
     if HAS_BIAS:
         bias = tl.load(bias_ptr + expert * stride_bias_e + offs_n, mask=n_ok, other=0.0)
@@ -170,9 +175,9 @@ def grouped_gemm_kernel(
             )  # fmt: skip
             tail_a_ptrs = a_ptr + tail_a_rows[:, None] * stride_am + offs_k[None, :] * stride_ak
             acc, tail_acc = products(
-                a_ptrs, a_ok, a_desc, a_row, tail_a_ptrs, tail_a_ok, b_ptrs, b_desc, b_row, n_ok,
-                K, stride_ak, stride_bk, IEEE_FP32, B_TMA, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K,
-                TAIL_M, TAIL_SWAP,
+                a_ptrs, a_ok, a_desc, a_row, tail_a_ptrs, tail_a_ok, b_ptrs, b_desc, b_row,
+                b_chunk_rows, n_ok, K, stride_ak, stride_bk, IEEE_FP32, B_TMA, B_CHUNKED, A_TMA,
+                BLOCK_M, BLOCK_N, BLOCK_K, TAIL_M, TAIL_SWAP,
             )  # fmt: skip
             tail_acc = weighted_rows(tail_acc, bias, topk_weights_ptr, tail_slots, tail_slot_ok,
                                      HAS_BIAS, MUL_ROUTED_WEIGHT)  # fmt: skip
@@ -182,13 +187,15 @@ def grouped_gemm_kernel(
                      eviction_policy=C_EVICTION)  # fmt: skip
         else:
             acc, _ = products(
-                a_ptrs, a_ok, a_desc, a_row, a_ptrs, a_ok, b_ptrs, b_desc, b_row, n_ok, K,
-                stride_ak, stride_bk, IEEE_FP32, B_TMA, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, 0, False,
+                a_ptrs, a_ok, a_desc, a_row, a_ptrs, a_ok, b_ptrs, b_desc, b_row, b_chunk_rows,
+                n_ok, K, stride_ak, stride_bk, IEEE_FP32, B_TMA, B_CHUNKED, A_TMA, BLOCK_M,
+                BLOCK_N, BLOCK_K, 0, False,
             )  # fmt: skip
     else:
         acc, _ = products(
-            a_ptrs, a_ok, a_desc, a_row, a_ptrs, a_ok, b_ptrs, b_desc, b_row, n_ok, K,
-            stride_ak, stride_bk, IEEE_FP32, B_TMA, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, 0, False,
+            a_ptrs, a_ok, a_desc, a_row, a_ptrs, a_ok, b_ptrs, b_desc, b_row, b_chunk_rows, n_ok,
+            K, stride_ak, stride_bk, IEEE_FP32, B_TMA, B_CHUNKED, A_TMA, BLOCK_M, BLOCK_N,
+            BLOCK_K, 0, False,
         )  # fmt: skip
     acc = weighted_rows(acc, bias, topk_weights_ptr, slots, slot_ok, HAS_BIAS, MUL_ROUTED_WEIGHT)
     if FUSED_SUM:
