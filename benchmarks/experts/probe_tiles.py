@@ -38,9 +38,12 @@ Each family varies the shipped table entry of a set of cells:
     the floor.
   * ``chunked``: both GEMMs' weights stored in K chunks (``chunk_weights``), so that each TMA
     box is one contiguous run (``weight_layout.py`` measured the raw stream 1-3% faster that
-    way): the entry with K steps of 64 (the chunk) at twice the stages where it stepped 128
-    (``chunked``) or at its own (``chunked_s``), and the same tiles on the weights as stored
-    (``k64``, ``k64_s``); the whole path on the decode cells of the aligned path.
+    way). Every variant reads the weights through TMA (``tma``: the entry so); ``chunked_e``
+    reads the chunks where the entry steps K by one chunk already (GEMM2's 64, mostly);
+    ``chunked`` steps both GEMMs by one chunk at GEMM1's own stages (GEMM2's doubled where it
+    stepped 128), ``chunked_more`` with half as many GEMM1 stages again, and ``k64`` is
+    ``chunked``'s tiles on the weights as stored. The whole path on the decode cells of the
+    aligned path.
   * ``row_order``: the entry with the rows in the other order (``SORTED_ROWS``: the hidden
     states copied in the aligned order, both GEMMs' A tiles through TMA); the whole path (each
     GEMM alone would time the slot order, see ``ablate.py``), where GEMM2 runs furthest above
@@ -146,7 +149,7 @@ GROUP_M_VALUES = (1, 8, 16, 32, 64, 256)
 WEIGHT_CHUNKS: dict[int, torch.Tensor] = {}
 CHUNKED_LAUNCHES: list[str] = []
 # a chunked variant's output against its variant on the weights as stored: the same tiles
-CHUNKED_TWIN = {"chunked": "k64", "chunked_s": "k64_s"}
+CHUNKED_TWIN = {"chunked": "k64", "chunked_e": "tma"}
 
 
 def from_chunks():
@@ -279,15 +282,17 @@ def variants(family: str, entry: GemmConfig) -> dict[str, GemmConfig]:
         return {"entry": entry} | {n: c for n, c in others.items() if c != own2}
     if family == "chunked":
         chunk = weight_descriptor.CHUNK
-
-        def k64(stages: int, block_k: int) -> int:  # the same bytes in flight where it fits
-            return min(8, stages * block_k // chunk)
-
-        steps = swap(own2, BLOCK_K=chunk, BLOCK_K2=chunk)
-        doubled = swap(steps, num_stages=k64(own2.num_stages, own2.BLOCK_K),
-                       num_stages2=k64(own2.num_stages2, own2.BLOCK_K2))  # fmt: skip
-        return {"entry": entry, "k64": doubled, "chunked": doubled, "k64_s": steps,
-                "chunked_s": steps}  # fmt: skip
+        tma = swap(own2, B_TMA=True)  # chunks are read through TMA only
+        steps = swap(tma, BLOCK_K=chunk, BLOCK_K2=chunk,
+                     num_stages2=min(8, own2.num_stages2 * own2.BLOCK_K2 // chunk))  # fmt: skip
+        return {
+            "entry": entry,
+            "tma": tma,
+            "chunked_e": tma,  # chunks where the entry's K step is one already (GEMM2's, mostly)
+            "k64": steps,
+            "chunked": steps,
+            "chunked_more": swap(steps, num_stages=min(8, -(-3 * own2.num_stages // 2))),
+        }
     if family == "row_order":
         return {"entry": entry, "other_row_order": swap(entry, SORTED_ROWS=not entry.SORTED_ROWS)}
     if family == "half_tail":
