@@ -39,9 +39,8 @@ Each family varies the shipped table entry of a set of cells:
   * ``chunked``: both GEMMs' weights stored in K chunks (``chunk_weights``), so that each TMA
     box is one contiguous run (``weight_layout.py`` measured the raw stream 1-3% faster that
     way). Every variant reads the weights through TMA (``tma``: the entry so); ``chunked_e``
-    reads the chunks where the entry steps K by one chunk already (GEMM2's 64, mostly);
-    ``chunked`` steps both GEMMs by one chunk at GEMM1's own stages (GEMM2's doubled where it
-    stepped 128), ``chunked_more`` with half as many GEMM1 stages again, and ``k64`` is
+    reads ``tma``'s tiles from the chunks (a K step of 128 as two products), ``chunked`` steps
+    both GEMMs by one chunk (GEMM2's stages doubled where it stepped 128), and ``k64`` is
     ``chunked``'s tiles on the weights as stored. The whole path on the decode cells of the
     aligned path.
   * ``row_order``: the entry with the rows in the other order (``SORTED_ROWS``: the hidden
@@ -285,14 +284,7 @@ def variants(family: str, entry: GemmConfig) -> dict[str, GemmConfig]:
         tma = swap(own2, B_TMA=True)  # chunks are read through TMA only
         steps = swap(tma, BLOCK_K=chunk, BLOCK_K2=chunk,
                      num_stages2=min(8, own2.num_stages2 * own2.BLOCK_K2 // chunk))  # fmt: skip
-        return {
-            "entry": entry,
-            "tma": tma,
-            "chunked_e": tma,  # chunks where the entry's K step is one already (GEMM2's, mostly)
-            "k64": steps,
-            "chunked": steps,
-            "chunked_more": swap(steps, num_stages=min(8, -(-3 * own2.num_stages // 2))),
-        }
+        return {"entry": entry, "tma": tma, "chunked_e": tma, "k64": steps, "chunked": steps}
     if family == "row_order":
         return {"entry": entry, "other_row_order": swap(entry, SORTED_ROWS=not entry.SORTED_ROWS)}
     if family == "half_tail":

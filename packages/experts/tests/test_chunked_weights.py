@@ -1,9 +1,11 @@
 """Weights stored in K chunks (``chunk_weights``): the layout itself, and both GEMM launchers
-reading their tiles from it, bit for bit as from the weights as stored (same K steps, same
-products, same order), every slot against NumPy. Outputs start poisoned with NaN."""
+reading their tiles from it, bit for bit as from the weights as stored in K steps of one chunk
+(the same products in the same order: a step of two chunks is two products), every slot
+against NumPy. Outputs start poisoned with NaN."""
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 
 import numpy as np
@@ -29,7 +31,10 @@ def test_chunks_hold_each_weight_row_by_k_chunk_and_zeros_past_k(k):
         assert (chunks[:, c, :, cols:] == 0).all()
     desc = chunked_descriptor(chunks, 32)
     assert desc is not None
-    assert list(desc.shape) == [3 * num_chunks * 40, CHUNK] and list(desc.block_shape) == [32, CHUNK]
+    assert list(desc.shape) == [3 * num_chunks * 40, CHUNK] and list(desc.block_shape) == [
+        32,
+        CHUNK,
+    ]
     assert chunked_descriptor(weights, 32) is None, "not a chunk layout"
 
 
@@ -44,13 +49,15 @@ def _routing(rng: np.random.Generator, num_tokens: int, top_k: int, num_experts:
     return np.stack([rng.permutation(num_experts)[:top_k] for _ in range(num_tokens)])
 
 
-# K of two and a half chunks: the last chunk's columns past K are zeros, and A's are masked
+# K of two and a half chunks: the last chunk's columns past K are zeros, and A's are masked; K
+# steps of one chunk, or of two (two products a step)
 @pytest.mark.parametrize("k", [2 * CHUNK, 2 * CHUNK + 32])
 @pytest.mark.parametrize("tail_m", [0, 16])
-def test_grouped_gemm_from_chunks_matches_the_weights_as_stored(k, tail_m):
+@pytest.mark.parametrize("block_k", [CHUNK, 2 * CHUNK])
+def test_grouped_gemm_from_chunks_matches_the_weights_as_stored(k, tail_m, block_k):
     from moekit.experts._triton_impl.grouped_gemm import invoke_grouped_gemm
 
-    seed = zlib.crc32(f"chunked grouped {k} {tail_m}".encode())
+    seed = zlib.crc32(f"chunked grouped {k} {tail_m} {block_k}".encode())
     rng = np.random.default_rng(seed)
     num_tokens, top_k, num_experts, n = 29, 2, 5, 48
     ids = _routing(rng, num_tokens, top_k, num_experts)
@@ -58,12 +65,14 @@ def test_grouped_gemm_from_chunks_matches_the_weights_as_stored(k, tail_m):
     b = torch.tensor(rng.standard_normal((num_experts, n, k)), dtype=torch.float32) / 10
     weights = torch.tensor(rng.random(num_tokens * top_k), dtype=torch.float32)
     tiles = _tiles(ids, num_experts, 16)
-    config = GemmConfig(BLOCK_M=16, BLOCK_N=32, BLOCK_K=CHUNK, num_stages=1, B_TMA=True,
+    config = GemmConfig(BLOCK_M=16, BLOCK_N=32, BLOCK_K=block_k, num_stages=1, B_TMA=True,
                         TAIL_M=tail_m)  # fmt: skip
     outputs = []
+    # the weights as stored, one chunk a step; then the chunks, at the config's steps
     for chunks in (None, chunk_weights(b)):
+        step = config if chunks is not None else dataclasses.replace(config, BLOCK_K=CHUNK)
         c = torch.full((num_tokens * top_k, n), float("nan"))
-        invoke_grouped_gemm(a, b, c, None, weights, tiles, 1, config, b_chunks=chunks)
+        invoke_grouped_gemm(a, b, c, None, weights, tiles, 1, step, b_chunks=chunks)
         outputs.append(c)
     no_bias = np.zeros((num_experts, n), np.float32)
     want = grouped_gemm_reference(a.numpy(), b.numpy(), no_bias, weights.numpy(), ids.reshape(-1))
@@ -73,23 +82,26 @@ def test_grouped_gemm_from_chunks_matches_the_weights_as_stored(k, tail_m):
 
 
 @pytest.mark.parametrize("tail_m", [0, 16])
-def test_gate_up_gemm_from_chunks_matches_the_weights_as_stored(tail_m):
+@pytest.mark.parametrize("block_k", [CHUNK, 2 * CHUNK])
+def test_gate_up_gemm_from_chunks_matches_the_weights_as_stored(tail_m, block_k):
     from moekit.experts._triton_impl.gate_up_gemm import invoke_gate_up_gemm
     from moekit.experts.activation import MoEActivation
 
-    seed = zlib.crc32(f"chunked gate up {tail_m}".encode())
+    seed = zlib.crc32(f"chunked gate up {tail_m} {block_k}".encode())
     rng = np.random.default_rng(seed)
     num_tokens, top_k, num_experts, n, k = 27, 2, 5, 64, 2 * CHUNK + 32
     ids = _routing(rng, num_tokens, top_k, num_experts)
     a = torch.tensor(rng.standard_normal((num_tokens, k)), dtype=torch.float32) / 10
     w13 = torch.tensor(rng.standard_normal((num_experts, n, k)), dtype=torch.float32) / 10
     tiles = _tiles(ids, num_experts, 16)
-    config = GemmConfig(BLOCK_M=16, BLOCK_N=32, BLOCK_K=CHUNK, num_stages=1, B_TMA=True,
+    config = GemmConfig(BLOCK_M=16, BLOCK_N=32, BLOCK_K=block_k, num_stages=1, B_TMA=True,
                         TAIL_M=tail_m)  # fmt: skip
     outputs = []
+    # the weights as stored, one chunk a step; then the chunks, at the config's steps
     for chunks in (None, chunk_weights(w13)):
+        step = config if chunks is not None else dataclasses.replace(config, BLOCK_K=CHUNK)
         out = torch.full((num_tokens * top_k, n // 2), float("nan"))
-        invoke_gate_up_gemm(a, w13, out, None, tiles, top_k, MoEActivation.SILU, config,
+        invoke_gate_up_gemm(a, w13, out, None, tiles, top_k, MoEActivation.SILU, step,
                             w13_chunks=chunks)  # fmt: skip
         outputs.append(out)
     gate_up = grouped_gemm_reference(a.numpy()[np.arange(num_tokens * top_k) // top_k],

@@ -62,8 +62,8 @@ def invoke_gate_up_gemm(
     checks) launches it with programmatic dependent launch: its programs wait for the previous
     kernel first; ``launch_next`` then lets the next kernel start early (it must wait the same way).
     ``w13_chunks`` (``w13`` in K chunks, ``chunk_weights(w13)``), where given, the layout is
-    ``[gate | up]`` and ``config`` steps K by ``CHUNK`` through TMA, replaces ``w13`` as the source
-    of the weight tiles.
+    ``[gate | up]`` and ``config`` steps K by multiples of ``CHUNK`` through TMA, replaces
+    ``w13`` as the source of the weight tiles.
     """
     n_out = out.shape[1]
     num_slots = out.shape[0] if num_slots is None else num_slots
@@ -75,11 +75,13 @@ def invoke_gate_up_gemm(
     grid = (tiles.num_m_tiles(config.BLOCK_M) * triton.cdiv(n_out, block_n),)
     *tile_args, num_sorted = tiles.kernel_args(out)
     num_counters = counters.numel() if counters is not None else 0
-    a_desc = rows_descriptor(a, config.BLOCK_M, config.BLOCK_K) if a_rows_sorted else None
     b_desc = None
-    if w13_chunks is not None and config.B_TMA and config.BLOCK_K == CHUNK and not interleaved:
+    if (w13_chunks is not None and config.B_TMA and config.BLOCK_K % CHUNK == 0
+            and not interleaved):  # fmt: skip
         b_desc = chunked_descriptor(w13_chunks, block_n)
     chunked = b_desc is not None
+    dot_k = CHUNK if chunked else config.BLOCK_K  # the K columns of one product
+    a_desc = rows_descriptor(a, config.BLOCK_M, dot_k) if a_rows_sorted else None
     if not chunked and config.B_TMA:
         b_desc = weight_descriptor(w13, block_n, config.BLOCK_K, row_pairs=interleaved)
     # the descriptor's view: rows per expert, where an up block sits from its gate block, and
@@ -105,7 +107,7 @@ def invoke_gate_up_gemm(
         IEEE_FP32=a.dtype == torch.float32, B_TMA=b_desc is not None,
         B_CHUNKED=chunked, A_ROWS_SORTED=a_rows_sorted, A_TMA=a_desc is not None,
         C_ROWS_SORTED=out_rows_sorted,
-        BLOCK_M=config.BLOCK_M, BLOCK_N=block_n, BLOCK_K=config.BLOCK_K,
+        BLOCK_M=config.BLOCK_M, BLOCK_N=block_n, BLOCK_K=config.BLOCK_K, DOT_K=dot_k,
         GROUP_M=config.GROUP_M, EXPERT_GROUPS=config.EXPERT_GROUPS and not tiles.slots_from_ids,
         TAIL_M=tail_m, TAIL_SWAP=config.TAIL_SWAP and tail_m > 0,
         C_EVICTION=activated_rows_eviction(config.ROWS_DEFAULT_POLICY),

@@ -9,8 +9,9 @@ memory. Gate column ``n`` is W13 row ``n * GATE_ROW_STEP`` and up column ``n`` t
 Non-gated activations use one accumulator over rows ``n``. With ``B_TMA`` the W13 tiles come
 through ``b_desc`` (see ``weight_descriptor``): expert ``e``'s gate column ``n`` is view row
 ``e * DESC_ROWS + n``, its up column view row ``+ DESC_UP_ROW``, columns ``+ DESC_UP_COL``; with
-``B_CHUNKED`` (W13 in K chunks of ``BLOCK_K``, see ``chunk_weights``) K step ``s`` is
-``s * DESC_CHUNK_ROWS`` view rows on, column 0.
+``B_CHUNKED`` (W13 in K chunks of ``DOT_K``, see ``chunk_weights``) chunk ``c`` is
+``c * DESC_CHUNK_ROWS`` view rows on, column 0, and each K step of ``BLOCK_K`` is
+``BLOCK_K / DOT_K`` products.
 With ``ZERO_COUNTERS`` the first programs also zero GEMM2's top-k sum counters (see
 ``topk_sum_epilogue``), which GEMM2 uses after this kernel in stream order. With
 ``EXPERT_GROUPS`` (aligned tiles only) the tile order groups each expert's m-tiles (see
@@ -42,49 +43,55 @@ def gate_up_products(
     a_ptrs, a_ok, a_desc, a_row, tail_a_ptrs, tail_a_ok, gate_ptrs, up_ptrs, b_desc, gate_row,
     n_ok, K, stride_ak, stride_bk, DESC_UP_ROW, DESC_UP_COL, DESC_CHUNK_ROWS,
     GATED: tl.constexpr, IEEE_FP32: tl.constexpr, B_TMA: tl.constexpr, B_CHUNKED: tl.constexpr,
-    A_TMA: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, TAIL_ROWS: tl.constexpr,
-    TAIL_SWAP: tl.constexpr,
+    A_TMA: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    DOT_K: tl.constexpr, TAIL_ROWS: tl.constexpr, TAIL_SWAP: tl.constexpr,
 ):  # fmt: skip
     """The K loop: float32 ``(gate, up, tail_gate, tail_up)`` accumulators, ``[BLOCK_M, BLOCK_N]``
     of the tile, and with ``TAIL_ROWS`` ``[TAIL_ROWS, BLOCK_N]`` of the folded tail rows, which
-    use the same weight tiles (without, the tile's again). With ``B_CHUNKED`` each K step of
-    ``b_desc`` is the next chunk, ``DESC_CHUNK_ROWS`` view rows on."""
-    offs_k = tl.arange(0, BLOCK_K)
+    use the same weight tiles (without, the tile's again). Each step of ``BLOCK_K`` is
+    ``BLOCK_K / DOT_K`` products of ``DOT_K`` columns (the pointers span ``DOT_K``); with
+    ``B_CHUNKED`` ``DOT_K`` is the chunk and chunk ``c`` of ``b_desc`` is
+    ``c * DESC_CHUNK_ROWS`` view rows on."""
+    offs_k = tl.arange(0, DOT_K)
     gate_acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     up_acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     if TAIL_ROWS:
         tail_gate = tail_zeros(TAIL_ROWS, BLOCK_N, TAIL_SWAP)
         tail_up = tail_zeros(TAIL_ROWS, BLOCK_N, TAIL_SWAP)
     for k_start in range(0, K, BLOCK_K):
-        k_ok = offs_k < K - k_start
-        if A_TMA:
-            a = a_desc.load([a_row, k_start])
-        else:
-            a = tl.load(a_ptrs, mask=a_ok[:, None] & k_ok[None, :], other=0.0)
-        if TAIL_ROWS:
-            tail_a = tl.load(tail_a_ptrs, mask=tail_a_ok[:, None] & k_ok[None, :], other=0.0)
-        b_ok = k_ok[:, None] & n_ok[None, :]
-        chunk_row = gate_row + (k_start // BLOCK_K) * DESC_CHUNK_ROWS
-        if B_CHUNKED:
-            gate = b_desc.load([chunk_row, 0]).T
-        elif B_TMA:
-            gate = b_desc.load([gate_row, k_start]).T
-        else:
-            gate = tl.load(gate_ptrs, mask=b_ok, other=0.0)
-        gate_acc = dot(a, gate, gate_acc, IEEE_FP32)
-        if TAIL_ROWS:
-            tail_gate = tail_product(tail_a, gate, tail_gate, IEEE_FP32, TAIL_SWAP)
-        if GATED:
-            if B_CHUNKED:
-                up = b_desc.load([chunk_row + DESC_UP_ROW, 0]).T
-            elif B_TMA:
-                up = b_desc.load([gate_row + DESC_UP_ROW, DESC_UP_COL + k_start]).T
+        for part in tl.static_range(BLOCK_K // DOT_K):
+            k_at = k_start + part * DOT_K
+            k_ok = offs_k < K - k_at
+            a_at = part * DOT_K * stride_ak
+            b_at = part * DOT_K * stride_bk
+            if A_TMA:
+                a = a_desc.load([a_row, k_at])
             else:
-                up = tl.load(up_ptrs, mask=b_ok, other=0.0)
-            up_acc = dot(a, up, up_acc, IEEE_FP32)
+                a = tl.load(a_ptrs + a_at, mask=a_ok[:, None] & k_ok[None, :], other=0.0)
             if TAIL_ROWS:
-                tail_up = tail_product(tail_a, up, tail_up, IEEE_FP32, TAIL_SWAP)
+                tail_a = tl.load(tail_a_ptrs + a_at, mask=tail_a_ok[:, None] & k_ok[None, :],
+                                 other=0.0)  # fmt: skip
+            b_ok = k_ok[:, None] & n_ok[None, :]
+            chunk_row = gate_row + (k_at // DOT_K) * DESC_CHUNK_ROWS
+            if B_CHUNKED:
+                gate = b_desc.load([chunk_row, 0]).T
+            elif B_TMA:
+                gate = b_desc.load([gate_row, k_at]).T
+            else:
+                gate = tl.load(gate_ptrs + b_at, mask=b_ok, other=0.0)
+            gate_acc = dot(a, gate, gate_acc, IEEE_FP32)
+            if TAIL_ROWS:
+                tail_gate = tail_product(tail_a, gate, tail_gate, IEEE_FP32, TAIL_SWAP)
+            if GATED:
+                if B_CHUNKED:
+                    up = b_desc.load([chunk_row + DESC_UP_ROW, 0]).T
+                elif B_TMA:
+                    up = b_desc.load([gate_row + DESC_UP_ROW, DESC_UP_COL + k_at]).T
+                else:
+                    up = tl.load(up_ptrs + b_at, mask=b_ok, other=0.0)
+                up_acc = dot(a, up, up_acc, IEEE_FP32)
+                if TAIL_ROWS:
+                    tail_up = tail_product(tail_a, up, tail_up, IEEE_FP32, TAIL_SWAP)
         a_ptrs += BLOCK_K * stride_ak
         tail_a_ptrs += BLOCK_K * stride_ak
         gate_ptrs += BLOCK_K * stride_bk
@@ -129,8 +136,8 @@ def gate_up_gemm_kernel(
     ACTIVATION: tl.constexpr, SWIGLU_ALPHA: tl.constexpr, SWIGLU_LIMIT: tl.constexpr,
     HAS_BIAS: tl.constexpr, IEEE_FP32: tl.constexpr, B_TMA: tl.constexpr, B_CHUNKED: tl.constexpr,
     A_ROWS_SORTED: tl.constexpr, A_TMA: tl.constexpr, C_ROWS_SORTED: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-    EXPERT_GROUPS: tl.constexpr, TAIL_M: tl.constexpr, TAIL_SWAP: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DOT_K: tl.constexpr,
+    GROUP_M: tl.constexpr, EXPERT_GROUPS: tl.constexpr, TAIL_M: tl.constexpr, TAIL_SWAP: tl.constexpr,
     C_EVICTION: tl.constexpr, WAIT_PRIOR: tl.constexpr, LAUNCH_NEXT: tl.constexpr,
 ):  # fmt: skip
     wait_for_prior_kernel(WAIT_PRIOR, LAUNCH_NEXT)
@@ -168,7 +175,7 @@ def gate_up_gemm_kernel(
 
     gate_rows = offs_n * GATE_ROW_STEP
     up_rows = gate_rows + up_offset
-    offs_k = tl.arange(0, BLOCK_K)
+    offs_k = tl.arange(0, DOT_K)
     a_rows, a_ok = tile_matrix_rows(
         start, slots, slot_ok, num_sorted, A_ROWS_SORTED, TOP_K, BLOCK_M
     )
@@ -201,8 +208,8 @@ def gate_up_gemm_kernel(
             gate_acc, up_acc, tail_gate, tail_up = gate_up_products(
                 a_ptrs, a_ok, a_desc, a_row, tail_a_ptrs, tail_a_ok, gate_ptrs, up_ptrs, b_desc,
                 gate_row, n_ok, K, stride_ak, stride_bk, DESC_UP_ROW, DESC_UP_COL, DESC_CHUNK_ROWS,
-                GATED, IEEE_FP32, B_TMA, B_CHUNKED, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, TAIL_M,
-                TAIL_SWAP,
+                GATED, IEEE_FP32, B_TMA, B_CHUNKED, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, DOT_K,
+                TAIL_M, TAIL_SWAP,
             )  # fmt: skip
             tail_c_rows, tail_c_ok = tile_matrix_rows(
                 tail_start, tail_slots, tail_slot_ok, num_sorted, C_ROWS_SORTED, 1, TAIL_M
@@ -217,13 +224,13 @@ def gate_up_gemm_kernel(
             gate_acc, up_acc, _, _ = gate_up_products(
                 a_ptrs, a_ok, a_desc, a_row, a_ptrs, a_ok, gate_ptrs, up_ptrs, b_desc, gate_row,
                 n_ok, K, stride_ak, stride_bk, DESC_UP_ROW, DESC_UP_COL, DESC_CHUNK_ROWS, GATED,
-                IEEE_FP32, B_TMA, B_CHUNKED, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, 0, False,
+                IEEE_FP32, B_TMA, B_CHUNKED, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, DOT_K, 0, False,
             )  # fmt: skip
     else:
         gate_acc, up_acc, _, _ = gate_up_products(
             a_ptrs, a_ok, a_desc, a_row, a_ptrs, a_ok, gate_ptrs, up_ptrs, b_desc, gate_row,
             n_ok, K, stride_ak, stride_bk, DESC_UP_ROW, DESC_UP_COL, DESC_CHUNK_ROWS, GATED,
-            IEEE_FP32, B_TMA, B_CHUNKED, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, 0, False,
+            IEEE_FP32, B_TMA, B_CHUNKED, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, DOT_K, 0, False,
         )  # fmt: skip
     store_activated(gate_acc, up_acc, gate_bias, up_bias, c_ptrs, c_ok, GATED, HAS_BIAS,
                     ACTIVATION, SWIGLU_ALPHA, SWIGLU_LIMIT, C_EVICTION)  # fmt: skip

@@ -53,7 +53,7 @@ def invoke_grouped_gemm(
     kernel first; ``launch_next`` then lets the next kernel start early (it must wait the same way).
     ``c_eviction`` is the L2 eviction policy of the stores to ``c`` (see ``row_cache``).
     ``b_chunks`` (``b`` in K chunks, ``chunk_weights(b)``), where given and ``config`` steps K by
-    ``CHUNK`` through TMA, replaces ``b`` as the source of the B tiles.
+    multiples of ``CHUNK`` through TMA, replaces ``b`` as the source of the B tiles.
     """
     num_slots, n = c.shape
     k = a.shape[1]
@@ -69,15 +69,16 @@ def invoke_grouped_gemm(
             raise ValueError("summed: out needs unit column stride and counters one per token "
                              "and n-tile")  # fmt: skip
     b_desc = None
-    if b_chunks is not None and config.B_TMA and config.BLOCK_K == CHUNK:
+    if b_chunks is not None and config.B_TMA and config.BLOCK_K % CHUNK == 0:
         b_desc = chunked_descriptor(b_chunks, config.BLOCK_N)
     chunked = b_desc is not None
+    dot_k = CHUNK if chunked else config.BLOCK_K  # the K columns of one product
+    a_desc = rows_descriptor(a, config.BLOCK_M, dot_k) if a_rows_sorted else None
     if not chunked and config.B_TMA:
         b_desc = weight_descriptor(b, config.BLOCK_N, config.BLOCK_K)
     # the b_desc view's rows from one expert to the next and from one K chunk to the next
     b_expert_rows, b_chunk_rows = (b_chunks.shape[1] * n, n) if chunked else (n, 0)
     *tile_args, num_sorted = tiles.kernel_args(dummy)
-    a_desc = rows_descriptor(a, config.BLOCK_M, config.BLOCK_K) if a_rows_sorted else None
     grouped_gemm_kernel[grid](
         a, a_desc if a_desc is not None else a, b, b_desc if b_desc is not None else b, c,
         bias if bias is not None else dummy,
@@ -93,7 +94,7 @@ def invoke_grouped_gemm(
         IEEE_FP32=a.dtype == torch.float32, B_TMA=b_desc is not None,
         B_CHUNKED=chunked,
         A_ROWS_SORTED=a_rows_sorted, A_TMA=a_desc is not None,
-        BLOCK_M=config.BLOCK_M, BLOCK_N=config.BLOCK_N, BLOCK_K=config.BLOCK_K,
+        BLOCK_M=config.BLOCK_M, BLOCK_N=config.BLOCK_N, BLOCK_K=config.BLOCK_K, DOT_K=dot_k,
         GROUP_M=config.GROUP_M, EXPERT_GROUPS=config.EXPERT_GROUPS and not tiles.slots_from_ids,
         TAIL_M=tail_m, TAIL_SWAP=config.TAIL_SWAP and tail_m > 0,
         C_EVICTION=c_eviction,

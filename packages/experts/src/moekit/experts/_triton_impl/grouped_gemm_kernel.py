@@ -12,7 +12,8 @@ into ``out`` (see
 ``topk_sum_epilogue``; one extra row of programs zeroes ``out`` when no slot is local).
 With ``B_TMA`` the B tiles come through ``b_desc``, a descriptor over ``b`` seen as
 ``[E * N, K]`` (see ``weight_descriptor``), instead of pointer loads; with ``B_CHUNKED`` over
-``b`` stored in K chunks of ``BLOCK_K`` columns (see ``chunk_weights``). With ``EXPERT_GROUPS``
+``b`` stored in K chunks of ``DOT_K`` columns (see ``chunk_weights``), each step of ``BLOCK_K``
+then being ``BLOCK_K / DOT_K`` products. With ``EXPERT_GROUPS``
 (aligned tiles only) the tile order groups each expert's m-tiles (see
 ``program_tile``). With ``TAIL_M`` (aligned tiles only) a program also computes the next m-tile's
 first ``TAIL_M`` rows when that tile is its expert's short last one (see ``tail_fold``), with
@@ -45,31 +46,37 @@ def products(a_ptrs, a_ok, a_desc, a_row, tail_a_ptrs, tail_a_ok, b_ptrs, b_desc
              b_chunk_rows, n_ok, K, stride_ak, stride_bk, IEEE_FP32: tl.constexpr,
              B_TMA: tl.constexpr, B_CHUNKED: tl.constexpr, A_TMA: tl.constexpr,
              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-             TAIL_ROWS: tl.constexpr, TAIL_SWAP: tl.constexpr):  # fmt: skip
+             DOT_K: tl.constexpr, TAIL_ROWS: tl.constexpr, TAIL_SWAP: tl.constexpr):  # fmt: skip
     """The K loop: float32 ``(acc, tail_acc)``, ``[BLOCK_M, BLOCK_N]`` of the tile, and with
     ``TAIL_ROWS`` ``[TAIL_ROWS, BLOCK_N]`` of the folded tail rows, which use the same B tiles
-    (without, the tile's again). With ``B_CHUNKED`` each K step of ``b_desc`` is the next chunk,
-    ``b_chunk_rows`` view rows on."""
-    offs_k = tl.arange(0, BLOCK_K)
+    (without, the tile's again). Each step of ``BLOCK_K`` is ``BLOCK_K / DOT_K`` products of
+    ``DOT_K`` columns (``a_ptrs`` and ``tail_a_ptrs`` span ``DOT_K``); with ``B_CHUNKED``
+    ``DOT_K`` is the chunk and chunk ``c`` of ``b_desc`` is ``c * b_chunk_rows`` view rows on."""
+    offs_k = tl.arange(0, DOT_K)
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     if TAIL_ROWS:
         tail_acc = tail_zeros(TAIL_ROWS, BLOCK_N, TAIL_SWAP)
     for k_start in range(0, K, BLOCK_K):
-        k_ok = offs_k < K - k_start
-        if A_TMA:
-            a = a_desc.load([a_row, k_start])
-        else:
-            a = tl.load(a_ptrs, mask=a_ok[:, None] & k_ok[None, :], other=0.0)
-        if B_CHUNKED:
-            b = b_desc.load([b_row + (k_start // BLOCK_K) * b_chunk_rows, 0]).T
-        elif B_TMA:
-            b = b_desc.load([b_row, k_start]).T
-        else:
-            b = tl.load(b_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
-        acc = dot(a, b, acc, IEEE_FP32)
-        if TAIL_ROWS:
-            tail_a = tl.load(tail_a_ptrs, mask=tail_a_ok[:, None] & k_ok[None, :], other=0.0)
-            tail_acc = tail_product(tail_a, b, tail_acc, IEEE_FP32, TAIL_SWAP)
+        for part in tl.static_range(BLOCK_K // DOT_K):
+            k_at = k_start + part * DOT_K
+            k_ok = offs_k < K - k_at
+            if A_TMA:
+                a = a_desc.load([a_row, k_at])
+            else:
+                a = tl.load(a_ptrs + part * DOT_K * stride_ak, mask=a_ok[:, None] & k_ok[None, :],
+                            other=0.0)  # fmt: skip
+            if B_CHUNKED:
+                b = b_desc.load([b_row + (k_at // DOT_K) * b_chunk_rows, 0]).T
+            elif B_TMA:
+                b = b_desc.load([b_row, k_at]).T
+            else:
+                b = tl.load(b_ptrs + part * DOT_K * stride_bk, mask=k_ok[:, None] & n_ok[None, :],
+                            other=0.0)  # fmt: skip
+            acc = dot(a, b, acc, IEEE_FP32)
+            if TAIL_ROWS:
+                tail_a = tl.load(tail_a_ptrs + part * DOT_K * stride_ak,
+                                 mask=tail_a_ok[:, None] & k_ok[None, :], other=0.0)  # fmt: skip
+                tail_acc = tail_product(tail_a, b, tail_acc, IEEE_FP32, TAIL_SWAP)
         a_ptrs += BLOCK_K * stride_ak
         tail_a_ptrs += BLOCK_K * stride_ak
         b_ptrs += BLOCK_K * stride_bk
@@ -105,9 +112,9 @@ def grouped_gemm_kernel(
     MUL_ROUTED_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, IEEE_FP32: tl.constexpr,
     B_TMA: tl.constexpr, B_CHUNKED: tl.constexpr, A_ROWS_SORTED: tl.constexpr,
     A_TMA: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-    EXPERT_GROUPS: tl.constexpr, TAIL_M: tl.constexpr, TAIL_SWAP: tl.constexpr,
-    C_EVICTION: tl.constexpr, WAIT_PRIOR: tl.constexpr, LAUNCH_NEXT: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DOT_K: tl.constexpr,
+    GROUP_M: tl.constexpr, EXPERT_GROUPS: tl.constexpr, TAIL_M: tl.constexpr,
+    TAIL_SWAP: tl.constexpr, C_EVICTION: tl.constexpr, WAIT_PRIOR: tl.constexpr, LAUNCH_NEXT: tl.constexpr,
 ):  # fmt: skip
     wait_for_prior_kernel(WAIT_PRIOR, LAUNCH_NEXT)
     if SLOTS_FROM_IDS:
@@ -149,7 +156,7 @@ def grouped_gemm_kernel(
     if FUSED_SUM:  # loaded before the K loop, so their latency hides behind it
         expected = local_slot_count(topk_ids_ptr, expert_map_ptr, num_global_experts,
                                     slots // SUM_TOP_K, slot_ok, HAS_MAP, SUM_TOP_K)  # fmt: skip
-    offs_k = tl.arange(0, BLOCK_K)
+    offs_k = tl.arange(0, DOT_K)
     start = pid_m * BLOCK_M
     a_rows, a_ok = tile_matrix_rows(
         start, slots, slot_ok, num_sorted, A_ROWS_SORTED, TOP_K, BLOCK_M
@@ -177,7 +184,7 @@ def grouped_gemm_kernel(
             acc, tail_acc = products(
                 a_ptrs, a_ok, a_desc, a_row, tail_a_ptrs, tail_a_ok, b_ptrs, b_desc, b_row,
                 b_chunk_rows, n_ok, K, stride_ak, stride_bk, IEEE_FP32, B_TMA, B_CHUNKED, A_TMA,
-                BLOCK_M, BLOCK_N, BLOCK_K, TAIL_M, TAIL_SWAP,
+                BLOCK_M, BLOCK_N, BLOCK_K, DOT_K, TAIL_M, TAIL_SWAP,
             )  # fmt: skip
             tail_acc = weighted_rows(tail_acc, bias, topk_weights_ptr, tail_slots, tail_slot_ok,
                                      HAS_BIAS, MUL_ROUTED_WEIGHT)  # fmt: skip
@@ -189,13 +196,13 @@ def grouped_gemm_kernel(
             acc, _ = products(
                 a_ptrs, a_ok, a_desc, a_row, a_ptrs, a_ok, b_ptrs, b_desc, b_row, b_chunk_rows,
                 n_ok, K, stride_ak, stride_bk, IEEE_FP32, B_TMA, B_CHUNKED, A_TMA, BLOCK_M,
-                BLOCK_N, BLOCK_K, 0, False,
+                BLOCK_N, BLOCK_K, DOT_K, 0, False,
             )  # fmt: skip
     else:
         acc, _ = products(
             a_ptrs, a_ok, a_desc, a_row, a_ptrs, a_ok, b_ptrs, b_desc, b_row, b_chunk_rows, n_ok,
             K, stride_ak, stride_bk, IEEE_FP32, B_TMA, B_CHUNKED, A_TMA, BLOCK_M, BLOCK_N,
-            BLOCK_K, 0, False,
+            BLOCK_K, DOT_K, 0, False,
         )  # fmt: skip
     acc = weighted_rows(acc, bias, topk_weights_ptr, slots, slot_ok, HAS_BIAS, MUL_ROUTED_WEIGHT)
     if FUSED_SUM:
