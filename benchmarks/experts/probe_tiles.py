@@ -156,7 +156,7 @@ def from_chunks():
     gate_up, grouped = gate_up_gemm.invoke_gate_up_gemm, grouped_gemm.invoke_grouped_gemm
 
     def count(name: str, config: GemmConfig) -> None:
-        if config.B_TMA and config.BLOCK_K == weight_descriptor.CHUNK:
+        if config.B_TMA and config.BLOCK_K % weight_descriptor.CHUNK == 0:
             CHUNKED_LAUNCHES.append(name)
 
     def gate_up_from_chunks(a, w13, *args, **kwargs):

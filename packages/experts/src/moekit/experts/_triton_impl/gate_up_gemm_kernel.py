@@ -72,7 +72,10 @@ def gate_up_products(
                 tail_a = tl.load(tail_a_ptrs + a_at, mask=tail_a_ok[:, None] & k_ok[None, :],
                                  other=0.0)  # fmt: skip
             b_ok = k_ok[:, None] & n_ok[None, :]
-            chunk_row = gate_row + (k_at // DOT_K) * DESC_CHUNK_ROWS
+            # past K (a step's last product) the last chunk again, whose A columns are zeros,
+            # rather than the next expert's first
+            chunk = tl.minimum(k_at // DOT_K, tl.cdiv(K, DOT_K) - 1)
+            chunk_row = gate_row + chunk * DESC_CHUNK_ROWS
             if B_CHUNKED:
                 gate = b_desc.load([chunk_row, 0]).T
             elif B_TMA:

@@ -66,7 +66,10 @@ def products(a_ptrs, a_ok, a_desc, a_row, tail_a_ptrs, tail_a_ok, b_ptrs, b_desc
                 a = tl.load(a_ptrs + part * DOT_K * stride_ak, mask=a_ok[:, None] & k_ok[None, :],
                             other=0.0)  # fmt: skip
             if B_CHUNKED:
-                b = b_desc.load([b_row + (k_at // DOT_K) * b_chunk_rows, 0]).T
+                # past K (a step's last product) the last chunk again, whose A columns are zeros,
+                # rather than the next expert's first
+                chunk = tl.minimum(k_at // DOT_K, tl.cdiv(K, DOT_K) - 1)
+                b = b_desc.load([b_row + chunk * b_chunk_rows, 0]).T
             elif B_TMA:
                 b = b_desc.load([b_row, k_at]).T
             else:
