@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
@@ -101,3 +103,54 @@ def grouped_gemm_reference(a: np.ndarray, b: np.ndarray, bias: np.ndarray,
             if weights is not None:
                 want[slot] *= weights[slot]
     return want
+
+
+def read_weights_from_chunks(monkeypatch) -> list[str]:
+    """Both GEMM launchers patched to read their weights from ``chunk_weights`` of them; returns
+    the list the patched launchers append ``"gemm1"``/``"gemm2"`` to where chunks can serve
+    (TMA, K steps of whole chunks)."""
+    from moekit.experts._triton_impl import gate_up_gemm, grouped_gemm
+    from moekit.experts._triton_impl.weight_descriptor import CHUNK, chunk_weights
+
+    launches: list[str] = []
+    gate_up, grouped = gate_up_gemm.invoke_gate_up_gemm, grouped_gemm.invoke_grouped_gemm
+
+    def served(name: str, config) -> None:  # type: ignore[no-untyped-def]
+        if config.B_TMA and config.BLOCK_K % CHUNK == 0:
+            launches.append(name)
+
+    def gate_up_from_chunks(a, w13, *args, **kwargs):
+        served("gemm1", args[5])
+        return gate_up(a, w13, *args, w13_chunks=chunk_weights(w13), **kwargs)
+
+    def grouped_from_chunks(a, b, *args, **kwargs):
+        served("gemm2", args[5])
+        return grouped(a, b, *args, b_chunks=chunk_weights(b), **kwargs)
+
+    monkeypatch.setattr(gate_up_gemm, "invoke_gate_up_gemm", gate_up_from_chunks)
+    monkeypatch.setattr(grouped_gemm, "invoke_grouped_gemm", grouped_from_chunks)
+    return launches
+
+
+def path_from_chunks_matches(monkeypatch, tile: dict, dtype: torch.dtype, device: str,
+                              sizes: tuple[int, int], token_counts: tuple[int, ...],
+                              seed: int) -> None:  # fmt: skip
+    """``tile`` (``GemmConfig`` fields) on the whole path with the weights read from their chunks
+    against the same tiles in steps of one chunk on the weights as stored: bit for bit, and
+    against the reference; ``sizes`` is (hidden, inter)."""
+    from moekit.experts._triton_impl.configs import GemmConfig
+    from moekit.experts._triton_impl.weight_descriptor import CHUNK
+
+    config = GemmConfig(**tile)
+    for num_tokens in token_counts:
+        problem = make_problem(seed + num_tokens, num_tokens, 8, 2, *sizes, "silu", bias=True)
+        # the weights as stored take one chunk a step: a step of two chunks is two products
+        use_config(monkeypatch, dataclasses.replace(config, BLOCK_K=CHUNK, BLOCK_K2=CHUNK))
+        want = run(problem, dtype, "triton", device=device)
+        use_config(monkeypatch, config)
+        with monkeypatch.context() as patch:
+            launches = read_weights_from_chunks(patch)
+            got = run(problem, dtype, "triton", device=device)
+        assert launches == ["gemm1", "gemm2"], f"chunks not read: {launches}, seed={seed}"
+        assert torch.equal(got, want), f"{num_tokens} tokens, seed={seed}"
+        assert_matches(got, reference(problem, dtype), dtype, seed)

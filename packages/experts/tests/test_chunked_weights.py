@@ -6,13 +6,12 @@ against NumPy. Outputs start poisoned with NaN."""
 from __future__ import annotations
 
 import dataclasses
-import os
 import zlib
 
 import numpy as np
 import pytest
 import torch
-from helpers import TOLERANCE, grouped_gemm_reference
+from helpers import TOLERANCE, grouped_gemm_reference, path_from_chunks_matches
 
 from moekit.align import moe_align_block_size
 from moekit.experts._triton_impl.configs import GemmConfig
@@ -138,35 +137,9 @@ def test_a_step_past_k_does_not_read_the_next_experts_chunk():
                                rtol=TOLERANCE[torch.float32], err_msg=f"seed={seed}")  # fmt: skip
 
 
-def read_weights_from_chunks(monkeypatch) -> list[str]:
-    """Both GEMM launchers patched to read their weights from ``chunk_weights`` of them; returns
-    the list the patched launchers append ``"gemm1"``/``"gemm2"`` to where chunks can serve
-    (TMA, K steps of whole chunks)."""
-    from moekit.experts._triton_impl import gate_up_gemm, grouped_gemm
-
-    launches: list[str] = []
-    gate_up, grouped = gate_up_gemm.invoke_gate_up_gemm, grouped_gemm.invoke_grouped_gemm
-
-    def served(name: str, config: GemmConfig) -> None:
-        if config.B_TMA and config.BLOCK_K % CHUNK == 0:
-            launches.append(name)
-
-    def gate_up_from_chunks(a, w13, *args, **kwargs):
-        served("gemm1", args[5])
-        return gate_up(a, w13, *args, w13_chunks=chunk_weights(w13), **kwargs)
-
-    def grouped_from_chunks(a, b, *args, **kwargs):
-        served("gemm2", args[5])
-        return grouped(a, b, *args, b_chunks=chunk_weights(b), **kwargs)
-
-    monkeypatch.setattr(gate_up_gemm, "invoke_gate_up_gemm", gate_up_from_chunks)
-    monkeypatch.setattr(grouped_gemm, "invoke_grouped_gemm", grouped_from_chunks)
-    return launches
-
-
-# tile variants of the whole path, the weights as stored against their chunks. On the CPU hidden
-# 128 and inter 192 (three chunks: a step of two chunks reads past K), 150 tokens about 37 rows
-# an expert (16-row tails fold); on the GPU hidden 192 and inter 320, 300 and 560 tokens
+# tile variants of the whole path, the weights as stored against their chunks: hidden 128 and
+# inter 192 (three chunks: a step of two chunks reads past K), 150 tokens about 37 rows an expert
+# (16-row tails fold); test_gpu_tiles.py has the GPU's
 PATH_TILES = {
     "one-chunk-steps": dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=CHUNK, num_stages=1, B_TMA=True),
     "two-chunk-steps-sorted-rows": dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=2 * CHUNK, num_stages=1,
@@ -175,51 +148,10 @@ PATH_TILES = {
                                          BLOCK_K2=CHUNK, B_TMA=True, TAIL_M=16, TAIL_M2=16,
                                          TAIL_SWAP=True),
 }  # fmt: skip
-GPU_PATH_TILES = {
-    "tma": dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=CHUNK, num_warps=4, num_stages=3, B_TMA=True),
-    "tma-two-chunk-steps": dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=2 * CHUNK, num_warps=4,
-                                num_stages=4, B_TMA=True, TAIL_M=16, TAIL_M2=64, TAIL_SWAP=True),
-    "sorted-rows-wide": dict(BLOCK_M=128, BLOCK_N=256, BLOCK_K=CHUNK, num_warps=8, num_stages=3,
-                             B_TMA=True, SORTED_ROWS=True, EXPERT_GROUPS=True),
-    "decode-two-chunk-steps": dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=2 * CHUNK, num_warps=4,
-                                   num_stages=4, BLOCK_N1=64, BLOCK_N2=64, B_TMA=True),
-}  # fmt: skip
-
-
-def _path_from_chunks_matches(monkeypatch, tile: dict, dtype: torch.dtype, device: str,
-                              sizes: tuple[int, int], token_counts: tuple[int, ...],
-                              seed: int) -> None:  # fmt: skip
-    from helpers import assert_matches, make_problem, reference, run, use_config
-
-    config = GemmConfig(**tile)
-    for num_tokens in token_counts:
-        problem = make_problem(seed + num_tokens, num_tokens, 8, 2, *sizes, "silu", bias=True)
-        # the weights as stored take one chunk a step: a step of two chunks is two products
-        use_config(monkeypatch, dataclasses.replace(config, BLOCK_K=CHUNK, BLOCK_K2=CHUNK))
-        want = run(problem, dtype, "triton", device=device)
-        use_config(monkeypatch, config)
-        with monkeypatch.context() as patch:
-            launches = read_weights_from_chunks(patch)
-            got = run(problem, dtype, "triton", device=device)
-        assert launches == ["gemm1", "gemm2"], f"chunks not read: {launches}, seed={seed}"
-        assert torch.equal(got, want), f"{num_tokens} tokens, seed={seed}"
-        assert_matches(got, reference(problem, dtype), dtype, seed)
 
 
 @pytest.mark.parametrize("tile", PATH_TILES)
 def test_path_from_chunks_matches_the_weights_as_stored(monkeypatch, tile):
     seed = zlib.crc32(f"chunked path {tile}".encode())
-    _path_from_chunks_matches(monkeypatch, PATH_TILES[tile], torch.float32, "cpu", (128, 192),
+    path_from_chunks_matches(monkeypatch, PATH_TILES[tile], torch.float32, "cpu", (128, 192),
                               (37, 150), seed)  # fmt: skip
-
-
-@pytest.mark.skipif(
-    not torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1",
-    reason="needs a CUDA GPU with the Triton interpreter off (TRITON_INTERPRET=0)",
-)
-@pytest.mark.parametrize("tile", GPU_PATH_TILES)
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
-def test_path_from_chunks_on_gpu_matches_the_weights_as_stored(monkeypatch, tile, dtype):
-    seed = zlib.crc32(f"chunked gpu path {tile} {dtype}".encode())
-    _path_from_chunks_matches(monkeypatch, GPU_PATH_TILES[tile], dtype, "cuda", (192, 320),
-                              (1, 37, 300, 560), seed)  # fmt: skip

@@ -13,7 +13,14 @@ import zlib
 
 import pytest
 import torch
-from helpers import assert_matches, make_problem, reference, run, use_config
+from helpers import (
+    assert_matches,
+    make_problem,
+    path_from_chunks_matches,
+    reference,
+    run,
+    use_config,
+)
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1",
@@ -231,3 +238,25 @@ def test_expert_programs_on_gpu_match_the_aligned_path_bit_for_bit(monkeypatch, 
             assert torch.equal(run(problem, dtype, "triton", device="cuda"), want), seed
         assert calls == [True] * 10, f"the calls did not take the path, seed={seed}"
         monkeypatch.setattr(triton_experts.TritonExperts, "_expert_programs", real)
+
+
+# weights in K chunks of 64 columns: tiles of one or two chunks a step, tails, sorted rows
+GPU_PATH_TILES = {
+    "tma": dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, num_warps=4, num_stages=3, B_TMA=True),
+    "tma-two-chunk-steps": dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=2 * 64, num_warps=4,
+                                num_stages=4, B_TMA=True, TAIL_M=16, TAIL_M2=64, TAIL_SWAP=True),
+    "sorted-rows-wide": dict(BLOCK_M=128, BLOCK_N=256, BLOCK_K=64, num_warps=8, num_stages=3,
+                             B_TMA=True, SORTED_ROWS=True, EXPERT_GROUPS=True),
+    "decode-two-chunk-steps": dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=2 * 64, num_warps=4,
+                                   num_stages=4, BLOCK_N1=64, BLOCK_N2=64, B_TMA=True),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("tile", GPU_PATH_TILES)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_path_from_chunks_on_gpu_matches_the_weights_as_stored(monkeypatch, tile, dtype):
+    """Weights in K chunks (``chunk_weights``) on the whole path, TMA and wgmma included: bit for
+    bit as the same tiles in steps of one chunk on the weights as stored."""
+    seed = zlib.crc32(f"chunked gpu path {tile} {dtype}".encode())
+    path_from_chunks_matches(monkeypatch, GPU_PATH_TILES[tile], dtype, "cuda", (192, 320),
+                             (1, 37, 300, 560), seed)  # fmt: skip
