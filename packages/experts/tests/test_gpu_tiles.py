@@ -243,8 +243,11 @@ def test_expert_programs_on_gpu_match_the_aligned_path_bit_for_bit(monkeypatch, 
 # weights in K chunks of 64 columns: tiles of one or two chunks a step, tails, sorted rows
 GPU_PATH_TILES = {
     "tma": dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, num_warps=4, num_stages=3, B_TMA=True),
+    # Mixtral's 256-token entries: GEMM2 a chunk a step at three stages (four of two chunks
+    # with its whole-tile tails overflow shared memory)
     "tma-two-chunk-steps": dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=2 * 64, num_warps=4,
-                                num_stages=4, B_TMA=True, TAIL_M=16, TAIL_M2=64, TAIL_SWAP=True),
+                                num_stages=4, BLOCK_N2=128, BLOCK_K2=64, num_warps2=4,
+                                num_stages2=3, B_TMA=True, TAIL_M=16, TAIL_M2=64, TAIL_SWAP=True),
     "sorted-rows-wide": dict(BLOCK_M=128, BLOCK_N=256, BLOCK_K=64, num_warps=8, num_stages=3,
                              B_TMA=True, SORTED_ROWS=True, EXPERT_GROUPS=True),
     "decode-two-chunk-steps": dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=2 * 64, num_warps=4,
