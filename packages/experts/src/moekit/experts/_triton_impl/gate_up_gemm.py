@@ -75,10 +75,10 @@ def invoke_gate_up_gemm(
     grid = (tiles.num_m_tiles(config.BLOCK_M) * triton.cdiv(n_out, block_n),)
     *tile_args, num_sorted = tiles.kernel_args(out)
     num_counters = counters.numel() if counters is not None else 0
-    b_desc = None
+    b_desc, num_chunks = None, 0
     if (w13_chunks is not None and config.B_TMA and config.BLOCK_K % CHUNK == 0
             and not interleaved):  # fmt: skip
-        b_desc = chunked_descriptor(w13_chunks, block_n)
+        b_desc, num_chunks = chunked_descriptor(w13_chunks, block_n), w13_chunks.shape[1]
     chunked = b_desc is not None
     dot_k = CHUNK if chunked else config.BLOCK_K  # the K columns of one product
     a_desc = rows_descriptor(a, config.BLOCK_M, dot_k) if a_rows_sorted else None
@@ -89,7 +89,7 @@ def invoke_gate_up_gemm(
     desc_rows, desc_up_row, desc_up_col = (n // 2, 0, k) if interleaved else (n, n // 2, 0)
     desc_chunk_rows = 0
     if chunked:
-        desc_rows, desc_chunk_rows = w13_chunks.shape[1] * n, n
+        desc_rows, desc_chunk_rows = num_chunks * n, n
     gate_up_gemm_kernel[grid](
         a, a_desc if a_desc is not None else a, w13, b_desc if b_desc is not None else w13, out,
         bias if bias is not None else out,

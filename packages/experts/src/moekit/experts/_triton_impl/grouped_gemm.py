@@ -68,16 +68,16 @@ def invoke_grouped_gemm(
         if out.stride(1) != 1 or counters.numel() < out.shape[0] * triton.cdiv(n, config.BLOCK_N):
             raise ValueError("summed: out needs unit column stride and counters one per token "
                              "and n-tile")  # fmt: skip
-    b_desc = None
+    b_desc, num_chunks = None, 0
     if b_chunks is not None and config.B_TMA and config.BLOCK_K % CHUNK == 0:
-        b_desc = chunked_descriptor(b_chunks, config.BLOCK_N)
+        b_desc, num_chunks = chunked_descriptor(b_chunks, config.BLOCK_N), b_chunks.shape[1]
     chunked = b_desc is not None
     dot_k = CHUNK if chunked else config.BLOCK_K  # the K columns of one product
     a_desc = rows_descriptor(a, config.BLOCK_M, dot_k) if a_rows_sorted else None
     if not chunked and config.B_TMA:
         b_desc = weight_descriptor(b, config.BLOCK_N, config.BLOCK_K)
     # the b_desc view's rows from one expert to the next and from one K chunk to the next
-    b_expert_rows, b_chunk_rows = (b_chunks.shape[1] * n, n) if chunked else (n, 0)
+    b_expert_rows, b_chunk_rows = (num_chunks * n, n) if chunked else (n, 0)
     *tile_args, num_sorted = tiles.kernel_args(dummy)
     grouped_gemm_kernel[grid](
         a, a_desc if a_desc is not None else a, b, b_desc if b_desc is not None else b, c,
