@@ -144,7 +144,7 @@ CELLS = {
 }  # fmt: skip
 GROUP_M_VALUES = (1, 8, 16, 32, 64, 256)
 # the chunked family's weights in K chunks, by the data pointer of the weights as stored, and
-# how many launches could read them (TMA, K steps of one chunk) since the count was cleared
+# the launches that could read them (TMA, K steps of whole chunks) since the list was cleared
 WEIGHT_CHUNKS: dict[int, torch.Tensor] = {}
 CHUNKED_LAUNCHES: list[str] = []
 # a chunked variant's output against its variant on the weights as stored: the same tiles
