@@ -20,21 +20,20 @@ from moekit.experts._triton_impl.weight_descriptor import CHUNK, chunk_weights, 
 
 @pytest.mark.parametrize("k", [2 * CHUNK, 2 * CHUNK + 16])
 def test_chunks_hold_each_weight_row_by_k_chunk_and_zeros_past_k(k):
-    weights = torch.randn(3, 40, k)
+    seed = zlib.crc32(f"chunk layout {k}".encode())
+    weights = torch.randn(3, 40, k, generator=torch.Generator().manual_seed(seed))
     chunks = chunk_weights(weights)
     num_chunks = -(-k // CHUNK)
     assert chunks.shape == (3, num_chunks, 40, CHUNK) and chunks.is_contiguous()
     for c in range(num_chunks):
         cols = min(CHUNK, k - c * CHUNK)
         torch.testing.assert_close(chunks[:, c, :, :cols], weights[:, :, c * CHUNK : c * CHUNK + cols],
-                                   rtol=0, atol=0)  # fmt: skip
-        assert (chunks[:, c, :, cols:] == 0).all()
+                                   rtol=0, atol=0, msg=f"seed={seed}")  # fmt: skip
+        assert (chunks[:, c, :, cols:] == 0).all(), f"seed={seed}"
     desc = chunked_descriptor(chunks, 32)
     assert desc is not None
-    assert list(desc.shape) == [3 * num_chunks * 40, CHUNK] and list(desc.block_shape) == [
-        32,
-        CHUNK,
-    ]
+    assert list(desc.shape) == [3 * num_chunks * 40, CHUNK]
+    assert list(desc.block_shape) == [32, CHUNK]
     assert chunked_descriptor(weights, 32) is None, "not a chunk layout"
 
 
