@@ -35,6 +35,8 @@ def test_chunks_hold_each_weight_row_by_k_chunk_and_zeros_past_k(k):
     assert list(desc.shape) == [3 * num_chunks * 40, CHUNK]
     assert list(desc.block_shape) == [32, CHUNK]
     assert chunked_descriptor(weights, 32) is None, "not a chunk layout"
+    strided = weights.transpose(1, 2).contiguous().transpose(1, 2)  # the same values, K not last
+    assert torch.equal(chunk_weights(strided), chunks), f"seed={seed}"
 
 
 def _tiles(ids: np.ndarray, num_experts: int, block_m: int):

@@ -40,8 +40,9 @@ CHUNK = 64  # K columns of one chunk: 128 bytes of bf16, the widest box row TMA 
 def chunk_weights(weights: torch.Tensor) -> torch.Tensor:
     """``weights [E, N, K]`` in K chunks, ``[E, ceil(K / CHUNK), N, CHUNK]`` (zeros past ``K``)."""
     num_experts, n, k = weights.shape
-    padded = torch.nn.functional.pad(weights, (0, -k % CHUNK))
-    chunks = padded.view(num_experts, n, -1, CHUNK).transpose(1, 2)
+    # the pad is a copy of its own: only where K needs it, so that the weights are copied once
+    padded = torch.nn.functional.pad(weights, (0, -k % CHUNK)) if k % CHUNK else weights
+    chunks = padded.reshape(num_experts, n, -1, CHUNK).transpose(1, 2)
     return chunks.contiguous()
 
 
