@@ -161,11 +161,11 @@ def from_chunks():
 
     def gate_up_from_chunks(a, w13, *args, **kwargs):
         count("gemm1", args[5])
-        return gate_up(a, w13, *args, w13_chunks=WEIGHT_CHUNKS[w13.data_ptr()], **kwargs)
+        return gate_up(a, WEIGHT_CHUNKS[w13.data_ptr()], *args, **kwargs)
 
     def grouped_from_chunks(a, b, *args, **kwargs):
         count("gemm2", args[5])
-        return grouped(a, b, *args, b_chunks=WEIGHT_CHUNKS[b.data_ptr()], **kwargs)
+        return grouped(a, WEIGHT_CHUNKS[b.data_ptr()], *args, **kwargs)
 
     patches = (mock.patch.object(gate_up_gemm, "invoke_gate_up_gemm", gate_up_from_chunks),
                mock.patch.object(grouped_gemm, "invoke_grouped_gemm", grouped_from_chunks))  # fmt: skip
@@ -281,7 +281,9 @@ def variants(family: str, entry: GemmConfig) -> dict[str, GemmConfig]:
         return {"entry": entry} | {n: c for n, c in others.items() if c != own2}
     if family == "chunked":
         chunk = weight_descriptor.CHUNK
-        tma = swap(own2, B_TMA=True)  # chunks are read through TMA only
+        # through TMA (since the public layout, GEMM1 of eight warps steps one chunk at a time
+        # whatever BLOCK_K: gate_up_gemm.chunk_step; the runs before had two products a step)
+        tma = swap(own2, B_TMA=True)
         steps = swap(tma, BLOCK_K=chunk, BLOCK_K2=chunk,
                      num_stages2=min(8, own2.num_stages2 * own2.BLOCK_K2 // chunk))  # fmt: skip
         return {"entry": entry, "tma": tma, "chunked_e": tma, "k64": steps, "chunked": steps}

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from moekit.experts import fused_experts
+from moekit.experts import chunk_weights, fused_experts
 from moekit.reference import experts as ref
 
 TOLERANCE = {torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 2e-2}  # bf16: GPU only
@@ -73,10 +73,13 @@ def assert_matches(got: torch.Tensor, want: np.ndarray, dtype: torch.dtype, seed
 
 
 def run(problem: dict, dtype: torch.dtype, backend: str, on_input: bool = False,
-        device: str = "cpu") -> torch.Tensor:  # fmt: skip
-    """``fused_experts`` on ``problem`` rounded to ``dtype``, on ``device``; the output on the CPU."""
+        device: str = "cpu", chunked: bool = False) -> torch.Tensor:  # fmt: skip
+    """``fused_experts`` on ``problem`` rounded to ``dtype``, on ``device``, with the weights in
+    K chunks (``chunk_weights``) where ``chunked``; the output on the CPU."""
     t = {k: v.to(device) if isinstance(v, torch.Tensor) else v
          for k, v in as_tensors(problem, dtype).items()}  # fmt: skip
+    if chunked:
+        t["w1"], t["w2"] = chunk_weights(t["w1"]), chunk_weights(t["w2"])
     return fused_experts(
         t["hidden_states"], t["w1"], t["w2"], t["topk_weights"], t["topk_ids"],
         activation=t["activation"], expert_map=t["expert_map"], w1_bias=t["w1_bias"],
@@ -105,52 +108,31 @@ def grouped_gemm_reference(a: np.ndarray, b: np.ndarray, bias: np.ndarray,
     return want
 
 
-def read_weights_from_chunks(monkeypatch) -> list[str]:
-    """Both GEMM launchers patched to read their weights from ``chunk_weights`` of them; returns
-    the list the patched launchers append ``"gemm1"``/``"gemm2"`` to where chunks can serve
-    (TMA, K steps of whole chunks)."""
-    from moekit.experts._triton_impl import gate_up_gemm, grouped_gemm
-    from moekit.experts._triton_impl.weight_descriptor import CHUNK, chunk_weights
-
-    launches: list[str] = []
-    gate_up, grouped = gate_up_gemm.invoke_gate_up_gemm, grouped_gemm.invoke_grouped_gemm
-
-    def served(name: str, config) -> None:  # type: ignore[no-untyped-def]
-        if config.B_TMA and config.BLOCK_K % CHUNK == 0:
-            launches.append(name)
-
-    def gate_up_from_chunks(a, w13, *args, **kwargs):
-        served("gemm1", args[5])
-        return gate_up(a, w13, *args, w13_chunks=chunk_weights(w13), **kwargs)
-
-    def grouped_from_chunks(a, b, *args, **kwargs):
-        served("gemm2", args[5])
-        return grouped(a, b, *args, b_chunks=chunk_weights(b), **kwargs)
-
-    monkeypatch.setattr(gate_up_gemm, "invoke_gate_up_gemm", gate_up_from_chunks)
-    monkeypatch.setattr(grouped_gemm, "invoke_grouped_gemm", grouped_from_chunks)
-    return launches
-
-
 def path_from_chunks_matches(monkeypatch, tile: dict, dtype: torch.dtype, device: str,
-                              sizes: tuple[int, int], token_counts: tuple[int, ...],
-                              seed: int) -> None:  # fmt: skip
-    """``tile`` (``GemmConfig`` fields) on the whole path with the weights read from their chunks
-    against the same tiles in steps of one chunk on the weights as stored: bit for bit, and
-    against the reference; ``sizes`` is (hidden, inter)."""
+                              sizes: tuple[int, int], token_counts: tuple[int, ...], seed: int,
+                              activation: str = "silu", backend: str = "triton") -> None:  # fmt: skip
+    """``tile`` (``GemmConfig`` fields) on the whole path with the weights in K chunks
+    (``chunk_weights``) against the weights as stored: bit for bit, and against the reference;
+    ``sizes`` is (hidden, inter). Through TMA a step of two chunks is two products, so there the
+    weights as stored take one chunk a step (as the one-program path does with chunks)."""
+    from moekit.experts._triton_impl import expert_programs
     from moekit.experts._triton_impl.configs import GemmConfig
-    from moekit.experts._triton_impl.weight_descriptor import CHUNK
+    from moekit.experts.weight_chunks import CHUNK
 
     config = GemmConfig(**tile)
     for num_tokens in token_counts:
-        problem = make_problem(seed + num_tokens, num_tokens, 8, 2, *sizes, "silu", bias=True)
-        # the weights as stored take one chunk a step: a step of two chunks is two products
-        use_config(monkeypatch, dataclasses.replace(config, BLOCK_K=CHUNK, BLOCK_K2=CHUNK))
-        want = run(problem, dtype, "triton", device=device)
-        use_config(monkeypatch, config)
+        problem = make_problem(seed + num_tokens, num_tokens, 8, 2, *sizes, activation,
+                               bias=True)  # fmt: skip
         with monkeypatch.context() as patch:
-            launches = read_weights_from_chunks(patch)
-            got = run(problem, dtype, "triton", device=device)
-        assert launches == ["gemm1", "gemm2"], f"chunks not read: {launches}, seed={seed}"
+            twin = config
+            if config.B_TMA:
+                twin = dataclasses.replace(config, BLOCK_K=CHUNK, BLOCK_K2=CHUNK)
+            use_config(patch, twin)
+            patch.setattr(expert_programs, "BLOCK_K1", CHUNK)
+            patch.setattr(expert_programs, "BLOCK_K2", CHUNK)
+            want = run(problem, dtype, backend, device=device)
+        with monkeypatch.context() as patch:
+            use_config(patch, config)
+            got = run(problem, dtype, backend, device=device, chunked=True)
         assert torch.equal(got, want), f"{num_tokens} tokens, seed={seed}"
         assert_matches(got, reference(problem, dtype), dtype, seed)

@@ -1,7 +1,8 @@
-"""Weights stored in K chunks (``chunk_weights``): the layout itself, and both GEMM launchers
-reading their tiles from it, bit for bit as from the weights as stored in K steps of one chunk
-(the same products in the same order: a step of two chunks is two products), every slot
-against NumPy. Outputs start poisoned with NaN."""
+"""Weights stored in K chunks (``chunk_weights``): the layout itself, its checks, both GEMM
+launchers reading their tiles from it through TMA and through pointers, and every path of a
+call, bit for bit as from the weights as stored (through TMA in K steps of one chunk: the same
+products in the same order, a step of two chunks being two products), and against NumPy.
+Outputs start poisoned with NaN."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ import torch
 from helpers import TOLERANCE, grouped_gemm_reference, path_from_chunks_matches
 
 from moekit.align import moe_align_block_size
+from moekit.experts import chunk_weights
 from moekit.experts._triton_impl.configs import GemmConfig
-from moekit.experts._triton_impl.weight_descriptor import CHUNK, chunk_weights, chunked_descriptor
+from moekit.experts._triton_impl.weight_descriptor import chunked_descriptor
+from moekit.experts.weight_chunks import CHUNK
 
 
 @pytest.mark.parametrize("k", [2 * CHUNK, 2 * CHUNK + 16])
@@ -50,15 +53,28 @@ def _routing(rng: np.random.Generator, num_tokens: int, top_k: int, num_experts:
     return np.stack([rng.permutation(num_experts)[:top_k] for _ in range(num_tokens)])
 
 
+def _plain_twin(config: GemmConfig, chunks: torch.Tensor | None) -> GemmConfig:
+    """The config the weights as stored run with to give the chunks' bits: through TMA a step of
+    whole chunks is one product per chunk, so one chunk a step; a step of part of a chunk reads
+    the chunks through pointers, so the weights as stored too (the interpreter's products
+    round by the operands' layout)."""
+    if chunks is not None or not config.B_TMA:
+        return config
+    if config.BLOCK_K % CHUNK:
+        return dataclasses.replace(config, B_TMA=False)
+    return dataclasses.replace(config, BLOCK_K=CHUNK)
+
+
 # K of two and a half chunks: the last chunk's columns past K are zeros, and A's are masked; K
-# steps of one chunk, or of two (two products a step)
+# steps of half a chunk, one chunk, or two (through TMA two products a step)
 @pytest.mark.parametrize("k", [2 * CHUNK, 2 * CHUNK + 32])
 @pytest.mark.parametrize("tail_m", [0, 16])
-@pytest.mark.parametrize("block_k", [CHUNK, 2 * CHUNK])
-def test_grouped_gemm_from_chunks_matches_the_weights_as_stored(k, tail_m, block_k):
+@pytest.mark.parametrize("block_k", [CHUNK // 2, CHUNK, 2 * CHUNK])
+@pytest.mark.parametrize("tma", [True, False], ids=["tma", "pointers"])
+def test_grouped_gemm_from_chunks_matches_the_weights_as_stored(k, tail_m, block_k, tma):
     from moekit.experts._triton_impl.grouped_gemm import invoke_grouped_gemm
 
-    seed = zlib.crc32(f"chunked grouped {k} {tail_m} {block_k}".encode())
+    seed = zlib.crc32(f"chunked grouped {k} {tail_m} {block_k} {tma}".encode())
     rng = np.random.default_rng(seed)
     num_tokens, top_k, num_experts, n = 29, 2, 5, 48
     ids = _routing(rng, num_tokens, top_k, num_experts)
@@ -66,14 +82,13 @@ def test_grouped_gemm_from_chunks_matches_the_weights_as_stored(k, tail_m, block
     b = torch.tensor(rng.standard_normal((num_experts, n, k)), dtype=torch.float32) / 10
     weights = torch.tensor(rng.random(num_tokens * top_k), dtype=torch.float32)
     tiles = _tiles(ids, num_experts, 16)
-    config = GemmConfig(BLOCK_M=16, BLOCK_N=32, BLOCK_K=block_k, num_stages=1, B_TMA=True,
+    config = GemmConfig(BLOCK_M=16, BLOCK_N=32, BLOCK_K=block_k, num_stages=1, B_TMA=tma,
                         TAIL_M=tail_m)  # fmt: skip
     outputs = []
-    # the weights as stored, one chunk a step; then the chunks, at the config's steps
     for chunks in (None, chunk_weights(b)):
-        step = config if chunks is not None else dataclasses.replace(config, BLOCK_K=CHUNK)
         c = torch.full((num_tokens * top_k, n), float("nan"))
-        invoke_grouped_gemm(a, b, c, None, weights, tiles, 1, step, b_chunks=chunks)
+        invoke_grouped_gemm(a, b if chunks is None else chunks, c, None, weights, tiles, 1,
+                            _plain_twin(config, chunks))  # fmt: skip
         outputs.append(c)
     no_bias = np.zeros((num_experts, n), np.float32)
     want = grouped_gemm_reference(a.numpy(), b.numpy(), no_bias, weights.numpy(), ids.reshape(-1))
@@ -83,33 +98,39 @@ def test_grouped_gemm_from_chunks_matches_the_weights_as_stored(k, tail_m, block
 
 
 @pytest.mark.parametrize("tail_m", [0, 16])
-@pytest.mark.parametrize("block_k", [CHUNK, 2 * CHUNK])
-def test_gate_up_gemm_from_chunks_matches_the_weights_as_stored(tail_m, block_k):
+@pytest.mark.parametrize("block_k", [CHUNK // 2, CHUNK, 2 * CHUNK])
+@pytest.mark.parametrize("tma", [True, False], ids=["tma", "pointers"])
+@pytest.mark.parametrize("activation", ["silu", "swigluoai"])
+def test_gate_up_gemm_from_chunks_matches_the_weights_as_stored(tail_m, block_k, tma,
+                                                                activation):  # fmt: skip
+    """``[gate | up]`` rows and gpt-oss's interleaved ones (through TMA read as row pairs; their
+    K is whole chunks, as the weights as stored need for a descriptor: with pointers instead the
+    interpreter's products would round otherwise)."""
+    from moekit.experts import apply_activation
     from moekit.experts._triton_impl.gate_up_gemm import invoke_gate_up_gemm
     from moekit.experts.activation import MoEActivation
 
-    seed = zlib.crc32(f"chunked gate up {tail_m} {block_k}".encode())
+    seed = zlib.crc32(f"chunked gate up {tail_m} {block_k} {tma} {activation}".encode())
     rng = np.random.default_rng(seed)
-    num_tokens, top_k, num_experts, n, k = 27, 2, 5, 64, 2 * CHUNK + 32
+    num_tokens, top_k, num_experts, n = 27, 2, 5, 64
+    k = 2 * CHUNK if activation == "swigluoai" else 2 * CHUNK + 32
     ids = _routing(rng, num_tokens, top_k, num_experts)
     a = torch.tensor(rng.standard_normal((num_tokens, k)), dtype=torch.float32) / 10
     w13 = torch.tensor(rng.standard_normal((num_experts, n, k)), dtype=torch.float32) / 10
     tiles = _tiles(ids, num_experts, 16)
-    config = GemmConfig(BLOCK_M=16, BLOCK_N=32, BLOCK_K=block_k, num_stages=1, B_TMA=True,
+    config = GemmConfig(BLOCK_M=16, BLOCK_N=32, BLOCK_K=block_k, num_stages=1, B_TMA=tma,
                         TAIL_M=tail_m)  # fmt: skip
+    act = MoEActivation.parse(activation)
     outputs = []
-    # the weights as stored, one chunk a step; then the chunks, at the config's steps
     for chunks in (None, chunk_weights(w13)):
-        step = config if chunks is not None else dataclasses.replace(config, BLOCK_K=CHUNK)
         out = torch.full((num_tokens * top_k, n // 2), float("nan"))
-        invoke_gate_up_gemm(a, w13, out, None, tiles, top_k, MoEActivation.SILU, step,
-                            w13_chunks=chunks)  # fmt: skip
+        invoke_gate_up_gemm(a, w13 if chunks is None else chunks, out, None, tiles, top_k, act,
+                            _plain_twin(config, chunks))  # fmt: skip
         outputs.append(out)
     gate_up = grouped_gemm_reference(a.numpy()[np.arange(num_tokens * top_k) // top_k],
                                      w13.numpy(), np.zeros((num_experts, n), np.float32), None,
                                      ids.reshape(-1))  # fmt: skip
-    gate, up = gate_up[:, : n // 2], gate_up[:, n // 2 :]
-    want = gate / (1 + np.exp(-gate)) * up
+    want = apply_activation(torch.tensor(gate_up), act).numpy()
     np.testing.assert_allclose(outputs[1].numpy(), want, atol=TOLERANCE[torch.float32],
                                rtol=TOLERANCE[torch.float32], err_msg=f"seed={seed}")  # fmt: skip
     assert torch.equal(outputs[0], outputs[1]), f"seed={seed}"
@@ -130,8 +151,7 @@ def test_a_step_past_k_does_not_read_the_next_experts_chunk():
     b[1, :, :CHUNK] = float("inf")  # expert 1's first chunk
     c = torch.full((num_tokens, n), float("nan"))
     config = GemmConfig(BLOCK_M=16, BLOCK_N=32, BLOCK_K=2 * CHUNK, num_stages=1, B_TMA=True)
-    invoke_grouped_gemm(a, b, c, None, None, _tiles(ids, 2, 16), 1, config,
-                        b_chunks=chunk_weights(b))  # fmt: skip
+    invoke_grouped_gemm(a, chunk_weights(b), c, None, None, _tiles(ids, 2, 16), 1, config)
     want = grouped_gemm_reference(a.numpy(), b.numpy(), np.zeros((2, n), np.float32), None,
                                   ids.reshape(-1))  # fmt: skip
     np.testing.assert_allclose(c.numpy(), want, atol=TOLERANCE[torch.float32],
@@ -139,8 +159,9 @@ def test_a_step_past_k_does_not_read_the_next_experts_chunk():
 
 
 # tile variants of the whole path, the weights as stored against their chunks: hidden 128 and
-# inter 192 (three chunks: a step of two chunks reads past K), 150 tokens about 37 rows an expert
-# (16-row tails fold); test_gpu_tiles.py has the GPU's
+# inter 192 (three chunks: a step of two chunks reads past K); one token and three (tiles from
+# topk_ids, the top-k sum in GEMM2), 37 tokens and 150 (about 37 rows an expert: 16-row tails
+# fold); test_gpu_tiles.py has the GPU's
 PATH_TILES = {
     "one-chunk-steps": dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=CHUNK, num_stages=1, B_TMA=True),
     "two-chunk-steps-sorted-rows": dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=2 * CHUNK, num_stages=1,
@@ -148,6 +169,10 @@ PATH_TILES = {
     "tails-swapped-gemm2-own-step": dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=2 * CHUNK, num_stages=1,
                                          BLOCK_K2=CHUNK, B_TMA=True, TAIL_M=16, TAIL_M2=16,
                                          TAIL_SWAP=True),
+    "eight-warps-one-chunk-gemm1": dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=2 * CHUNK, num_warps=8,
+                                        num_stages=1, B_TMA=True),
+    "pointers": dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=2 * CHUNK, num_stages=1, TAIL_M=16),
+    "pointers-half-chunk": dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=CHUNK // 2, num_stages=1),
 }  # fmt: skip
 
 
@@ -155,4 +180,100 @@ PATH_TILES = {
 def test_path_from_chunks_matches_the_weights_as_stored(monkeypatch, tile):
     seed = zlib.crc32(f"chunked path {tile}".encode())
     path_from_chunks_matches(monkeypatch, PATH_TILES[tile], torch.float32, "cpu", (128, 192),
-                              (37, 150), seed)  # fmt: skip
+                              (1, 3, 37, 150), seed)  # fmt: skip
+
+
+@pytest.mark.parametrize("tma", [True, False], ids=["tma", "pointers"])
+def test_interleaved_path_from_chunks_matches_the_weights_as_stored(monkeypatch, tma):
+    """gpt-oss's interleaved gate/up rows (``swigluoai``)."""
+    seed = zlib.crc32(f"chunked interleaved path {tma}".encode())
+    tile = dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=CHUNK, num_stages=1, B_TMA=tma)
+    path_from_chunks_matches(monkeypatch, tile, torch.float32, "cpu", (128, 96), (3, 40), seed,
+                             activation="swigluoai")  # fmt: skip
+
+
+@pytest.mark.parametrize("path", ["token_sum", "expert_programs"])
+def test_decode_paths_read_chunks(monkeypatch, path):
+    """GEMM2 in token order (``token_sum_gemm``) and both GEMMs as one program per expert
+    (``expert_programs``, one chunk a K step) on chunks, each checked to be the call's path."""
+    from moekit.experts import triton_experts
+    from moekit.experts._triton_impl import expert_programs, token_sum_gemm
+
+    seed = zlib.crc32(f"chunked decode path {path}".encode())
+    calls: list[int] = []
+    module, name = ((token_sum_gemm, "invoke_token_sum_gemm") if path == "token_sum"
+                    else (expert_programs, "invoke_expert_programs"))  # fmt: skip
+    real = getattr(module, name)
+    monkeypatch.setattr(module, name, lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    if path == "token_sum":
+        monkeypatch.setattr(triton_experts, "token_sum_gemm2", lambda *_: True)
+        tile = dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=2 * CHUNK, num_stages=1)
+        counts: tuple[int, ...] = (2, 7)
+    else:
+        monkeypatch.setattr(triton_experts, "EXPERT_PROGRAMS_MAX_ROWS", 64)
+        monkeypatch.setattr(expert_programs, "BLOCK_N1", 32)
+        monkeypatch.setattr(expert_programs, "BLOCK_N2", 32)
+        tile = dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=CHUNK, num_stages=1, EXPERT_PROGRAMS=True)
+        counts = (9, 40)
+    path_from_chunks_matches(monkeypatch, tile, torch.float32, "cpu", (128, 192), counts, seed)
+    assert len(calls) == 2 * len(counts), f"the calls did not take the path, seed={seed}"
+
+
+def test_batched_experts_read_chunks():
+    """``BatchedTritonExperts`` (batched format, expert parallelism's layout) on chunks."""
+    from helpers import as_tensors, make_problem
+
+    from moekit.experts import (
+        BatchedPrepareAndFinalize,
+        BatchedTritonExperts,
+        FusedMoEConfig,
+        FusedMoEKernel,
+        FusedMoEQuantConfig,
+    )
+
+    seed = zlib.crc32(b"chunked batched")
+    problem = as_tensors(make_problem(seed, 20, 4, 2, 128, 96), torch.float32)
+    config = FusedMoEConfig(num_experts=4, experts_per_token=2, hidden_dim=128,
+                            intermediate_size=96, in_dtype=torch.float32)  # fmt: skip
+    outputs = []
+    for chunked in (False, True):
+        kernel = FusedMoEKernel(
+            BatchedPrepareAndFinalize(max_num_tokens=20, num_local_experts=4, num_dispatchers=1,
+                                      rank=0),
+            BatchedTritonExperts(config, FusedMoEQuantConfig(), max_num_tokens=20,
+                                 num_dispatchers=1),
+        )  # fmt: skip
+        w1, w2 = problem["w1"], problem["w2"]
+        if chunked:
+            w1, w2 = chunk_weights(w1), chunk_weights(w2)
+        outputs.append(kernel(problem["hidden_states"], w1, w2, problem["topk_weights"],
+                              problem["topk_ids"]))  # fmt: skip
+    assert torch.equal(outputs[0], outputs[1]), f"seed={seed}"
+
+
+def test_chunks_are_refused_where_they_cannot_be_read():
+    from helpers import as_tensors, make_problem
+
+    from moekit.experts import fused_experts
+
+    p = as_tensors(make_problem(zlib.crc32(b"chunked refused"), 4, 4, 2, 128, 96), torch.float32)
+    args = (p["hidden_states"], chunk_weights(p["w1"]), chunk_weights(p["w2"]),
+            p["topk_weights"], p["topk_ids"])  # fmt: skip
+    with pytest.raises(TypeError, match="w1, w2: TorchExperts takes weights"):
+        fused_experts(*args, backend="torch")
+    with pytest.raises(ValueError, match="both be in K chunks"):
+        fused_experts(p["hidden_states"], chunk_weights(p["w1"]), p["w2"], p["topk_weights"],
+                      p["topk_ids"], backend="triton")  # fmt: skip
+    with pytest.raises(ValueError, match=r"w2 in K chunks must be \[4, 2, 128, 64\]"):
+        fused_experts(p["hidden_states"], chunk_weights(p["w1"]),
+                      chunk_weights(p["w2"][:, :, :64]), p["topk_weights"], p["topk_ids"],
+                      backend="triton")  # fmt: skip
+    with pytest.raises(ValueError, match="w1 in K chunks must be contiguous"):
+        w1 = chunk_weights(p["w1"])
+        strided = torch.empty_like(w1).transpose(1, 2).contiguous().transpose(1, 2).copy_(w1)
+        fused_experts(p["hidden_states"], strided, chunk_weights(p["w2"]), p["topk_weights"],
+                      p["topk_ids"], backend="triton")  # fmt: skip
+    with pytest.raises(TypeError, match="weights must be float16/bfloat16/float32"):
+        chunk_weights(torch.zeros(2, 3, 4, dtype=torch.int32))
+    with pytest.raises(ValueError, match="weights must be a non-empty 3-D"):
+        chunk_weights(torch.zeros(2, 3))

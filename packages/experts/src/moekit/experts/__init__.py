@@ -2,7 +2,8 @@
 
 ``fused_experts`` is the one-call entry point; ``FusedMoEKernel`` composes a prepare/finalize
 (``MoEPrepareAndFinalizeNoEP``, ``BatchedPrepareAndFinalize``) with experts (``TritonExperts``,
-``BatchedTritonExperts``, ``TorchExperts``, ``NaiveBatchedExperts``); ``FusedMoE`` builds the
+``BatchedTritonExperts``, ``TorchExperts``, ``NaiveBatchedExperts``); ``chunk_weights`` stores
+the expert weights in the K chunks the Triton experts read fastest; ``FusedMoE`` builds the
 whole layer (``MoERunner``: router, expert weights, EPLB, shared experts, checkpoint loading).
 """
 
@@ -37,6 +38,7 @@ from moekit.experts.topk_weight_and_reduce import (
 )
 from moekit.experts.torch_experts import NaiveBatchedExperts, TorchExperts
 from moekit.experts.triton_experts import BatchedTritonExperts, TritonExperts
+from moekit.experts.weight_chunks import chunk_weights
 
 __all__ = [
     "BatchedPrepareAndFinalize",
@@ -68,6 +70,7 @@ __all__ = [
     "TritonExperts",
     "adjust_N_for_activation",
     "apply_activation",
+    "chunk_weights",
     "determine_expert_map",
     "fused_experts",
     "make_expert_params_mapping",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from moekit.experts.activation import MoEActivation
+from moekit.experts.weight_chunks import check_chunks, experts_and_rows, is_chunked
 
 _FLOAT = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -38,19 +39,28 @@ def check_experts_call(hidden_states, w1, w2, topk_weights, topk_ids, activation
     if x.dtype not in _FLOAT:
         raise TypeError(f"hidden_states must be float16/bfloat16/float32, got {x.dtype}")
     for name, w in (("w1", w1), ("w2", w2)):
-        if w.dim() != 3:
-            raise ValueError(f"{name} must be 3-D [E_local, rows, cols], got {tuple(w.shape)}")
+        if w.dim() not in (3, 4):
+            raise ValueError(f"{name} must be 3-D [E_local, rows, cols] or its K chunks "
+                             f"(chunk_weights), got {tuple(w.shape)}")  # fmt: skip
         if w.dtype != x.dtype:
             raise TypeError(f"{name} is {w.dtype} but hidden_states is {x.dtype}")
         if w.stride(-1) != 1:
             raise ValueError(f"{name} must have a last-dimension stride of 1, got {w.stride()}")
-    num_local, n, k = w1.shape
+    chunked = is_chunked(w1)
+    if is_chunked(w2) != chunked:
+        raise ValueError("w1 and w2 must both be in K chunks (chunk_weights) or neither, got "
+                         f"{tuple(w1.shape)} and {tuple(w2.shape)}")  # fmt: skip
+    num_local, n = experts_and_rows(w1)
+    k = x.shape[1] if chunked else w1.shape[2]
     if k != x.shape[1]:
         raise ValueError(f"w1 is [E, N, K={k}] but hidden_states has K={x.shape[1]}")
     n_act = n // 2 if act.is_gated else n
     if act.is_gated and n % 2:
         raise ValueError(f"gated activation {act.value} needs an even w1 width N, got {n}")
-    if tuple(w2.shape) != (num_local, k, n_act):
+    if chunked:
+        check_chunks(w1, "w1", num_local, n, k)
+        check_chunks(w2, "w2", num_local, k, n_act)
+    elif tuple(w2.shape) != (num_local, k, n_act):
         raise ValueError(
             f"w2 must be [E_local={num_local}, K={k}, I={n_act}] for w1 {tuple(w1.shape)} and "
             f"activation {act.value}, got {tuple(w2.shape)}"

@@ -11,6 +11,7 @@ from moekit.experts.kernel import FusedMoEKernel
 from moekit.experts.prepare_finalize import MoEPrepareAndFinalizeNoEP
 from moekit.experts.torch_experts import TorchExperts
 from moekit.experts.triton_experts import TritonExperts
+from moekit.experts.weight_chunks import experts_and_rows
 
 
 def fused_experts(
@@ -35,7 +36,9 @@ def fused_experts(
         hidden_states: ``[M, K]`` float16 / bfloat16 / float32.
         w1: ``[E_local, N, K]``, same dtype; for gated activations rows ``[0, N/2)`` are the
             gate and ``[N/2, N)`` up (``swigluoai``: interleaved). Last-dimension stride 1.
-        w2: ``[E_local, K, N']`` with ``N' = N/2`` (gated) or ``N``.
+        w2: ``[E_local, K, N']`` with ``N' = N/2`` (gated) or ``N``. ``w1`` and ``w2`` may
+            both be stored in K chunks instead (:func:`chunk_weights`, Triton backend only): the
+            same result, read faster.
         topk_weights: ``[M, k]`` float. topk_ids: ``[M, k]`` int32/int64 **global** ids;
             ``-1`` skips a slot.
         activation: a :class:`MoEActivation` or its name.
@@ -53,7 +56,8 @@ def fused_experts(
         ``[M, K]`` in the input dtype.
 
     Raises:
-        TypeError: a non-tensor input, mismatched dtypes.
+        TypeError: a non-tensor input, mismatched dtypes, weights in K chunks on the torch
+            backend.
         ValueError: mismatched shapes, a last-dimension stride other than 1, ids at or above
             ``global_num_experts``, an unknown activation, ``apply_router_weight_on_input``
             with ``k > 1``.
@@ -61,13 +65,14 @@ def fused_experts(
     for name, value in (("hidden_states", hidden_states), ("w1", w1), ("topk_ids", topk_ids)):
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
-    if w1.dim() != 3 or hidden_states.dim() != 2:
+    if w1.dim() not in (3, 4) or hidden_states.dim() != 2:
         raise ValueError(
-            f"hidden_states must be [M, K] and w1 [E_local, N, K], got "
+            f"hidden_states must be [M, K] and w1 [E_local, N, K] (or its K chunks), got "
             f"{tuple(hidden_states.shape)} and {tuple(w1.shape)}"
         )
     act = MoEActivation.parse(activation)
-    num_local, n, k = w1.shape
+    num_local, n = experts_and_rows(w1)
+    k = hidden_states.shape[1]
     config = FusedMoEConfig(
         num_experts=global_num_experts
         or (len(expert_map) if expert_map is not None else num_local),

@@ -12,6 +12,7 @@ from moekit.experts.modular_kernel import (
     FusedMoEPrepareAndFinalizeModular,
 )
 from moekit.experts.topk_weight_and_reduce import TopKWeightAndReduce, TopKWeightAndReduceNoOP
+from moekit.experts.weight_chunks import is_chunked
 
 
 def allocate_workspace(shape: tuple[int, ...], device: torch.device,
@@ -59,7 +60,9 @@ class FusedMoEKernel(torch.nn.Module):
         """``[M, K]``: ``sum_j w[t, j] * W2[e] @ act(W13[e] @ x[t])`` (+ shared experts).
 
         ``hidden_states [M, K]``, ``w1 [E_local, N, K]``, ``w2 [E_local, K, N']``, ``topk_*
-        [M, k]`` with global ids (``-1`` skips a slot). ``check_ids`` reads the ids once to
+        [M, k]`` with global ids (``-1`` skips a slot). ``w1`` and ``w2`` may instead both be
+        stored in K chunks (``chunk_weights``) where the experts take them
+        (``supports_chunked_weights``; else ``TypeError``). ``check_ids`` reads the ids once to
         refuse ids ``>= global_num_experts`` (a host sync: turn it off in CUDA-graph capture).
         """
         quant = self.fused_experts.quant_config
@@ -67,6 +70,11 @@ class FusedMoEKernel(torch.nn.Module):
             hidden_states, w1, w2, topk_weights, topk_ids, activation, global_num_experts,
             expert_map, apply_router_weight_on_input, quant.w1_bias, quant.w2_bias, check_ids,
         )  # fmt: skip
+        if is_chunked(w1) and not self.fused_experts.supports_chunked_weights():
+            raise TypeError(
+                f"w1, w2: {type(self.fused_experts).__name__} takes weights [E, N, K], not K "
+                "chunks (chunk_weights); TritonExperts and BatchedTritonExperts read chunks"
+            )
         num_tokens = hidden_states.shape[0]
         output = allocate_workspace(tuple(hidden_states.shape), hidden_states.device,
                                     hidden_states.dtype)  # fmt: skip

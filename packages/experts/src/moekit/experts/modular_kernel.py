@@ -19,6 +19,7 @@ import torch
 from moekit.experts.activation import MoEActivation
 from moekit.experts.config import FusedMoEConfig, FusedMoEParallelConfig, FusedMoEQuantConfig
 from moekit.experts.topk_weight_and_reduce import TopKWeightAndReduce
+from moekit.experts.weight_chunks import experts_and_rows
 
 
 class FusedMoEActivationFormat(enum.Enum):
@@ -176,6 +177,11 @@ class FusedMoEExperts(abc.ABC):
     def supports_expert_map(self) -> bool:
         return True
 
+    def supports_chunked_weights(self) -> bool:
+        """Whether ``apply`` takes ``w1`` and ``w2`` stored in K chunks (``chunk_weights``; not
+        the token chunking of ``supports_chunking``)."""
+        return False
+
     def expects_unquantized_inputs(self) -> bool:
         return True
 
@@ -201,7 +207,8 @@ class FusedMoEExperts(abc.ABC):
     def moe_problem_size(self, a1: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor,
                          topk_ids: torch.Tensor) -> tuple[int, int, int, int, int]:  # fmt: skip
         """``(E_local, M, N, K, top_k)``: ``N`` is GEMM1's output width (``2I`` when gated)."""
-        num_local, n, k = w1.shape
+        num_local, n = experts_and_rows(w1)
+        k = a1.shape[-1]
         num_tokens = a1.shape[0] if a1.dim() == 2 else a1.shape[1]
         return num_local, num_tokens, n, k, topk_ids.shape[1]
 

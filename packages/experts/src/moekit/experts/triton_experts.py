@@ -23,6 +23,7 @@ from moekit.experts.topk_weight_and_reduce import (
     TopKWeightAndReduceDelegate,
     TopKWeightAndReduceNoOP,
 )
+from moekit.experts.weight_chunks import experts_and_rows
 
 
 def _gemms():  # type: ignore[no-untyped-def]
@@ -155,11 +156,17 @@ class TritonExperts(FusedMoEExpertsModular):
     (``token_sum_gemm``), which rounds each slot row and adds the rows in slot order in float32
     too, but whose products add in another order than the MMA's. Where the table's entry asks
     for it (``expert_programs_serve``), both GEMMs run as one program per local expert, then
-    ``moe_sum``: two launches, the same result bit for bit."""
+    ``moe_sum``: two launches, the same result bit for bit.
+
+    ``w1`` and ``w2`` may both be stored in K chunks (``chunk_weights``): every path then reads
+    the chunks, with the same result bit for bit on the GPU."""
 
     @classmethod
     def activation_format(cls) -> FusedMoEActivationFormat:
         return FusedMoEActivationFormat.Standard
+
+    def supports_chunked_weights(self) -> bool:
+        return True
 
     @classmethod
     def _supports_current_device(cls, device: torch.device) -> bool:
@@ -180,7 +187,8 @@ class TritonExperts(FusedMoEExpertsModular):
     def apply(self, output, hidden_states, w1, w2, topk_weights, topk_ids, activation,
               global_num_experts, expert_map, a1q_scale, a2_scale, workspace13, workspace2,
               expert_tokens_meta, apply_router_weight_on_input):  # fmt: skip
-        num_local, n, k = w1.shape
+        num_local, n = experts_and_rows(w1)
+        k = hidden_states.shape[1]
         num_tokens, top_k = topk_ids.shape
         num_slots = num_tokens * top_k
         n_act = adjust_N_for_activation(n, activation)
@@ -267,7 +275,8 @@ class TritonExperts(FusedMoEExpertsModular):
         descriptors = expert_weights(w1, w2, activation)
         if descriptors is None:
             return False
-        num_local, n, k = w1.shape
+        num_local, n = experts_and_rows(w1)
+        k = hidden_states.shape[1]
         num_tokens, top_k = topk_ids.shape
         num_slots = num_tokens * top_k
         n_act = adjust_N_for_activation(n, activation)
@@ -291,11 +300,15 @@ class TritonExperts(FusedMoEExpertsModular):
 class BatchedTritonExperts(FusedMoEExpertsModular):
     """Batched format ``[E_local, max_tokens, K]``: ``batched_moe_align_block_size`` gives each
     expert's valid rows; the same grouped GEMMs run on the flattened rows. Weighting and
-    reduction are the prepare/finalize's (``Delegate``)."""
+    reduction are the prepare/finalize's (``Delegate``). ``w1`` and ``w2`` may both be stored in
+    K chunks (``chunk_weights``)."""
 
     @classmethod
     def activation_format(cls) -> FusedMoEActivationFormat:
         return FusedMoEActivationFormat.BatchedExperts
+
+    def supports_chunked_weights(self) -> bool:
+        return True
 
     @classmethod
     def _supports_current_device(cls, device: torch.device) -> bool:
@@ -318,7 +331,7 @@ class BatchedTritonExperts(FusedMoEExpertsModular):
               global_num_experts, expert_map, a1q_scale, a2_scale, workspace13, workspace2,
               expert_tokens_meta, apply_router_weight_on_input):  # fmt: skip
         num_local, rows, k = hidden_states.shape
-        n = w1.shape[1]
+        n = experts_and_rows(w1)[1]
         n_act = adjust_N_for_activation(n, activation)
         flat_rows = num_local * rows
         config = get_config(rows, 1, 1, n, hidden_states.dtype, hidden_states.device,

@@ -11,8 +11,9 @@ from moekit.experts._triton_impl.activation_epilogue import ACTIVATION_CODES
 from moekit.experts._triton_impl.device import sm_count
 from moekit.experts._triton_impl.expert_programs_kernel import expert_programs_kernel
 from moekit.experts._triton_impl.programmatic_launch import launch_options
-from moekit.experts._triton_impl.weight_descriptor import weight_descriptor
+from moekit.experts._triton_impl.weight_descriptor import chunked_descriptor, weight_descriptor
 from moekit.experts.activation import SWIGLUOAI_ALPHA, SWIGLUOAI_LIMIT, MoEActivation
+from moekit.experts.weight_chunks import CHUNK, is_chunked
 
 # The path's one tile, the best of probe_expert_programs.py on the H100 around Qwen3-30B TP2 at
 # 16 tokens (benchmarks/results/experts_expert_programs_h100.json, NOTES lever 42): 64
@@ -74,29 +75,52 @@ def stages_and_warps(rows_per_block: int) -> tuple[int, int]:
 
 
 class ExpertWeights(NamedTuple):
-    """TMA descriptors over ``W13`` and ``W2`` with the path's blocks, and where in ``W13``'s
-    view an expert's rows and an up block sit (see ``expert_programs_kernel``)."""
+    """TMA descriptors over ``W13`` and ``W2`` with the path's blocks; where in ``W13``'s view
+    an expert's rows and an up block sit; with weights in K chunks, how many view rows on the
+    next chunk of each lies, and ``W2``'s view rows per expert (see ``expert_programs_kernel``);
+    the K step of each GEMM."""
 
     w13: Any
     w2: Any
     rows_per_expert: int
     up_row: int
     up_col: int
+    chunk_rows1: int
+    w2_rows_per_expert: int
+    chunk_rows2: int
+    block_k1: int
+    block_k2: int
 
 
 def expert_weights(w13: torch.Tensor, w2: torch.Tensor,
                    activation: MoEActivation) -> ExpertWeights | None:  # fmt: skip
-    """The descriptors of ``w13 [E, N, K]`` and ``w2 [E, K, N_OUT]``, or None where the layout,
-    the device or the Triton release gives none (the path then does not serve the call)."""
+    """The descriptors of ``w13 [E, N, K]`` and ``w2 [E, K, N_OUT]``, or of both in K chunks
+    (``chunk_weights``, read one chunk a K step), or None where the layout, the device or the
+    Triton release gives none (the path then does not serve the call)."""
     interleaved = activation is MoEActivation.SWIGLUOAI
+    if is_chunked(w13):
+        return _chunked_expert_weights(w13, w2, interleaved)
     w13_desc = weight_descriptor(w13, BLOCK_N1, BLOCK_K1, row_pairs=interleaved)
     w2_desc = weight_descriptor(w2, BLOCK_N2, BLOCK_K2)
     if w13_desc is None or w2_desc is None:
         return None
     n, k = w13.shape[1], w13.shape[2]
-    if interleaved:
-        return ExpertWeights(w13_desc, w2_desc, n // 2, 0, k)
-    return ExpertWeights(w13_desc, w2_desc, n, n // 2, 0)
+    rows, up_row, up_col = (n // 2, 0, k) if interleaved else (n, n // 2, 0)
+    return ExpertWeights(w13_desc, w2_desc, rows, up_row, up_col, 0, w2.shape[1], 0, BLOCK_K1,
+                         BLOCK_K2)  # fmt: skip
+
+
+def _chunked_expert_weights(w13: torch.Tensor, w2: torch.Tensor,
+                            interleaved: bool) -> ExpertWeights | None:  # fmt: skip
+    w13_desc = chunked_descriptor(w13, BLOCK_N1, row_pairs=interleaved)
+    w2_desc = chunked_descriptor(w2, BLOCK_N2)
+    if w13_desc is None or w2_desc is None:
+        return None
+    n, k = w13.shape[2], w2.shape[2]
+    view_rows = n // 2 if interleaved else n
+    up_row, up_col = (0, CHUNK) if interleaved else (n // 2, 0)
+    return ExpertWeights(w13_desc, w2_desc, w13.shape[1] * view_rows, up_row, up_col, view_rows,
+                         w2.shape[1] * k, k, CHUNK, CHUNK)  # fmt: skip
 
 
 def invoke_expert_programs(
@@ -149,7 +173,8 @@ def invoke_expert_programs(
         activated.stride(0), rows.stride(0),
         w13_bias.stride(0) if w13_bias is not None else 0,
         w2_bias.stride(0) if w2_bias is not None else 0,
-        weights.rows_per_expert, weights.up_row, weights.up_col,
+        weights.rows_per_expert, weights.up_row, weights.up_col, weights.chunk_rows1,
+        weights.w2_rows_per_expert, weights.chunk_rows2,
         TOP_K=top_k, HAS_MAP=expert_map is not None, GATED=gated,
         GATE_ROW_STEP=2 if interleaved else 1, ACTIVATION=ACTIVATION_CODES[activation],
         SWIGLU_ALPHA=SWIGLUOAI_ALPHA, SWIGLU_LIMIT=SWIGLUOAI_LIMIT,
@@ -157,7 +182,8 @@ def invoke_expert_programs(
         MUL_ROUTED_WEIGHT=topk_weights is not None, IEEE_FP32=a.dtype == torch.float32,
         SCAN=max(16, min(SCAN_MAX, triton.next_power_of_2(num_slots))),
         NUM_BINS=max(32, triton.next_power_of_2(num_local_experts + 1)), BLOCK_M=rows_per_block,
-        BLOCK_N1=BLOCK_N1, BLOCK_K1=BLOCK_K1, BLOCK_N2=BLOCK_N2, BLOCK_K2=BLOCK_K2,
+        BLOCK_N1=BLOCK_N1, BLOCK_K1=weights.block_k1, BLOCK_N2=BLOCK_N2,
+        BLOCK_K2=weights.block_k2, CHUNKED=weights.chunk_rows1 > 0,
         STAGES=stages, ACT_EVICTION=activated_eviction, ROWS_EVICTION=rows_eviction,
         WAIT_PRIOR=wait_prior, LAUNCH_NEXT=wait_prior and launch_next,
         num_warps=num_warps, **launch_options(wait_prior),

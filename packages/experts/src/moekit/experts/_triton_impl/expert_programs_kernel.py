@@ -15,7 +15,10 @@ the weight loads stay pipelined from one column block to the next.
 Both weights come through TMA descriptors (``weight_descriptor``): ``w13_desc`` over ``W13``
 seen as in ``gate_up_gemm_kernel`` (``DESC_ROWS`` rows per expert; an up block ``DESC_UP_ROW``
 rows and ``DESC_UP_COL`` columns from its gate block), ``w2_desc`` over ``W2 [E, K, N_OUT]`` seen
-as ``[E * K, N_OUT]``.
+as ``[E * K, N_OUT]`` (``W2_ROWS`` rows per expert). With ``CHUNKED`` both are stored in K chunks
+(``chunked_descriptor``) and each K step is one chunk: chunk ``c`` of W13 lies
+``c * DESC_CHUNK_ROWS`` view rows on and of W2 ``c * W2_CHUNK_ROWS``, at column 0 (an up block
+at ``DESC_UP_COL``).
 """
 
 from __future__ import annotations
@@ -88,7 +91,7 @@ def overflow_item(pid, is_worker, overflow, extra, ends, NUM_BINS: tl.constexpr)
 @triton.jit
 def gate_up_block(a_ptr, slots, slot_ok, w13_desc, bias1_ptr, activated_ptr, expert, K, N_OUT,
                   stride_am, stride_act, stride_bias1, up_offset, DESC_ROWS, DESC_UP_ROW,
-                  DESC_UP_COL, TOP_K: tl.constexpr, GATED: tl.constexpr,
+                  DESC_UP_COL, DESC_CHUNK_ROWS, CHUNKED: tl.constexpr, TOP_K: tl.constexpr, GATED: tl.constexpr,
                   GATE_ROW_STEP: tl.constexpr, ACTIVATION: tl.constexpr,
                   SWIGLU_ALPHA: tl.constexpr, SWIGLU_LIMIT: tl.constexpr,
                   HAS_BIAS: tl.constexpr, IEEE_FP32: tl.constexpr, BLOCK_M: tl.constexpr,
@@ -108,10 +111,16 @@ def gate_up_block(a_ptr, slots, slot_ok, w13_desc, bias1_ptr, activated_ptr, exp
         a = tl.load(a_rows + (k_start + offs_k)[None, :],
                     mask=slot_ok[:, None] & (k_start + offs_k < K)[None, :], other=0.0)  # fmt: skip
         gate_row = (first_row + n_block * BLOCK_N1).to(tl.int32)
+        gate_col = k_start
+        up_col = DESC_UP_COL + k_start
+        if CHUNKED:
+            gate_row += (step % k_steps) * DESC_CHUNK_ROWS
+            gate_col = 0
+            up_col = DESC_UP_COL
         keep = (step % k_steps != 0).to(tl.float32)  # a column block starts from zero
-        gate_acc = dot(a, w13_desc.load([gate_row, k_start]).T, gate_acc * keep, IEEE_FP32)
+        gate_acc = dot(a, w13_desc.load([gate_row, gate_col]).T, gate_acc * keep, IEEE_FP32)
         if GATED:
-            up_tile = w13_desc.load([gate_row + DESC_UP_ROW, DESC_UP_COL + k_start]).T
+            up_tile = w13_desc.load([gate_row + DESC_UP_ROW, up_col]).T
             up_acc = dot(a, up_tile, up_acc * keep, IEEE_FP32)
         if step % k_steps == k_steps - 1:
             cols = n_block * BLOCK_N1 + offs_n
@@ -135,8 +144,8 @@ def gate_up_block(a_ptr, slots, slot_ok, w13_desc, bias1_ptr, activated_ptr, exp
 
 @triton.jit
 def down_block(activated_ptr, slots, slot_ok, w2_desc, bias2_ptr, topk_weights_ptr, rows_ptr,
-               expert, K, N_OUT, stride_act, stride_rows, stride_bias2,
-               MUL_ROUTED_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
+               expert, K, N_OUT, stride_act, stride_rows, stride_bias2, W2_ROWS, W2_CHUNK_ROWS,
+               CHUNKED: tl.constexpr, MUL_ROUTED_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
                IEEE_FP32: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N2: tl.constexpr,
                BLOCK_K2: tl.constexpr, STAGES: tl.constexpr,
                ROWS_EVICTION: tl.constexpr):  # fmt: skip
@@ -145,7 +154,7 @@ def down_block(activated_ptr, slots, slot_ok, w2_desc, bias2_ptr, topk_weights_p
     offs_k = tl.arange(0, BLOCK_K2)
     offs_n = tl.arange(0, BLOCK_N2)
     a_rows = activated_ptr + slots[:, None] * stride_act
-    first_row = expert * K
+    first_row = expert * W2_ROWS
     weight = tl.full([BLOCK_M], 1.0, tl.float32)
     if MUL_ROUTED_WEIGHT:
         weight = tl.load(topk_weights_ptr + slots, mask=slot_ok, other=0.0).to(tl.float32)
@@ -155,7 +164,11 @@ def down_block(activated_ptr, slots, slot_ok, w2_desc, bias2_ptr, topk_weights_p
         k_start = (step % k_steps) * BLOCK_K2
         a = tl.load(a_rows + (k_start + offs_k)[None, :],
                     mask=slot_ok[:, None] & (k_start + offs_k < N_OUT)[None, :], other=0.0)  # fmt: skip
-        b = w2_desc.load([(first_row + n_block * BLOCK_N2).to(tl.int32), k_start]).T
+        b_row = (first_row + n_block * BLOCK_N2).to(tl.int32)
+        if CHUNKED:
+            b = w2_desc.load([b_row + (step % k_steps) * W2_CHUNK_ROWS, 0]).T
+        else:
+            b = w2_desc.load([b_row, k_start]).T
         keep = (step % k_steps != 0).to(tl.float32)
         acc = dot(a, b, acc * keep, IEEE_FP32)
         if step % k_steps == k_steps - 1:
@@ -177,15 +190,15 @@ def expert_programs_kernel(
     a_ptr, w13_desc, w2_desc, activated_ptr, rows_ptr, bias1_ptr, bias2_ptr, topk_weights_ptr,
     topk_ids_ptr, expert_map_ptr, scratch_ptr, num_global_experts, num_local_experts,
     num_workers, num_slots, K, N_OUT, up_offset, stride_am, stride_act, stride_rows,
-    stride_bias1, stride_bias2, DESC_ROWS, DESC_UP_ROW, DESC_UP_COL,
-    TOP_K: tl.constexpr, HAS_MAP: tl.constexpr, GATED: tl.constexpr,
+    stride_bias1, stride_bias2, DESC_ROWS, DESC_UP_ROW, DESC_UP_COL, DESC_CHUNK_ROWS, W2_ROWS,
+    W2_CHUNK_ROWS, TOP_K: tl.constexpr, HAS_MAP: tl.constexpr, GATED: tl.constexpr,
     GATE_ROW_STEP: tl.constexpr, ACTIVATION: tl.constexpr, SWIGLU_ALPHA: tl.constexpr,
     SWIGLU_LIMIT: tl.constexpr, HAS_BIAS1: tl.constexpr, HAS_BIAS2: tl.constexpr,
     MUL_ROUTED_WEIGHT: tl.constexpr, IEEE_FP32: tl.constexpr, SCAN: tl.constexpr,
     NUM_BINS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N1: tl.constexpr,
     BLOCK_K1: tl.constexpr, BLOCK_N2: tl.constexpr, BLOCK_K2: tl.constexpr,
-    STAGES: tl.constexpr, ACT_EVICTION: tl.constexpr, ROWS_EVICTION: tl.constexpr,
-    WAIT_PRIOR: tl.constexpr, LAUNCH_NEXT: tl.constexpr,
+    CHUNKED: tl.constexpr, STAGES: tl.constexpr, ACT_EVICTION: tl.constexpr,
+    ROWS_EVICTION: tl.constexpr, WAIT_PRIOR: tl.constexpr, LAUNCH_NEXT: tl.constexpr,
 ):  # fmt: skip
     """Programs below ``num_local_experts`` run their expert's first block; the
     ``num_workers`` after them share every expert's further blocks (``overflow_blocks``), each
@@ -220,12 +233,12 @@ def expert_programs_kernel(
                                                  scratch_ptr, HAS_MAP, SCAN, BLOCK_M)  # fmt: skip
         gate_up_block(a_ptr, slots, slot_ok, w13_desc, bias1_ptr, activated_ptr, expert, K,
                       N_OUT, stride_am, stride_act, stride_bias1, up_offset, DESC_ROWS,
-                      DESC_UP_ROW, DESC_UP_COL, TOP_K, GATED, GATE_ROW_STEP, ACTIVATION,
-                      SWIGLU_ALPHA, SWIGLU_LIMIT, HAS_BIAS1, IEEE_FP32, BLOCK_M, BLOCK_N1,
-                      BLOCK_K1, STAGES, ACT_EVICTION)  # fmt: skip
+                      DESC_UP_ROW, DESC_UP_COL, DESC_CHUNK_ROWS, CHUNKED, TOP_K, GATED,
+                      GATE_ROW_STEP, ACTIVATION, SWIGLU_ALPHA, SWIGLU_LIMIT, HAS_BIAS1, IEEE_FP32,
+                      BLOCK_M, BLOCK_N1, BLOCK_K1, STAGES, ACT_EVICTION)  # fmt: skip
         # every warp's activated rows are stored before any warp reads them back
         tl.debug_barrier()
         down_block(activated_ptr, slots, slot_ok, w2_desc, bias2_ptr, topk_weights_ptr,
-                   rows_ptr, expert, K, N_OUT, stride_act, stride_rows, stride_bias2,
-                   MUL_ROUTED_WEIGHT, HAS_BIAS2, IEEE_FP32, BLOCK_M, BLOCK_N2, BLOCK_K2, STAGES,
-                   ROWS_EVICTION)  # fmt: skip
+                   rows_ptr, expert, K, N_OUT, stride_act, stride_rows, stride_bias2, W2_ROWS,
+                   W2_CHUNK_ROWS, CHUNKED, MUL_ROUTED_WEIGHT, HAS_BIAS2, IEEE_FP32, BLOCK_M,
+                   BLOCK_N2, BLOCK_K2, STAGES, ROWS_EVICTION)  # fmt: skip

@@ -13,12 +13,12 @@ from moekit.experts._triton_impl.row_cache import activated_rows_eviction
 from moekit.experts._triton_impl.tile_source import TileSource
 from moekit.experts._triton_impl.topk_sum_epilogue import counter_block
 from moekit.experts._triton_impl.weight_descriptor import (
-    CHUNK,
     chunked_descriptor,
     rows_descriptor,
     weight_descriptor,
 )
 from moekit.experts.activation import SWIGLUOAI_ALPHA, SWIGLUOAI_LIMIT, MoEActivation
+from moekit.experts.weight_chunks import CHUNK, experts_and_rows, is_chunked
 
 
 def gate_up_block_n(config: GemmConfig, gated: bool) -> int:
@@ -28,6 +28,21 @@ def gate_up_block_n(config: GemmConfig, gated: bool) -> int:
     if config.BLOCK_N1:
         return config.BLOCK_N1
     return max(16, config.BLOCK_N // 2) if gated else config.BLOCK_N
+
+
+# GEMM1 reading W13's chunks through TMA with at least this many warps steps K one chunk at a
+# time: on the H100, Mixtral's eight-warp 256-token entry (K steps of 128) took 160 registers
+# instead of 91 with two products a step and ran 66% slower; in steps of one chunk it ran 1.5%
+# faster than on the weights as stored (benchmarks/results/experts_chunked_h100.json).
+ONE_CHUNK_STEP_WARPS = 8
+
+
+def chunk_step(config: GemmConfig) -> int:
+    """GEMM1's K step on W13's chunks: ``CHUNK`` for entries of ``ONE_CHUNK_STEP_WARPS`` or
+    more warps that read through TMA, else the entry's ``BLOCK_K``."""
+    if config.B_TMA and config.num_warps >= ONE_CHUNK_STEP_WARPS:
+        return min(config.BLOCK_K, CHUNK)
+    return config.BLOCK_K
 
 
 def invoke_gate_up_gemm(
@@ -45,14 +60,15 @@ def invoke_gate_up_gemm(
     counters: torch.Tensor | None = None,
     wait_prior: bool = False,
     launch_next: bool = False,
-    w13_chunks: torch.Tensor | None = None,
 ) -> None:
     """``out[slot] = act(a[slot // top_k] @ w13[e].T + bias[e])`` for every placed slot of every
     expert ``e`` (zeros for blocks of expert ``-1``).
 
-    ``a [rows, K]``, ``w13 [E, N, K]``, ``out [num_slots, N_OUT]`` with ``N_OUT = N / 2`` for
-    gated activations (else ``N``), ``bias [E, N]`` or None. ``config.B_TMA`` reads ``w13``
-    through a descriptor where ``weight_descriptor`` gives one. ``a_rows_sorted`` (``a`` holds
+    ``a [rows, K]``, ``w13 [E, N, K]`` or its K chunks ``[E, ceil(K / CHUNK), N, CHUNK]``
+    (``chunk_weights``), ``out [num_slots, N_OUT]`` with ``N_OUT = N / 2`` for gated activations
+    (else ``N``), ``bias [E, N]`` or None. ``config.B_TMA`` reads ``w13`` through a descriptor
+    where ``weight_descriptor`` gives one (for chunks: where the K step, ``chunk_step``, is
+    whole chunks and ``chunked_descriptor`` gives one). ``a_rows_sorted`` (``a`` holds
     one row per sorted position, read through a descriptor where the layout allows) and
     ``out_rows_sorted`` (``out`` gets one row per sorted position) replace the slot rows with
     ``tiles.sorted_token_ids`` order, padding included; ``num_slots`` (the flat slot count,
@@ -61,42 +77,43 @@ def invoke_gate_up_gemm(
     ``wait_prior`` (only where ``moekit.align.programmatic_launch_supported``, which the caller
     checks) launches it with programmatic dependent launch: its programs wait for the previous
     kernel first; ``launch_next`` then lets the next kernel start early (it must wait the same way).
-    ``w13_chunks`` (``w13`` in K chunks, ``chunk_weights(w13)``), where given, the layout is
-    ``[gate | up]`` and ``config`` steps K by multiples of ``CHUNK`` through TMA, replaces
-    ``w13`` as the source of the weight tiles.
     """
     n_out = out.shape[1]
     num_slots = out.shape[0] if num_slots is None else num_slots
-    n, k = w13.shape[1], a.shape[1]
+    chunked = is_chunked(w13)
+    n, k = experts_and_rows(w13)[1], a.shape[1]
     gated = activation.is_gated
     interleaved = activation is MoEActivation.SWIGLUOAI
     block_n = gate_up_block_n(config, gated)
+    block_k = chunk_step(config) if chunked else config.BLOCK_K
     tail_m = 0 if tiles.slots_from_ids else config.TAIL_M  # one slot per tile: nothing to fold
     grid = (tiles.num_m_tiles(config.BLOCK_M) * triton.cdiv(n_out, block_n),)
     *tile_args, num_sorted = tiles.kernel_args(out)
     num_counters = counters.numel() if counters is not None else 0
-    b_desc, num_chunks = None, 0
-    if (w13_chunks is not None and config.B_TMA and config.BLOCK_K % CHUNK == 0
-            and not interleaved):  # fmt: skip
-        b_desc, num_chunks = chunked_descriptor(w13_chunks, block_n), w13_chunks.shape[1]
-    chunked = b_desc is not None
-    dot_k = CHUNK if chunked else config.BLOCK_K  # the K columns of one product
+    b_desc = None
+    if config.B_TMA and chunked and block_k % CHUNK == 0:
+        b_desc = chunked_descriptor(w13, block_n, row_pairs=interleaved)
+    elif config.B_TMA and not chunked:
+        b_desc = weight_descriptor(w13, block_n, block_k, row_pairs=interleaved)
+    dot_k = CHUNK if chunked and b_desc is not None else block_k  # one product's K columns
     a_desc = rows_descriptor(a, config.BLOCK_M, dot_k) if a_rows_sorted else None
-    if not chunked and config.B_TMA:
-        b_desc = weight_descriptor(w13, block_n, config.BLOCK_K, row_pairs=interleaved)
     # the descriptor's view: rows per expert, where an up block sits from its gate block, and
-    # the rows from one K chunk to the next
-    desc_rows, desc_up_row, desc_up_col = (n // 2, 0, k) if interleaved else (n, n // 2, 0)
-    desc_chunk_rows = 0
+    # the rows from one K chunk to the next; w13's strides over (experts, rows, columns) and
+    # from one chunk to the next
+    view_rows = n // 2 if interleaved else n
+    desc_up_row, desc_up_col = (0, CHUNK if chunked else k) if interleaved else (n // 2, 0)
     if chunked:
-        desc_rows, desc_chunk_rows = num_chunks * n, n
+        desc_rows, desc_chunk_rows = w13.shape[1] * view_rows, view_rows
+        b_strides = (w13.stride(0), w13.stride(2), w13.stride(3), w13.stride(1))
+    else:
+        desc_rows, desc_chunk_rows = view_rows, 0
+        b_strides = (w13.stride(0), w13.stride(1), w13.stride(2), 0)
     gate_up_gemm_kernel[grid](
         a, a_desc if a_desc is not None else a, w13, b_desc if b_desc is not None else w13, out,
         bias if bias is not None else out,
         *tile_args, counters if counters is not None else out, num_counters,
         n_out, k, num_slots, num_sorted, (1 if interleaved else n // 2) if gated else 0,
-        a.stride(0), a.stride(1), w13.stride(0), w13.stride(1), w13.stride(2),
-        out.stride(0), out.stride(1),
+        a.stride(0), a.stride(1), *b_strides, out.stride(0), out.stride(1),
         bias.stride(0) if bias is not None else 0, bias.stride(1) if bias is not None else 0,
         desc_rows, desc_up_row, desc_up_col, desc_chunk_rows,
         SLOTS_FROM_IDS=tiles.slots_from_ids, HAS_MAP=tiles.expert_map is not None,
@@ -105,9 +122,9 @@ def invoke_gate_up_gemm(
         ACTIVATION=ACTIVATION_CODES[activation], SWIGLU_ALPHA=SWIGLUOAI_ALPHA,
         SWIGLU_LIMIT=SWIGLUOAI_LIMIT, HAS_BIAS=bias is not None,
         IEEE_FP32=a.dtype == torch.float32, B_TMA=b_desc is not None,
-        B_CHUNKED=chunked, A_ROWS_SORTED=a_rows_sorted, A_TMA=a_desc is not None,
+        B_CHUNK=CHUNK if chunked else 0, A_ROWS_SORTED=a_rows_sorted, A_TMA=a_desc is not None,
         C_ROWS_SORTED=out_rows_sorted,
-        BLOCK_M=config.BLOCK_M, BLOCK_N=block_n, BLOCK_K=config.BLOCK_K, DOT_K=dot_k,
+        BLOCK_M=config.BLOCK_M, BLOCK_N=block_n, BLOCK_K=block_k, DOT_K=dot_k,
         GROUP_M=config.GROUP_M, EXPERT_GROUPS=config.EXPERT_GROUPS and not tiles.slots_from_ids,
         TAIL_M=tail_m, TAIL_SWAP=config.TAIL_SWAP and tail_m > 0,
         C_EVICTION=activated_rows_eviction(config.ROWS_DEFAULT_POLICY),

@@ -8,10 +8,11 @@ memory. Gate column ``n`` is W13 row ``n * GATE_ROW_STEP`` and up column ``n`` t
 ``up_offset`` (``(1, I)`` for ``[gate | up]``, ``(2, 1)`` for gpt-oss's interleaved layout).
 Non-gated activations use one accumulator over rows ``n``. With ``B_TMA`` the W13 tiles come
 through ``b_desc`` (see ``weight_descriptor``): expert ``e``'s gate column ``n`` is view row
-``e * DESC_ROWS + n``, its up column view row ``+ DESC_UP_ROW``, columns ``+ DESC_UP_COL``; with
-``B_CHUNKED`` (W13 in K chunks of ``DOT_K``, see ``chunk_weights``) chunk ``c`` is
-``c * DESC_CHUNK_ROWS`` view rows on, column 0, and each K step of ``BLOCK_K`` is
-``BLOCK_K / DOT_K`` products.
+``e * DESC_ROWS + n``, its up column view row ``+ DESC_UP_ROW``, columns ``+ DESC_UP_COL``. With
+``B_CHUNK`` W13 is stored in K chunks of ``B_CHUNK`` columns (see ``chunk_weights``); through
+TMA chunk ``c`` is then ``c * DESC_CHUNK_ROWS`` view rows on (the up column at ``DESC_UP_COL``
+within the chunk's view row), and each K step of ``BLOCK_K`` is ``BLOCK_K / DOT_K`` products
+of one chunk.
 With ``ZERO_COUNTERS`` the first programs also zero GEMM2's top-k sum counters (see
 ``topk_sum_epilogue``), which GEMM2 uses after this kernel in stream order. With
 ``EXPERT_GROUPS`` (aligned tiles only) the tile order groups each expert's m-tiles (see
@@ -34,24 +35,31 @@ from moekit.experts._triton_impl.tail_fold import (
     tail_rows,
     tail_zeros,
 )
-from moekit.experts._triton_impl.tiles import dot, program_tile, tile_matrix_rows, tile_rows
+from moekit.experts._triton_impl.tiles import (
+    chunked_columns,
+    dot,
+    program_tile,
+    tile_matrix_rows,
+    tile_rows,
+)
 from moekit.experts._triton_impl.topk_sum_epilogue import zero_counters
 
 
 @triton.jit
 def gate_up_products(
     a_ptrs, a_ok, a_desc, a_row, tail_a_ptrs, tail_a_ok, gate_ptrs, up_ptrs, b_desc, gate_row,
-    n_ok, K, stride_ak, stride_bk, DESC_UP_ROW, DESC_UP_COL, DESC_CHUNK_ROWS,
-    GATED: tl.constexpr, IEEE_FP32: tl.constexpr, B_TMA: tl.constexpr, B_CHUNKED: tl.constexpr,
+    n_ok, K, stride_ak, stride_bk, stride_bc, DESC_UP_ROW, DESC_UP_COL, DESC_CHUNK_ROWS,
+    GATED: tl.constexpr, IEEE_FP32: tl.constexpr, B_TMA: tl.constexpr, B_CHUNK: tl.constexpr,
     A_TMA: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     DOT_K: tl.constexpr, TAIL_ROWS: tl.constexpr, TAIL_SWAP: tl.constexpr,
 ):  # fmt: skip
     """The K loop: float32 ``(gate, up, tail_gate, tail_up)`` accumulators, ``[BLOCK_M, BLOCK_N]``
     of the tile, and with ``TAIL_ROWS`` ``[TAIL_ROWS, BLOCK_N]`` of the folded tail rows, which
     use the same weight tiles (without, the tile's again). Each step of ``BLOCK_K`` is
-    ``BLOCK_K / DOT_K`` products of ``DOT_K`` columns (the pointers span ``DOT_K``); with
-    ``B_CHUNKED`` ``DOT_K`` is the chunk and chunk ``c`` of ``b_desc`` is
-    ``c * DESC_CHUNK_ROWS`` view rows on."""
+    ``BLOCK_K / DOT_K`` products of ``DOT_K`` columns (the pointers span ``DOT_K``). With
+    ``B_CHUNK`` (W13 in K chunks of ``B_CHUNK`` columns) ``gate_ptrs`` and ``up_ptrs`` hold no K
+    offset, chunk ``c`` lies ``c * stride_bc`` elements on, and through TMA ``DOT_K`` is the
+    chunk and chunk ``c`` of ``b_desc`` is ``c * DESC_CHUNK_ROWS`` view rows on."""
     offs_k = tl.arange(0, DOT_K)
     gate_acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     up_acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
@@ -63,7 +71,10 @@ def gate_up_products(
             k_at = k_start + part * DOT_K
             k_ok = offs_k < K - k_at
             a_at = part * DOT_K * stride_ak
-            b_at = part * DOT_K * stride_bk
+            if B_CHUNK:  # a chunk's offsets: the pointers hold none
+                b_at = chunked_columns(k_at + offs_k, stride_bc, B_CHUNK)[:, None]
+            else:
+                b_at = part * DOT_K * stride_bk
             if A_TMA:
                 a = a_desc.load([a_row, k_at])
             else:
@@ -76,7 +87,7 @@ def gate_up_products(
             # rather than the next expert's first
             chunk = tl.minimum(k_at // DOT_K, tl.cdiv(K, DOT_K) - 1)
             chunk_row = gate_row + chunk * DESC_CHUNK_ROWS
-            if B_CHUNKED:
+            if B_TMA and B_CHUNK:
                 gate = b_desc.load([chunk_row, 0]).T
             elif B_TMA:
                 gate = b_desc.load([gate_row, k_at]).T
@@ -86,8 +97,8 @@ def gate_up_products(
             if TAIL_ROWS:
                 tail_gate = tail_product(tail_a, gate, tail_gate, IEEE_FP32, TAIL_SWAP)
             if GATED:
-                if B_CHUNKED:
-                    up = b_desc.load([chunk_row + DESC_UP_ROW, 0]).T
+                if B_TMA and B_CHUNK:
+                    up = b_desc.load([chunk_row + DESC_UP_ROW, DESC_UP_COL]).T
                 elif B_TMA:
                     up = b_desc.load([gate_row + DESC_UP_ROW, DESC_UP_COL + k_at]).T
                 else:
@@ -97,8 +108,9 @@ def gate_up_products(
                     tail_up = tail_product(tail_a, up, tail_up, IEEE_FP32, TAIL_SWAP)
         a_ptrs += BLOCK_K * stride_ak
         tail_a_ptrs += BLOCK_K * stride_ak
-        gate_ptrs += BLOCK_K * stride_bk
-        up_ptrs += BLOCK_K * stride_bk
+        if not B_CHUNK:
+            gate_ptrs += BLOCK_K * stride_bk
+            up_ptrs += BLOCK_K * stride_bk
     if TAIL_ROWS:
         tail_gate = tail_result(tail_gate, TAIL_SWAP)
         tail_up = tail_result(tail_up, TAIL_SWAP)
@@ -131,13 +143,13 @@ def gate_up_gemm_kernel(
     sorted_token_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr,
     topk_ids_ptr, expert_map_ptr, num_global_experts, counters_ptr, num_counters,
     N_OUT, K, num_valid_slots, num_sorted, up_offset,
-    stride_am, stride_ak, stride_be, stride_bn, stride_bk, stride_cm, stride_cn,
+    stride_am, stride_ak, stride_be, stride_bn, stride_bk, stride_bc, stride_cm, stride_cn,
     stride_bias_e, stride_bias_n, DESC_ROWS, DESC_UP_ROW, DESC_UP_COL, DESC_CHUNK_ROWS,
     SLOTS_FROM_IDS: tl.constexpr, HAS_MAP: tl.constexpr, ZERO_COUNTERS: tl.constexpr,
     COUNTER_BLOCK: tl.constexpr, TOP_K: tl.constexpr, GATED: tl.constexpr,
     GATE_ROW_STEP: tl.constexpr,
     ACTIVATION: tl.constexpr, SWIGLU_ALPHA: tl.constexpr, SWIGLU_LIMIT: tl.constexpr,
-    HAS_BIAS: tl.constexpr, IEEE_FP32: tl.constexpr, B_TMA: tl.constexpr, B_CHUNKED: tl.constexpr,
+    HAS_BIAS: tl.constexpr, IEEE_FP32: tl.constexpr, B_TMA: tl.constexpr, B_CHUNK: tl.constexpr,
     A_ROWS_SORTED: tl.constexpr, A_TMA: tl.constexpr, C_ROWS_SORTED: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DOT_K: tl.constexpr,
     GROUP_M: tl.constexpr, EXPERT_GROUPS: tl.constexpr, TAIL_M: tl.constexpr, TAIL_SWAP: tl.constexpr,
@@ -184,7 +196,9 @@ def gate_up_gemm_kernel(
     )
     a_ptrs = a_ptr + a_rows[:, None] * stride_am + offs_k[None, :] * stride_ak
     a_row = start.to(tl.int32)  # the first A row in a_desc's view
-    b_expert = b_ptr + expert * stride_be + offs_k[:, None] * stride_bk
+    b_expert = b_ptr + expert * stride_be
+    if not B_CHUNK:  # a chunk's K offsets come with each load
+        b_expert += offs_k[:, None] * stride_bk
     gate_ptrs = b_expert + gate_rows[None, :] * stride_bn
     up_ptrs = b_expert + up_rows[None, :] * stride_bn
     gate_row = (expert * DESC_ROWS + pid_n * BLOCK_N).to(tl.int32)  # in b_desc's view
@@ -210,9 +224,9 @@ def gate_up_gemm_kernel(
             tail_a_ptrs = a_ptr + tail_a_rows[:, None] * stride_am + offs_k[None, :] * stride_ak
             gate_acc, up_acc, tail_gate, tail_up = gate_up_products(
                 a_ptrs, a_ok, a_desc, a_row, tail_a_ptrs, tail_a_ok, gate_ptrs, up_ptrs, b_desc,
-                gate_row, n_ok, K, stride_ak, stride_bk, DESC_UP_ROW, DESC_UP_COL, DESC_CHUNK_ROWS,
-                GATED, IEEE_FP32, B_TMA, B_CHUNKED, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, DOT_K,
-                TAIL_M, TAIL_SWAP,
+                gate_row, n_ok, K, stride_ak, stride_bk, stride_bc, DESC_UP_ROW, DESC_UP_COL,
+                DESC_CHUNK_ROWS, GATED, IEEE_FP32, B_TMA, B_CHUNK, A_TMA, BLOCK_M, BLOCK_N,
+                BLOCK_K, DOT_K, TAIL_M, TAIL_SWAP,
             )  # fmt: skip
             tail_c_rows, tail_c_ok = tile_matrix_rows(
                 tail_start, tail_slots, tail_slot_ok, num_sorted, C_ROWS_SORTED, 1, TAIL_M
@@ -226,14 +240,15 @@ def gate_up_gemm_kernel(
         else:
             gate_acc, up_acc, _, _ = gate_up_products(
                 a_ptrs, a_ok, a_desc, a_row, a_ptrs, a_ok, gate_ptrs, up_ptrs, b_desc, gate_row,
-                n_ok, K, stride_ak, stride_bk, DESC_UP_ROW, DESC_UP_COL, DESC_CHUNK_ROWS, GATED,
-                IEEE_FP32, B_TMA, B_CHUNKED, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, DOT_K, 0, False,
+                n_ok, K, stride_ak, stride_bk, stride_bc, DESC_UP_ROW, DESC_UP_COL,
+                DESC_CHUNK_ROWS, GATED, IEEE_FP32, B_TMA, B_CHUNK, A_TMA, BLOCK_M, BLOCK_N,
+                BLOCK_K, DOT_K, 0, False,
             )  # fmt: skip
     else:
         gate_acc, up_acc, _, _ = gate_up_products(
             a_ptrs, a_ok, a_desc, a_row, a_ptrs, a_ok, gate_ptrs, up_ptrs, b_desc, gate_row,
-            n_ok, K, stride_ak, stride_bk, DESC_UP_ROW, DESC_UP_COL, DESC_CHUNK_ROWS, GATED,
-            IEEE_FP32, B_TMA, B_CHUNKED, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, DOT_K, 0, False,
+            n_ok, K, stride_ak, stride_bk, stride_bc, DESC_UP_ROW, DESC_UP_COL, DESC_CHUNK_ROWS,
+            GATED, IEEE_FP32, B_TMA, B_CHUNK, A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, DOT_K, 0, False,
         )  # fmt: skip
     store_activated(gate_acc, up_acc, gate_bias, up_bias, c_ptrs, c_ok, GATED, HAS_BIAS,
                     ACTIVATION, SWIGLU_ALPHA, SWIGLU_LIMIT, C_EVICTION)  # fmt: skip

@@ -10,11 +10,11 @@ from moekit.experts._triton_impl.grouped_gemm_kernel import grouped_gemm_kernel
 from moekit.experts._triton_impl.programmatic_launch import launch_options
 from moekit.experts._triton_impl.tile_source import TileSource
 from moekit.experts._triton_impl.weight_descriptor import (
-    CHUNK,
     chunked_descriptor,
     rows_descriptor,
     weight_descriptor,
 )
+from moekit.experts.weight_chunks import CHUNK, is_chunked
 
 
 def invoke_grouped_gemm(
@@ -31,14 +31,15 @@ def invoke_grouped_gemm(
     wait_prior: bool = False,
     launch_next: bool = False,
     c_eviction: str = "",
-    b_chunks: torch.Tensor | None = None,
 ) -> None:
     """``c[slot] = (a[slot // top_k] @ b[e].T + bias[e]) * topk_weights[slot]`` for every placed
     slot of every expert ``e`` (zeros for blocks of expert ``-1``).
 
-    ``a [rows, K]``, ``b [E, N, K]``, ``c [num_slots, N]``, ``bias [E, N]`` or None,
-    ``topk_weights`` flat ``[num_slots]`` or None (no weighting). ``config.B_TMA`` reads ``b``
-    through a descriptor where ``weight_descriptor`` gives one. With ``a_rows_sorted`` ``a``
+    ``a [rows, K]``, ``b [E, N, K]`` or its K chunks ``[E, ceil(K / CHUNK), N, CHUNK]``
+    (``chunk_weights``), ``c [num_slots, N]``, ``bias [E, N]`` or None, ``topk_weights`` flat
+    ``[num_slots]`` or None (no weighting). ``config.B_TMA`` reads ``b`` through a descriptor
+    where ``weight_descriptor`` gives one (for chunks: where ``config.BLOCK_K`` is whole chunks
+    and ``chunked_descriptor`` gives one). With ``a_rows_sorted`` ``a``
     holds one row per sorted position (``tiles.sorted_token_ids`` order, padding included), so
     each tile reads one block of rows, through a descriptor where the layout allows.
 
@@ -52,8 +53,6 @@ def invoke_grouped_gemm(
     checks) launches it with programmatic dependent launch: its programs wait for the previous
     kernel first; ``launch_next`` then lets the next kernel start early (it must wait the same way).
     ``c_eviction`` is the L2 eviction policy of the stores to ``c`` (see ``row_cache``).
-    ``b_chunks`` (``b`` in K chunks, ``chunk_weights(b)``), where given and ``config`` steps K by
-    multiples of ``CHUNK`` through TMA, replaces ``b`` as the source of the B tiles.
     """
     num_slots, n = c.shape
     k = a.shape[1]
@@ -68,16 +67,22 @@ def invoke_grouped_gemm(
         if out.stride(1) != 1 or counters.numel() < out.shape[0] * triton.cdiv(n, config.BLOCK_N):
             raise ValueError("summed: out needs unit column stride and counters one per token "
                              "and n-tile")  # fmt: skip
-    b_desc, num_chunks = None, 0
-    if b_chunks is not None and config.B_TMA and config.BLOCK_K % CHUNK == 0:
-        b_desc, num_chunks = chunked_descriptor(b_chunks, config.BLOCK_N), b_chunks.shape[1]
-    chunked = b_desc is not None
-    dot_k = CHUNK if chunked else config.BLOCK_K  # the K columns of one product
-    a_desc = rows_descriptor(a, config.BLOCK_M, dot_k) if a_rows_sorted else None
-    if not chunked and config.B_TMA:
+    chunked = is_chunked(b)
+    b_desc = None
+    if config.B_TMA and chunked and config.BLOCK_K % CHUNK == 0:
+        b_desc = chunked_descriptor(b, config.BLOCK_N)
+    elif config.B_TMA and not chunked:
         b_desc = weight_descriptor(b, config.BLOCK_N, config.BLOCK_K)
-    # the b_desc view's rows from one expert to the next and from one K chunk to the next
-    b_expert_rows, b_chunk_rows = (num_chunks * n, n) if chunked else (n, 0)
+    dot_k = CHUNK if chunked and b_desc is not None else config.BLOCK_K  # one product's K columns
+    a_desc = rows_descriptor(a, config.BLOCK_M, dot_k) if a_rows_sorted else None
+    # b_desc's view: rows from one expert to the next and from one chunk to the next; b's strides
+    # over (experts, rows, columns) and from one chunk to the next
+    if chunked:
+        b_expert_rows, b_chunk_rows = b.shape[1] * n, n
+        b_strides = (b.stride(0), b.stride(2), b.stride(3), b.stride(1))
+    else:
+        b_expert_rows, b_chunk_rows = n, 0
+        b_strides = (b.stride(0), b.stride(1), b.stride(2), 0)
     *tile_args, num_sorted = tiles.kernel_args(dummy)
     grouped_gemm_kernel[grid](
         a, a_desc if a_desc is not None else a, b, b_desc if b_desc is not None else b, c,
@@ -85,14 +90,13 @@ def invoke_grouped_gemm(
         topk_weights if topk_weights is not None else dummy, *tile_args,
         out, counters, out.shape[0] if summed is not None else 0,
         n, k, num_slots, num_sorted, b_expert_rows, b_chunk_rows,
-        a.stride(0), a.stride(1), b.stride(0), b.stride(1), b.stride(2),
-        c.stride(0), c.stride(1), bias.stride(0) if bias is not None else 0,
-        out.stride(0),
+        a.stride(0), a.stride(1), *b_strides, c.stride(0), c.stride(1),
+        bias.stride(0) if bias is not None else 0, out.stride(0),
         SLOTS_FROM_IDS=tiles.slots_from_ids, HAS_MAP=tiles.expert_map is not None,
         FUSED_SUM=summed is not None, SUM_TOP_K=sum_top_k,
         TOP_K=top_k, MUL_ROUTED_WEIGHT=topk_weights is not None, HAS_BIAS=bias is not None,
         IEEE_FP32=a.dtype == torch.float32, B_TMA=b_desc is not None,
-        B_CHUNKED=chunked,
+        B_CHUNK=CHUNK if chunked else 0,
         A_ROWS_SORTED=a_rows_sorted, A_TMA=a_desc is not None,
         BLOCK_M=config.BLOCK_M, BLOCK_N=config.BLOCK_N, BLOCK_K=config.BLOCK_K, DOT_K=dot_k,
         GROUP_M=config.GROUP_M, EXPERT_GROUPS=config.EXPERT_GROUPS and not tiles.slots_from_ids,

@@ -11,9 +11,9 @@ skipped; a tile whose expert is ``-1`` (not on this rank) writes zeros. With ``S
 into ``out`` (see
 ``topk_sum_epilogue``; one extra row of programs zeroes ``out`` when no slot is local).
 With ``B_TMA`` the B tiles come through ``b_desc``, a descriptor over ``b`` seen as
-``[E * N, K]`` (see ``weight_descriptor``), instead of pointer loads; with ``B_CHUNKED`` over
-``b`` stored in K chunks of ``DOT_K`` columns (see ``chunk_weights``), each step of ``BLOCK_K``
-then being ``BLOCK_K / DOT_K`` products. With ``EXPERT_GROUPS``
+``[E * N, K]`` (see ``weight_descriptor``), instead of pointer loads. With ``B_CHUNK`` ``b`` is
+stored in K chunks of ``B_CHUNK`` columns (see ``chunk_weights``); through TMA each step of
+``BLOCK_K`` is then ``BLOCK_K / DOT_K`` products of one chunk. With ``EXPERT_GROUPS``
 (aligned tiles only) the tile order groups each expert's m-tiles (see
 ``program_tile``). With ``TAIL_M`` (aligned tiles only) a program also computes the next m-tile's
 first ``TAIL_M`` rows when that tile is its expert's short last one (see ``tail_fold``), with
@@ -33,7 +33,13 @@ from moekit.experts._triton_impl.tail_fold import (
     tail_rows,
     tail_zeros,
 )
-from moekit.experts._triton_impl.tiles import dot, program_tile, tile_matrix_rows, tile_rows
+from moekit.experts._triton_impl.tiles import (
+    chunked_columns,
+    dot,
+    program_tile,
+    tile_matrix_rows,
+    tile_rows,
+)
 from moekit.experts._triton_impl.topk_sum_epilogue import (
     local_slot_count,
     store_and_sum_tokens,
@@ -43,15 +49,17 @@ from moekit.experts._triton_impl.topk_sum_epilogue import (
 
 @triton.jit
 def products(a_ptrs, a_ok, a_desc, a_row, tail_a_ptrs, tail_a_ok, b_ptrs, b_desc, b_row,
-             b_chunk_rows, n_ok, K, stride_ak, stride_bk, IEEE_FP32: tl.constexpr,
-             B_TMA: tl.constexpr, B_CHUNKED: tl.constexpr, A_TMA: tl.constexpr,
+             b_chunk_rows, n_ok, K, stride_ak, stride_bk, stride_bc, IEEE_FP32: tl.constexpr,
+             B_TMA: tl.constexpr, B_CHUNK: tl.constexpr, A_TMA: tl.constexpr,
              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
              DOT_K: tl.constexpr, TAIL_ROWS: tl.constexpr, TAIL_SWAP: tl.constexpr):  # fmt: skip
     """The K loop: float32 ``(acc, tail_acc)``, ``[BLOCK_M, BLOCK_N]`` of the tile, and with
     ``TAIL_ROWS`` ``[TAIL_ROWS, BLOCK_N]`` of the folded tail rows, which use the same B tiles
     (without, the tile's again). Each step of ``BLOCK_K`` is ``BLOCK_K / DOT_K`` products of
-    ``DOT_K`` columns (``a_ptrs`` and ``tail_a_ptrs`` span ``DOT_K``); with ``B_CHUNKED``
-    ``DOT_K`` is the chunk and chunk ``c`` of ``b_desc`` is ``c * b_chunk_rows`` view rows on."""
+    ``DOT_K`` columns (``a_ptrs`` and ``tail_a_ptrs`` span ``DOT_K``). With ``B_CHUNK`` (B in K
+    chunks of ``B_CHUNK`` columns) ``b_ptrs`` hold no K offset, chunk ``c`` lies ``c *
+    stride_bc`` elements on, and through TMA ``DOT_K`` is the chunk and chunk ``c`` of
+    ``b_desc`` is ``c * b_chunk_rows`` view rows on."""
     offs_k = tl.arange(0, DOT_K)
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     if TAIL_ROWS:
@@ -65,13 +73,16 @@ def products(a_ptrs, a_ok, a_desc, a_row, tail_a_ptrs, tail_a_ok, b_ptrs, b_desc
             else:
                 a = tl.load(a_ptrs + part * DOT_K * stride_ak, mask=a_ok[:, None] & k_ok[None, :],
                             other=0.0)  # fmt: skip
-            if B_CHUNKED:
+            if B_TMA and B_CHUNK:
                 # past K (a step's last product) the last chunk again, whose A columns are zeros,
                 # rather than the next expert's first
                 chunk = tl.minimum(k_at // DOT_K, tl.cdiv(K, DOT_K) - 1)
                 b = b_desc.load([b_row + chunk * b_chunk_rows, 0]).T
             elif B_TMA:
                 b = b_desc.load([b_row, k_at]).T
+            elif B_CHUNK:
+                b = tl.load(b_ptrs + chunked_columns(k_at + offs_k, stride_bc, B_CHUNK)[:, None],
+                            mask=k_ok[:, None] & n_ok[None, :], other=0.0)  # fmt: skip
             else:
                 b = tl.load(b_ptrs + part * DOT_K * stride_bk, mask=k_ok[:, None] & n_ok[None, :],
                             other=0.0)  # fmt: skip
@@ -82,7 +93,8 @@ def products(a_ptrs, a_ok, a_desc, a_row, tail_a_ptrs, tail_a_ok, b_ptrs, b_desc
                 tail_acc = tail_product(tail_a, b, tail_acc, IEEE_FP32, TAIL_SWAP)
         a_ptrs += BLOCK_K * stride_ak
         tail_a_ptrs += BLOCK_K * stride_ak
-        b_ptrs += BLOCK_K * stride_bk
+        if not B_CHUNK:
+            b_ptrs += BLOCK_K * stride_bk
     if TAIL_ROWS:
         tail_acc = tail_result(tail_acc, TAIL_SWAP)
     else:
@@ -108,12 +120,12 @@ def grouped_gemm_kernel(
     sorted_token_ids_ptr, expert_ids_ptr, num_tokens_post_padded_ptr,
     topk_ids_ptr, expert_map_ptr, num_global_experts, out_ptr, counters_ptr, num_tokens,
     N, K, num_valid_slots, num_sorted, b_expert_rows, b_chunk_rows,
-    stride_am, stride_ak, stride_be, stride_bn, stride_bk, stride_cm, stride_cn, stride_bias_e,
-    stride_om,
+    stride_am, stride_ak, stride_be, stride_bn, stride_bk, stride_bc, stride_cm, stride_cn,
+    stride_bias_e, stride_om,
     SLOTS_FROM_IDS: tl.constexpr, HAS_MAP: tl.constexpr, FUSED_SUM: tl.constexpr,
     SUM_TOP_K: tl.constexpr, TOP_K: tl.constexpr,
     MUL_ROUTED_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, IEEE_FP32: tl.constexpr,
-    B_TMA: tl.constexpr, B_CHUNKED: tl.constexpr, A_ROWS_SORTED: tl.constexpr,
+    B_TMA: tl.constexpr, B_CHUNK: tl.constexpr, A_ROWS_SORTED: tl.constexpr,
     A_TMA: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DOT_K: tl.constexpr,
     GROUP_M: tl.constexpr, EXPERT_GROUPS: tl.constexpr, TAIL_M: tl.constexpr,
@@ -166,8 +178,9 @@ def grouped_gemm_kernel(
     )
     a_ptrs = a_ptr + a_rows[:, None] * stride_am + offs_k[None, :] * stride_ak
     a_row = start.to(tl.int32)  # the first A row in a_desc's view
-    b_ptrs = (b_ptr + expert * stride_be + offs_n[None, :] * stride_bn
-              + offs_k[:, None] * stride_bk)  # fmt: skip
+    b_ptrs = b_ptr + expert * stride_be + offs_n[None, :] * stride_bn
+    if not B_CHUNK:  # a chunk's K offsets come with each load
+        b_ptrs += offs_k[:, None] * stride_bk
     b_row = (expert * b_expert_rows + pid_n * BLOCK_N).to(tl.int32)  # first row in b_desc's view
     bias = 0.0
     if HAS_BIAS:
@@ -186,8 +199,8 @@ def grouped_gemm_kernel(
             tail_a_ptrs = a_ptr + tail_a_rows[:, None] * stride_am + offs_k[None, :] * stride_ak
             acc, tail_acc = products(
                 a_ptrs, a_ok, a_desc, a_row, tail_a_ptrs, tail_a_ok, b_ptrs, b_desc, b_row,
-                b_chunk_rows, n_ok, K, stride_ak, stride_bk, IEEE_FP32, B_TMA, B_CHUNKED, A_TMA,
-                BLOCK_M, BLOCK_N, BLOCK_K, DOT_K, TAIL_M, TAIL_SWAP,
+                b_chunk_rows, n_ok, K, stride_ak, stride_bk, stride_bc, IEEE_FP32, B_TMA, B_CHUNK,
+                A_TMA, BLOCK_M, BLOCK_N, BLOCK_K, DOT_K, TAIL_M, TAIL_SWAP,
             )  # fmt: skip
             tail_acc = weighted_rows(tail_acc, bias, topk_weights_ptr, tail_slots, tail_slot_ok,
                                      HAS_BIAS, MUL_ROUTED_WEIGHT)  # fmt: skip
@@ -198,13 +211,13 @@ def grouped_gemm_kernel(
         else:
             acc, _ = products(
                 a_ptrs, a_ok, a_desc, a_row, a_ptrs, a_ok, b_ptrs, b_desc, b_row, b_chunk_rows,
-                n_ok, K, stride_ak, stride_bk, IEEE_FP32, B_TMA, B_CHUNKED, A_TMA, BLOCK_M,
+                n_ok, K, stride_ak, stride_bk, stride_bc, IEEE_FP32, B_TMA, B_CHUNK, A_TMA, BLOCK_M,
                 BLOCK_N, BLOCK_K, DOT_K, 0, False,
             )  # fmt: skip
     else:
         acc, _ = products(
             a_ptrs, a_ok, a_desc, a_row, a_ptrs, a_ok, b_ptrs, b_desc, b_row, b_chunk_rows, n_ok,
-            K, stride_ak, stride_bk, IEEE_FP32, B_TMA, B_CHUNKED, A_TMA, BLOCK_M, BLOCK_N,
+            K, stride_ak, stride_bk, stride_bc, IEEE_FP32, B_TMA, B_CHUNK, A_TMA, BLOCK_M, BLOCK_N,
             BLOCK_K, DOT_K, 0, False,
         )  # fmt: skip
     acc = weighted_rows(acc, bias, topk_weights_ptr, slots, slot_ok, HAS_BIAS, MUL_ROUTED_WEIGHT)

@@ -124,3 +124,12 @@ def dot(a, b, acc, IEEE_FP32: tl.constexpr):
     if IEEE_FP32:
         return tl.dot(a, b, acc, input_precision="ieee")
     return tl.dot(a, b, acc)
+
+
+@triton.jit
+def chunked_columns(cols, stride_chunk, CHUNK: tl.constexpr):
+    """Element offsets of K columns ``cols`` in a weight row stored in K chunks of ``CHUNK``
+    (``chunk_weights``): column ``k`` lies in chunk ``k // CHUNK``, ``stride_chunk`` elements
+    per chunk on, at ``k % CHUNK``. A run of ``CHUNK`` columns stays one contiguous run, so the
+    loads keep their vector width."""
+    return (cols // CHUNK) * stride_chunk + cols % CHUNK

@@ -9,6 +9,7 @@ import triton
 
 from moekit.experts._triton_impl.programmatic_launch import launch_options
 from moekit.experts._triton_impl.token_sum_gemm_kernel import token_sum_gemm_kernel
+from moekit.experts.weight_chunks import CHUNK, experts_and_rows, is_chunked
 
 # Programs to aim for: enough to keep every SM's loads in flight on a 132-SM H100.
 TARGET_PROGRAMS = 1024
@@ -56,7 +57,8 @@ def invoke_token_sum_gemm(
     for the local slots ``j`` of token ``t`` (``e`` their local expert), in slot order, in
     float32, then cast: the result of GEMM2 then ``moe_sum`` without the per-slot rows.
 
-    ``a [num_tokens * k, K]`` (one activated row per slot), ``b [E, N, K]``,
+    ``a [num_tokens * k, K]`` (one activated row per slot), ``b [E, N, K]`` or its K chunks
+    (``chunk_weights``),
     ``out [num_tokens, N]`` (its dtype is the one each slot row is rounded to), ``bias [E, N]``
     or None, ``topk_weights`` flat ``[num_tokens * k]`` float32 or None (no weighting),
     ``topk_ids [num_tokens, k]`` global ids (through ``expert_map`` when given; ``-1``, out of
@@ -68,7 +70,11 @@ def invoke_token_sum_gemm(
     tile = DEFAULT_TILE if tile is None else tile
     topk_ids = topk_ids.contiguous()  # the kernel reads slot t * k + j at that offset
     num_tokens, top_k = topk_ids.shape
-    n, k = b.shape[1], b.shape[2]
+    n, k = experts_and_rows(b)[1], a.shape[1]
+    if is_chunked(b):
+        b_strides = (b.stride(0), b.stride(2), b.stride(3), b.stride(1))
+    else:
+        b_strides = (b.stride(0), b.stride(1), b.stride(2), 0)
     if out.numel() == 0:
         return
     block_n = tile.block_n(num_tokens, n)
@@ -79,10 +85,11 @@ def invoke_token_sum_gemm(
         topk_weights if topk_weights is not None else out,
         topk_ids, expert_map if expert_map is not None else topk_ids, num_global_experts,
         num_tokens, n, k,
-        a.stride(0), a.stride(1), b.stride(0), b.stride(1), b.stride(2),
+        a.stride(0), a.stride(1), *b_strides,
         bias.stride(0) if bias is not None else 0, out.stride(0), out.stride(1),
         HAS_MAP=expert_map is not None, TOP_K=top_k, MUL_ROUTED_WEIGHT=topk_weights is not None,
         HAS_BIAS=bias is not None, BLOCK_N=block_n, BLOCK_K=tile.BLOCK_K,
-        K_STEPS=k_steps if k_steps <= tile.max_unrolled_steps else 0, WAIT_PRIOR=wait_prior,
+        K_STEPS=k_steps if k_steps <= tile.max_unrolled_steps else 0,
+        B_CHUNK=CHUNK if is_chunked(b) else 0, WAIT_PRIOR=wait_prior,
         num_warps=tile.num_warps, **launch_options(wait_prior),
     )  # fmt: skip

@@ -16,27 +16,34 @@ import triton
 import triton.language as tl
 
 from moekit.experts._triton_impl.programmatic_launch import wait_for_prior_kernel
-from moekit.experts._triton_impl.tiles import local_expert_of
+from moekit.experts._triton_impl.tiles import chunked_columns, local_expert_of
 
 
 @triton.jit
 def step_product(acc, a_ptr, b_ptr, slot, expert, live, offs_n, n_ok, k_start, K, stride_am,
-                 stride_ak, stride_be, stride_bn, stride_bk, BLOCK_K: tl.constexpr):  # fmt: skip
+                 stride_ak, stride_be, stride_bn, stride_bk, stride_bc, BLOCK_K: tl.constexpr,
+                 B_CHUNK: tl.constexpr):  # fmt: skip
     """``acc`` plus one ``BLOCK_K`` step of row ``slot`` of ``a`` times rows ``offs_n`` of
     ``b[expert]``, elementwise (reduced over K by the caller); nothing is read where not
-    ``live``."""
+    ``live``. With ``B_CHUNK`` ``b`` is stored in K chunks of ``B_CHUNK`` columns, ``stride_bc``
+    elements from one to the next."""
     offs_k = k_start + tl.arange(0, BLOCK_K)
     k_ok = (offs_k < K) & live
     a = tl.load(a_ptr + slot * stride_am + offs_k * stride_ak, mask=k_ok, other=0.0)
-    b = tl.load(b_ptr + expert * stride_be + offs_n[:, None] * stride_bn
-                + offs_k[None, :] * stride_bk, mask=n_ok[:, None] & k_ok[None, :], other=0.0)  # fmt: skip
+    if B_CHUNK:
+        b_cols = chunked_columns(offs_k, stride_bc, B_CHUNK)
+    else:
+        b_cols = offs_k * stride_bk
+    b = tl.load(b_ptr + expert * stride_be + offs_n[:, None] * stride_bn + b_cols[None, :],
+                mask=n_ok[:, None] & k_ok[None, :], other=0.0)  # fmt: skip
     return acc + b.to(tl.float32) * a.to(tl.float32)[None, :]
 
 
 @triton.jit
 def slot_row_product(a_ptr, b_ptr, slot, expert, offs_n, n_ok, K, stride_am, stride_ak,
-                     stride_be, stride_bn, stride_bk, BLOCK_N: tl.constexpr,
-                     BLOCK_K: tl.constexpr, K_STEPS: tl.constexpr):  # fmt: skip
+                     stride_be, stride_bn, stride_bk, stride_bc, BLOCK_N: tl.constexpr,
+                     BLOCK_K: tl.constexpr, K_STEPS: tl.constexpr,
+                     B_CHUNK: tl.constexpr):  # fmt: skip
     """float32 ``[BLOCK_N]``: row ``slot`` of ``a`` times rows ``offs_n`` of ``b[expert]``, zeros
     for a non-local slot (``expert < 0``), whose loads are masked off rather than branched
     around. With ``K_STEPS`` (K's steps of ``BLOCK_K``) the steps are unrolled, so that every
@@ -48,12 +55,12 @@ def slot_row_product(a_ptr, b_ptr, slot, expert, offs_n, n_ok, K, stride_am, str
         for step in tl.static_range(K_STEPS):
             acc = step_product(acc, a_ptr, b_ptr, slot, expert, live, offs_n, n_ok,
                                step * BLOCK_K, K, stride_am, stride_ak, stride_be, stride_bn,
-                               stride_bk, BLOCK_K)  # fmt: skip
+                               stride_bk, stride_bc, BLOCK_K, B_CHUNK)  # fmt: skip
     else:
         for k_start in range(0, K, BLOCK_K):
             acc = step_product(acc, a_ptr, b_ptr, slot, expert, live, offs_n, n_ok, k_start, K,
-                               stride_am, stride_ak, stride_be, stride_bn, stride_bk,
-                               BLOCK_K)  # fmt: skip
+                               stride_am, stride_ak, stride_be, stride_bn, stride_bk, stride_bc,
+                               BLOCK_K, B_CHUNK)  # fmt: skip
     return tl.sum(acc, axis=1)
 
 
@@ -75,10 +82,10 @@ def weighted_row(row, expert, slot, offs_n, n_ok, bias_ptr, topk_weights_ptr, st
 def token_sum_gemm_kernel(
     a_ptr, b_ptr, out_ptr, bias_ptr, topk_weights_ptr, topk_ids_ptr, expert_map_ptr,
     num_global_experts, num_tokens, N, K,
-    stride_am, stride_ak, stride_be, stride_bn, stride_bk, stride_bias_e, stride_om, stride_on,
-    HAS_MAP: tl.constexpr, TOP_K: tl.constexpr, MUL_ROUTED_WEIGHT: tl.constexpr,
+    stride_am, stride_ak, stride_be, stride_bn, stride_bk, stride_bc, stride_bias_e, stride_om,
+    stride_on, HAS_MAP: tl.constexpr, TOP_K: tl.constexpr, MUL_ROUTED_WEIGHT: tl.constexpr,
     HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    K_STEPS: tl.constexpr, WAIT_PRIOR: tl.constexpr,
+    K_STEPS: tl.constexpr, B_CHUNK: tl.constexpr, WAIT_PRIOR: tl.constexpr,
 ):  # fmt: skip
     wait_for_prior_kernel(WAIT_PRIOR, False)  # the last kernel of a call: the next is the caller's
     pid = tl.program_id(0)
@@ -93,8 +100,8 @@ def token_sum_gemm_kernel(
         expert = local_expert_of(tl.load(topk_ids_ptr + slot), expert_map_ptr,
                                  num_global_experts, HAS_MAP)  # fmt: skip
         row = slot_row_product(a_ptr, b_ptr, slot, expert, offs_n, n_ok, K, stride_am,
-                               stride_ak, stride_be, stride_bn, stride_bk, BLOCK_N, BLOCK_K,
-                               K_STEPS)  # fmt: skip
+                               stride_ak, stride_be, stride_bn, stride_bk, stride_bc, BLOCK_N,
+                               BLOCK_K, K_STEPS, B_CHUNK)  # fmt: skip
         row = weighted_row(row, expert, slot, offs_n, n_ok, bias_ptr, topk_weights_ptr,
                            stride_bias_e, MUL_ROUTED_WEIGHT, HAS_BIAS)  # fmt: skip
         total += row.to(row_dtype).to(tl.float32)  # zeros for a non-local slot

@@ -24,6 +24,9 @@ import torch
 import triton
 
 from moekit.align import interpreter_enabled
+from moekit.experts.weight_chunks import CHUNK, chunk_weights
+
+__all__ = ["CHUNK", "chunk_weights", "chunked_descriptor", "rows_descriptor", "weight_descriptor"]
 
 try:  # kernel arguments that are host-built descriptors: Triton 3.4 and later
     from triton.tools.tensor_descriptor import TensorDescriptor
@@ -34,24 +37,19 @@ if _release is None or (int(_release[1]), int(_release[2])) < (3, 4):
     TensorDescriptor = None  # older releases load through pointers
 
 
-CHUNK = 64  # K columns of one chunk: 128 bytes of bf16, the widest box row TMA swizzles
-
-
-def chunk_weights(weights: torch.Tensor) -> torch.Tensor:
-    """``weights [E, N, K]`` in K chunks, ``[E, ceil(K / CHUNK), N, CHUNK]`` (zeros past ``K``)."""
-    num_experts, n, k = weights.shape
-    # the pad is a copy of its own: only where K needs it, so that the weights are copied once
-    padded = torch.nn.functional.pad(weights, (0, -k % CHUNK)) if k % CHUNK else weights
-    chunks = padded.reshape(num_experts, n, -1, CHUNK).transpose(1, 2)
-    return chunks.contiguous()
-
-
-def chunked_descriptor(chunks: torch.Tensor, block_n: int) -> Any | None:
+def chunked_descriptor(chunks: torch.Tensor, block_n: int, row_pairs: bool = False) -> Any | None:
     """A ``TensorDescriptor`` of ``[block_n, CHUNK]`` boxes over ``chunks [E, K / CHUNK, N,
     CHUNK]`` (see ``chunk_weights``) seen as ``[E * K / CHUNK * N, CHUNK]``, or None where the
-    device or the Triton release does not allow one."""
+    device or the Triton release does not allow one. With ``row_pairs`` (gpt-oss's interleaved
+    gate/up rows ``2n``, ``2n + 1``) the view is ``[E * K / CHUNK * N / 2, 2 * CHUNK]``: a chunk
+    of gate row ``n`` is view row ``n`` of its chunk's ``N / 2``, columns ``[0, CHUNK)``, and of
+    its up row the same view row, columns ``[CHUNK, 2 * CHUNK)``."""
     if chunks.dim() != 4 or chunks.shape[-1] != CHUNK or not chunks.is_contiguous():
         return None
+    if row_pairs:
+        if chunks.shape[2] % 2:
+            return None
+        return rows_descriptor(chunks.view(-1, 2 * CHUNK), block_n, CHUNK)
     return rows_descriptor(chunks.view(-1, CHUNK), block_n, CHUNK)
 
 

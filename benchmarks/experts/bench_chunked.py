@@ -1,0 +1,104 @@
+"""The Triton experts on weights in K chunks (``chunk_weights``) against the weights as stored.
+
+For each model shape and token count (``bench_fused_moe.py``'s cells and routing): both calls'
+outputs must be equal bit for bit; then each is timed inside a CUDA graph (median of
+``do_bench_cudagraph``), the two in turn for ``--rounds`` rounds, and the best median of each
+is kept, so that a drift of the GPU's clock between them does not read as a difference. Every
+time is reported beside the cell's floor. Prints the table (time / floor as stored, with chunks,
+and the change) and writes JSON.
+
+    python benchmarks/experts/bench_chunked.py --out benchmarks/results/experts_chunked_path_h100.json
+    python benchmarks/experts/bench_chunked.py --from benchmarks/results/experts_chunked_path_h100.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_fused_moe import SHAPES, TOKENS, measured_ceilings, routed_calls
+
+
+def measure(args: argparse.Namespace) -> dict:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import torch
+    from common import environment, time_us
+
+    from moekit.experts import chunk_weights
+
+    bandwidth, tflops = measured_ceilings()
+    rows = []
+    for shape in args.shapes:
+        chunks: dict[int, torch.Tensor] = {}
+        for call in routed_calls([shape], args.tokens):
+            if not chunks:  # once per shape: the calls of a shape share its weights
+                chunks = {id(w): chunk_weights(w) for w in (call.w1, call.w2)}
+            chunked = call._replace(w1=chunks[id(call.w1)], w2=chunks[id(call.w2)])
+            identical = bool(torch.equal(call(), chunked()))
+            times: dict[str, list[float]] = {"stored": [], "chunked": []}
+            for _ in range(args.rounds):
+                times["stored"].append(time_us(call, graph=True)[0])
+                times["chunked"].append(time_us(chunked, graph=True)[0])
+            floor = call.floor_us(bandwidth, tflops)
+            row = dict(shape=shape, tokens=call.tokens, floor_us=floor,
+                       bit_identical=identical, stored_us=min(times["stored"]),
+                       chunked_us=min(times["chunked"]), rounds_us=times)  # fmt: skip
+            print(f"{shape:18s} M={call.tokens:5d}: identical {identical}  as stored "
+                  f"{row['stored_us']:9.1f} us ({row['stored_us'] / floor:5.3f}x)  chunks "
+                  f"{row['chunked_us']:9.1f} us ({row['chunked_us'] / floor:5.3f}x)  "
+                  f"{row['chunked_us'] / row['stored_us'] - 1:+.1%}", flush=True)  # fmt: skip
+            rows.append(row)
+            if not identical:
+                raise SystemExit(f"{shape} at {call.tokens} tokens: the chunks' output differs")
+        del chunks
+        torch.cuda.empty_cache()
+    return dict(environment=environment(), bandwidth_gbps=bandwidth, matmul_tflops=tflops,
+                rounds=args.rounds, rows=rows)  # fmt: skip
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown: one line per shape, each cell ``as stored -> chunks`` in time / floor."""
+    tokens = sorted({row["tokens"] for row in rows})
+    lines = ["| shape | " + " | ".join(f"M={m}" for m in tokens) + " |",
+             "|---|" + "---|" * len(tokens)]  # fmt: skip
+    for shape in dict.fromkeys(row["shape"] for row in rows):
+        cells = {row["tokens"]: row for row in rows if row["shape"] == shape}
+        values = []
+        for m in tokens:
+            row = cells.get(m)
+            if row is None:
+                values.append("")
+                continue
+            stored, chunked = (
+                row["stored_us"] / row["floor_us"],
+                row["chunked_us"] / row["floor_us"],
+            )
+            values.append(f"{stored:.3f} → {chunked:.3f} ({chunked / stored - 1:+.1%})")
+        lines.append(f"| {shape} | " + " | ".join(values) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, help="measure on the GPU and write JSON here")
+    parser.add_argument("--from", dest="source", type=Path, help="a JSON already written")
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--tokens", nargs="+", type=int, default=list(TOKENS))
+    parser.add_argument("--rounds", type=int, default=2, help="times each layout in turn")
+    args = parser.parse_args()
+    if (args.out is None) == (args.source is None):
+        parser.error("give exactly one of --out (measure) and --from (an existing JSON)")
+    if args.out is not None:
+        result = measure(args)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+    else:
+        result = json.loads(args.source.read_text())
+    print(table(result["rows"]))
+
+
+if __name__ == "__main__":
+    main()
