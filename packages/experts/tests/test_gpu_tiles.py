@@ -252,6 +252,13 @@ GPU_PATH_TILES = {
                              B_TMA=True, SORTED_ROWS=True, EXPERT_GROUPS=True),
     "decode-two-chunk-steps": dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=2 * 64, num_warps=4,
                                    num_stages=4, BLOCK_N1=64, BLOCK_N2=64, B_TMA=True),
+    # Mixtral's 256-token GEMM1: eight warps through TMA step one chunk at a time
+    "tma-eight-warps": dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=2 * 64, num_warps=8, num_stages=4,
+                            B_TMA=True),
+    # the decode entries that load through pointers: chunks at each load's offsets
+    "pointers-decode": dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=2 * 64, num_warps=4, num_stages=4),
+    "pointers-tails": dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, num_warps=4, num_stages=3,
+                           TAIL_M=16),
 }  # fmt: skip
 
 
@@ -263,3 +270,22 @@ def test_path_from_chunks_on_gpu_matches_the_weights_as_stored(monkeypatch, tile
     seed = zlib.crc32(f"chunked gpu path {tile} {dtype}".encode())
     path_from_chunks_matches(monkeypatch, GPU_PATH_TILES[tile], dtype, "cuda", (192, 320),
                              (1, 37, 300, 560), seed)  # fmt: skip
+
+
+@pytest.mark.parametrize("path", ["expert_programs", "token_sum"])
+@pytest.mark.parametrize("activation", ["silu", "swigluoai"])
+def test_decode_paths_from_chunks_on_gpu(monkeypatch, path, activation):
+    """The one-program path (two chunks a K step) and GEMM2 in token order on K chunks, bf16,
+    bit for bit as on the weights as stored."""
+    from moekit.experts import triton_experts
+
+    seed = zlib.crc32(f"chunked gpu {path} {activation}".encode())
+    if path == "token_sum":
+        monkeypatch.setattr(triton_experts, "token_sum_gemm2", lambda *_: True)
+        tile, counts = dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, num_stages=4), (2, 8)
+    else:
+        monkeypatch.setattr(triton_experts, "EXPERT_PROGRAMS_MAX_ROWS", 64)
+        tile = dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, num_stages=4, EXPERT_PROGRAMS=True)
+        counts = (9, 200)
+    path_from_chunks_matches(monkeypatch, tile, torch.bfloat16, "cuda", (256, 320), counts, seed,
+                             activation=activation)  # fmt: skip

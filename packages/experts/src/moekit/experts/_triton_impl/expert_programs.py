@@ -77,8 +77,8 @@ def stages_and_warps(rows_per_block: int) -> tuple[int, int]:
 class ExpertWeights(NamedTuple):
     """TMA descriptors over ``W13`` and ``W2`` with the path's blocks; where in ``W13``'s view
     an expert's rows and an up block sit; with weights in K chunks, how many view rows on the
-    next chunk of each lies, and ``W2``'s view rows per expert (see ``expert_programs_kernel``);
-    the K step of each GEMM."""
+    next chunk of each lies, and ``W2``'s view rows per expert (see
+    ``expert_programs_kernel``)."""
 
     w13: Any
     w2: Any
@@ -88,14 +88,12 @@ class ExpertWeights(NamedTuple):
     chunk_rows1: int
     w2_rows_per_expert: int
     chunk_rows2: int
-    block_k1: int
-    block_k2: int
 
 
 def expert_weights(w13: torch.Tensor, w2: torch.Tensor,
                    activation: MoEActivation) -> ExpertWeights | None:  # fmt: skip
     """The descriptors of ``w13 [E, N, K]`` and ``w2 [E, K, N_OUT]``, or of both in K chunks
-    (``chunk_weights``, read one chunk a K step), or None where the layout, the device or the
+    (``chunk_weights``, a K step being one product per chunk), or None where the layout, the device or the
     Triton release gives none (the path then does not serve the call)."""
     interleaved = activation is MoEActivation.SWIGLUOAI
     if is_chunked(w13):
@@ -106,8 +104,7 @@ def expert_weights(w13: torch.Tensor, w2: torch.Tensor,
         return None
     n, k = w13.shape[1], w13.shape[2]
     rows, up_row, up_col = (n // 2, 0, k) if interleaved else (n, n // 2, 0)
-    return ExpertWeights(w13_desc, w2_desc, rows, up_row, up_col, 0, w2.shape[1], 0, BLOCK_K1,
-                         BLOCK_K2)  # fmt: skip
+    return ExpertWeights(w13_desc, w2_desc, rows, up_row, up_col, 0, w2.shape[1], 0)
 
 
 def _chunked_expert_weights(w13: torch.Tensor, w2: torch.Tensor,
@@ -120,7 +117,7 @@ def _chunked_expert_weights(w13: torch.Tensor, w2: torch.Tensor,
     view_rows = n // 2 if interleaved else n
     up_row, up_col = (0, CHUNK) if interleaved else (n // 2, 0)
     return ExpertWeights(w13_desc, w2_desc, w13.shape[1] * view_rows, up_row, up_col, view_rows,
-                         w2.shape[1] * k, k, CHUNK, CHUNK)  # fmt: skip
+                         w2.shape[1] * k, k)  # fmt: skip
 
 
 def invoke_expert_programs(
@@ -182,8 +179,8 @@ def invoke_expert_programs(
         MUL_ROUTED_WEIGHT=topk_weights is not None, IEEE_FP32=a.dtype == torch.float32,
         SCAN=max(16, min(SCAN_MAX, triton.next_power_of_2(num_slots))),
         NUM_BINS=max(32, triton.next_power_of_2(num_local_experts + 1)), BLOCK_M=rows_per_block,
-        BLOCK_N1=BLOCK_N1, BLOCK_K1=weights.block_k1, BLOCK_N2=BLOCK_N2,
-        BLOCK_K2=weights.block_k2, CHUNKED=weights.chunk_rows1 > 0,
+        BLOCK_N1=BLOCK_N1, BLOCK_K1=BLOCK_K1, BLOCK_N2=BLOCK_N2, BLOCK_K2=BLOCK_K2,
+        CHUNK=CHUNK if weights.chunk_rows1 else 0,
         STAGES=stages, ACT_EVICTION=activated_eviction, ROWS_EVICTION=rows_eviction,
         WAIT_PRIOR=wait_prior, LAUNCH_NEXT=wait_prior and launch_next,
         num_warps=num_warps, **launch_options(wait_prior),

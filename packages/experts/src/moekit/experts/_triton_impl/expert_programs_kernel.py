@@ -15,10 +15,10 @@ the weight loads stay pipelined from one column block to the next.
 Both weights come through TMA descriptors (``weight_descriptor``): ``w13_desc`` over ``W13``
 seen as in ``gate_up_gemm_kernel`` (``DESC_ROWS`` rows per expert; an up block ``DESC_UP_ROW``
 rows and ``DESC_UP_COL`` columns from its gate block), ``w2_desc`` over ``W2 [E, K, N_OUT]`` seen
-as ``[E * K, N_OUT]`` (``W2_ROWS`` rows per expert). With ``CHUNKED`` both are stored in K chunks
-(``chunked_descriptor``) and each K step is one chunk: chunk ``c`` of W13 lies
-``c * DESC_CHUNK_ROWS`` view rows on and of W2 ``c * W2_CHUNK_ROWS``, at column 0 (an up block
-at ``DESC_UP_COL``).
+as ``[E * K, N_OUT]`` (``W2_ROWS`` rows per expert). With ``CHUNK`` both are stored in K chunks
+of ``CHUNK`` columns (``chunked_descriptor``) and each K step is one product per chunk: chunk
+``c`` of W13 lies ``c * DESC_CHUNK_ROWS`` view rows on and of W2 ``c * W2_CHUNK_ROWS``, at
+column 0 (an up block at ``DESC_UP_COL``).
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def overflow_item(pid, is_worker, overflow, extra, ends, NUM_BINS: tl.constexpr)
 @triton.jit
 def gate_up_block(a_ptr, slots, slot_ok, w13_desc, bias1_ptr, activated_ptr, expert, K, N_OUT,
                   stride_am, stride_act, stride_bias1, up_offset, DESC_ROWS, DESC_UP_ROW,
-                  DESC_UP_COL, DESC_CHUNK_ROWS, CHUNKED: tl.constexpr, TOP_K: tl.constexpr, GATED: tl.constexpr,
+                  DESC_UP_COL, DESC_CHUNK_ROWS, CHUNK: tl.constexpr, TOP_K: tl.constexpr, GATED: tl.constexpr,
                   GATE_ROW_STEP: tl.constexpr, ACTIVATION: tl.constexpr,
                   SWIGLU_ALPHA: tl.constexpr, SWIGLU_LIMIT: tl.constexpr,
                   HAS_BIAS: tl.constexpr, IEEE_FP32: tl.constexpr, BLOCK_M: tl.constexpr,
@@ -100,6 +100,7 @@ def gate_up_block(a_ptr, slots, slot_ok, w13_desc, bias1_ptr, activated_ptr, exp
     """GEMM1 of one block of slots over every activation column block, activated rows stored."""
     k_steps = tl.cdiv(K, BLOCK_K1)
     offs_k = tl.arange(0, BLOCK_K1)
+    offs_c = tl.arange(0, CHUNK if CHUNK else BLOCK_K1)
     offs_n = tl.arange(0, BLOCK_N1)
     a_rows = a_ptr + (slots // TOP_K)[:, None] * stride_am
     first_row = expert * DESC_ROWS
@@ -108,20 +109,30 @@ def gate_up_block(a_ptr, slots, slot_ok, w13_desc, bias1_ptr, activated_ptr, exp
     for step in tl.range(0, tl.cdiv(N_OUT, BLOCK_N1) * k_steps, num_stages=STAGES):
         n_block = step // k_steps
         k_start = (step % k_steps) * BLOCK_K1
-        a = tl.load(a_rows + (k_start + offs_k)[None, :],
-                    mask=slot_ok[:, None] & (k_start + offs_k < K)[None, :], other=0.0)  # fmt: skip
         gate_row = (first_row + n_block * BLOCK_N1).to(tl.int32)
-        gate_col = k_start
-        up_col = DESC_UP_COL + k_start
-        if CHUNKED:
-            gate_row += (step % k_steps) * DESC_CHUNK_ROWS
-            gate_col = 0
-            up_col = DESC_UP_COL
         keep = (step % k_steps != 0).to(tl.float32)  # a column block starts from zero
-        gate_acc = dot(a, w13_desc.load([gate_row, gate_col]).T, gate_acc * keep, IEEE_FP32)
-        if GATED:
-            up_tile = w13_desc.load([gate_row + DESC_UP_ROW, up_col]).T
-            up_acc = dot(a, up_tile, up_acc * keep, IEEE_FP32)
+        if CHUNK:  # a step of BLOCK_K1 is BLOCK_K1 / CHUNK products of one chunk each
+            for part in tl.static_range(BLOCK_K1 // CHUNK):
+                k_at = k_start + part * CHUNK
+                a = tl.load(a_rows + (k_at + offs_c)[None, :],
+                            mask=slot_ok[:, None] & (k_at + offs_c < K)[None, :], other=0.0)  # fmt: skip
+                # past K the last chunk again, whose A columns are zeros
+                chunk = tl.minimum(k_at // CHUNK, tl.cdiv(K, CHUNK) - 1)
+                row = gate_row + chunk * DESC_CHUNK_ROWS
+                if part == 0:
+                    gate_acc *= keep
+                    up_acc *= keep
+                gate_acc = dot(a, w13_desc.load([row, 0]).T, gate_acc, IEEE_FP32)
+                if GATED:
+                    up_tile = w13_desc.load([row + DESC_UP_ROW, DESC_UP_COL]).T
+                    up_acc = dot(a, up_tile, up_acc, IEEE_FP32)
+        else:
+            a = tl.load(a_rows + (k_start + offs_k)[None, :],
+                        mask=slot_ok[:, None] & (k_start + offs_k < K)[None, :], other=0.0)  # fmt: skip
+            gate_acc = dot(a, w13_desc.load([gate_row, k_start]).T, gate_acc * keep, IEEE_FP32)
+            if GATED:
+                up_tile = w13_desc.load([gate_row + DESC_UP_ROW, DESC_UP_COL + k_start]).T
+                up_acc = dot(a, up_tile, up_acc * keep, IEEE_FP32)
         if step % k_steps == k_steps - 1:
             cols = n_block * BLOCK_N1 + offs_n
             col_ok = cols < N_OUT
@@ -145,13 +156,14 @@ def gate_up_block(a_ptr, slots, slot_ok, w13_desc, bias1_ptr, activated_ptr, exp
 @triton.jit
 def down_block(activated_ptr, slots, slot_ok, w2_desc, bias2_ptr, topk_weights_ptr, rows_ptr,
                expert, K, N_OUT, stride_act, stride_rows, stride_bias2, W2_ROWS, W2_CHUNK_ROWS,
-               CHUNKED: tl.constexpr, MUL_ROUTED_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
+               CHUNK: tl.constexpr, MUL_ROUTED_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
                IEEE_FP32: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N2: tl.constexpr,
                BLOCK_K2: tl.constexpr, STAGES: tl.constexpr,
                ROWS_EVICTION: tl.constexpr):  # fmt: skip
     """GEMM2 of one block of slots over every output column block, weighted rows stored."""
     k_steps = tl.cdiv(N_OUT, BLOCK_K2)
     offs_k = tl.arange(0, BLOCK_K2)
+    offs_c = tl.arange(0, CHUNK if CHUNK else BLOCK_K2)
     offs_n = tl.arange(0, BLOCK_N2)
     a_rows = activated_ptr + slots[:, None] * stride_act
     first_row = expert * W2_ROWS
@@ -162,15 +174,21 @@ def down_block(activated_ptr, slots, slot_ok, w2_desc, bias2_ptr, topk_weights_p
     for step in tl.range(0, tl.cdiv(K, BLOCK_N2) * k_steps, num_stages=STAGES):
         n_block = step // k_steps
         k_start = (step % k_steps) * BLOCK_K2
-        a = tl.load(a_rows + (k_start + offs_k)[None, :],
-                    mask=slot_ok[:, None] & (k_start + offs_k < N_OUT)[None, :], other=0.0)  # fmt: skip
         b_row = (first_row + n_block * BLOCK_N2).to(tl.int32)
-        if CHUNKED:
-            b = w2_desc.load([b_row + (step % k_steps) * W2_CHUNK_ROWS, 0]).T
-        else:
-            b = w2_desc.load([b_row, k_start]).T
         keep = (step % k_steps != 0).to(tl.float32)
-        acc = dot(a, b, acc * keep, IEEE_FP32)
+        if CHUNK:  # as in gate_up_block
+            for part in tl.static_range(BLOCK_K2 // CHUNK):
+                k_at = k_start + part * CHUNK
+                a = tl.load(a_rows + (k_at + offs_c)[None, :],
+                            mask=slot_ok[:, None] & (k_at + offs_c < N_OUT)[None, :], other=0.0)  # fmt: skip
+                chunk = tl.minimum(k_at // CHUNK, tl.cdiv(N_OUT, CHUNK) - 1)
+                if part == 0:
+                    acc *= keep
+                acc = dot(a, w2_desc.load([b_row + chunk * W2_CHUNK_ROWS, 0]).T, acc, IEEE_FP32)
+        else:
+            a = tl.load(a_rows + (k_start + offs_k)[None, :],
+                        mask=slot_ok[:, None] & (k_start + offs_k < N_OUT)[None, :], other=0.0)  # fmt: skip
+            acc = dot(a, w2_desc.load([b_row, k_start]).T, acc * keep, IEEE_FP32)
         if step % k_steps == k_steps - 1:
             cols = n_block * BLOCK_N2 + offs_n
             col_ok = cols < K
@@ -197,7 +215,7 @@ def expert_programs_kernel(
     MUL_ROUTED_WEIGHT: tl.constexpr, IEEE_FP32: tl.constexpr, SCAN: tl.constexpr,
     NUM_BINS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N1: tl.constexpr,
     BLOCK_K1: tl.constexpr, BLOCK_N2: tl.constexpr, BLOCK_K2: tl.constexpr,
-    CHUNKED: tl.constexpr, STAGES: tl.constexpr, ACT_EVICTION: tl.constexpr,
+    CHUNK: tl.constexpr, STAGES: tl.constexpr, ACT_EVICTION: tl.constexpr,
     ROWS_EVICTION: tl.constexpr, WAIT_PRIOR: tl.constexpr, LAUNCH_NEXT: tl.constexpr,
 ):  # fmt: skip
     """Programs below ``num_local_experts`` run their expert's first block; the
@@ -233,12 +251,12 @@ def expert_programs_kernel(
                                                  scratch_ptr, HAS_MAP, SCAN, BLOCK_M)  # fmt: skip
         gate_up_block(a_ptr, slots, slot_ok, w13_desc, bias1_ptr, activated_ptr, expert, K,
                       N_OUT, stride_am, stride_act, stride_bias1, up_offset, DESC_ROWS,
-                      DESC_UP_ROW, DESC_UP_COL, DESC_CHUNK_ROWS, CHUNKED, TOP_K, GATED,
+                      DESC_UP_ROW, DESC_UP_COL, DESC_CHUNK_ROWS, CHUNK, TOP_K, GATED,
                       GATE_ROW_STEP, ACTIVATION, SWIGLU_ALPHA, SWIGLU_LIMIT, HAS_BIAS1, IEEE_FP32,
                       BLOCK_M, BLOCK_N1, BLOCK_K1, STAGES, ACT_EVICTION)  # fmt: skip
         # every warp's activated rows are stored before any warp reads them back
         tl.debug_barrier()
         down_block(activated_ptr, slots, slot_ok, w2_desc, bias2_ptr, topk_weights_ptr,
                    rows_ptr, expert, K, N_OUT, stride_act, stride_rows, stride_bias2, W2_ROWS,
-                   W2_CHUNK_ROWS, CHUNKED, MUL_ROUTED_WEIGHT, HAS_BIAS2, IEEE_FP32, BLOCK_M,
+                   W2_CHUNK_ROWS, CHUNK, MUL_ROUTED_WEIGHT, HAS_BIAS2, IEEE_FP32, BLOCK_M,
                    BLOCK_N2, BLOCK_K2, STAGES, ROWS_EVICTION)  # fmt: skip
