@@ -50,6 +50,16 @@ BLOCK_M_MAX = 64
 TALL_BLOCK_M = 64
 TALL_STAGES = 3
 TALL_NUM_WARPS = 8
+# Weights in K chunks: K steps of one chunk, over as many more stages as that halves the step, so
+# that as many bytes stay in flight. On the H100 (Qwen3-30B TP2) the steps of 128 as two
+# products lost 2.4% at 16 tokens and 50% at 256 (eight warps), and steps of one chunk over the
+# same stages 8% and 9% (benchmarks/results/experts_chunked_path_h100.json).
+
+
+def chunked_steps(stages: int) -> tuple[int, int, int]:
+    """``(block_k1, block_k2, stages)`` of a call on weights in K chunks whose weights as stored
+    would run ``stages`` stages of ``BLOCK_K1`` and ``BLOCK_K2``."""
+    return CHUNK, CHUNK, stages * max(BLOCK_K1, BLOCK_K2) // CHUNK
 
 
 def block_m(num_slots: int, num_local_experts: int) -> int:
@@ -158,6 +168,9 @@ def invoke_expert_programs(
     up_offset = (1 if interleaved else n_out) if gated else 0
     rows_per_block = block_m(num_slots, num_local_experts)
     stages, num_warps = stages_and_warps(rows_per_block)
+    block_k1, block_k2 = BLOCK_K1, BLOCK_K2
+    if weights.chunk_rows1:
+        block_k1, block_k2, stages = chunked_steps(stages)
     workers = num_workers(num_local_experts, a.device)
     programs = num_local_experts + workers
     scratch = torch.empty(programs * rows_per_block, dtype=torch.int32, device=a.device)
@@ -179,7 +192,7 @@ def invoke_expert_programs(
         MUL_ROUTED_WEIGHT=topk_weights is not None, IEEE_FP32=a.dtype == torch.float32,
         SCAN=max(16, min(SCAN_MAX, triton.next_power_of_2(num_slots))),
         NUM_BINS=max(32, triton.next_power_of_2(num_local_experts + 1)), BLOCK_M=rows_per_block,
-        BLOCK_N1=BLOCK_N1, BLOCK_K1=BLOCK_K1, BLOCK_N2=BLOCK_N2, BLOCK_K2=BLOCK_K2,
+        BLOCK_N1=BLOCK_N1, BLOCK_K1=block_k1, BLOCK_N2=BLOCK_N2, BLOCK_K2=block_k2,
         CHUNK=CHUNK if weights.chunk_rows1 else 0,
         STAGES=stages, ACT_EVICTION=activated_eviction, ROWS_EVICTION=rows_eviction,
         WAIT_PRIOR=wait_prior, LAUNCH_NEXT=wait_prior and launch_next,
