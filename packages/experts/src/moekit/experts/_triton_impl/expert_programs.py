@@ -10,6 +10,7 @@ import triton
 from moekit.experts._triton_impl.activation_epilogue import ACTIVATION_CODES
 from moekit.experts._triton_impl.device import sm_count
 from moekit.experts._triton_impl.expert_programs_kernel import expert_programs_kernel
+from moekit.experts._triton_impl.gate_up_gemm import ONE_CHUNK_STEP_WARPS
 from moekit.experts._triton_impl.programmatic_launch import launch_options
 from moekit.experts._triton_impl.weight_descriptor import chunked_descriptor, weight_descriptor
 from moekit.experts.activation import SWIGLUOAI_ALPHA, SWIGLUOAI_LIMIT, MoEActivation
@@ -50,15 +51,19 @@ BLOCK_M_MAX = 64
 TALL_BLOCK_M = 64
 TALL_STAGES = 3
 TALL_NUM_WARPS = 8
-# Weights in K chunks: K steps of one chunk, over as many more stages as that halves the step, so
-# that as many bytes stay in flight. On the H100 (Qwen3-30B TP2) the steps of 128 as two
-# products lost 2.4% at 16 tokens and 50% at 256 (eight warps), and steps of one chunk over the
-# same stages 8% and 9% (benchmarks/results/experts_chunked_path_h100.json).
+# Weights in K chunks: a K step of BLOCK_K1 (BLOCK_K2) columns is one product per chunk, except
+# that programs of ONE_CHUNK_STEP_WARPS warps or more (64-row blocks) step one chunk at a time
+# over as many more stages, so that as many bytes stay in flight. On the H100, Qwen3-30B TP2
+# lost 2.4% at 16 tokens (16-row blocks) and 50% at 256 (64-row blocks, eight warps) with two
+# products a step; with one chunk a step over twice the stages, 4.5% and 2.6%; its weights as
+# stored stay the faster there (benchmarks/results/experts_chunked_path_h100.json).
 
 
-def chunked_steps(stages: int) -> tuple[int, int, int]:
+def chunked_steps(stages: int, num_warps: int) -> tuple[int, int, int]:
     """``(block_k1, block_k2, stages)`` of a call on weights in K chunks whose weights as stored
-    would run ``stages`` stages of ``BLOCK_K1`` and ``BLOCK_K2``."""
+    would run ``stages`` stages of ``BLOCK_K1`` and ``BLOCK_K2`` over ``num_warps`` warps."""
+    if num_warps < ONE_CHUNK_STEP_WARPS:
+        return BLOCK_K1, BLOCK_K2, stages
     return CHUNK, CHUNK, stages * max(BLOCK_K1, BLOCK_K2) // CHUNK
 
 
@@ -170,7 +175,7 @@ def invoke_expert_programs(
     stages, num_warps = stages_and_warps(rows_per_block)
     block_k1, block_k2 = BLOCK_K1, BLOCK_K2
     if weights.chunk_rows1:
-        block_k1, block_k2, stages = chunked_steps(stages)
+        block_k1, block_k2, stages = chunked_steps(stages, num_warps)
     workers = num_workers(num_local_experts, a.device)
     programs = num_local_experts + workers
     scratch = torch.empty(programs * rows_per_block, dtype=torch.int32, device=a.device)
