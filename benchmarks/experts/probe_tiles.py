@@ -82,12 +82,13 @@ from bench_fused_moe import (
 )
 from common import environment, relative_error, write_json
 
-from moekit.experts import fused_experts
-from moekit.experts._triton_impl import gate_up_gemm, grouped_gemm, weight_descriptor
+from moekit.experts import chunk_weights, fused_experts
+from moekit.experts._triton_impl import gate_up_gemm, grouped_gemm
 from moekit.experts._triton_impl.configs import GemmConfig, get_config
 from moekit.experts._triton_impl.gate_up_gemm import gate_up_block_n
 from moekit.experts._triton_impl.gate_up_gemm_kernel import gate_up_gemm_kernel
 from moekit.experts._triton_impl.grouped_gemm_kernel import grouped_gemm_kernel
+from moekit.experts.weight_chunks import CHUNK
 
 CELLS = {
     "wide": [("mixtral", 1024), ("mixtral", 4096), ("mixtral-tp2", 1024), ("mixtral-tp2", 4096),
@@ -156,7 +157,7 @@ def from_chunks():
     gate_up, grouped = gate_up_gemm.invoke_gate_up_gemm, grouped_gemm.invoke_grouped_gemm
 
     def count(name: str, config: GemmConfig) -> None:
-        if config.B_TMA and config.BLOCK_K % weight_descriptor.CHUNK == 0:
+        if config.B_TMA and config.BLOCK_K % CHUNK == 0:
             CHUNKED_LAUNCHES.append(name)
 
     def gate_up_from_chunks(a, w13, *args, **kwargs):
@@ -280,7 +281,7 @@ def variants(family: str, entry: GemmConfig) -> dict[str, GemmConfig]:
         }
         return {"entry": entry} | {n: c for n, c in others.items() if c != own2}
     if family == "chunked":
-        chunk = weight_descriptor.CHUNK
+        chunk = CHUNK
         # through TMA (since the public layout, GEMM1 of eight warps steps one chunk at a time
         # whatever BLOCK_K: gate_up_gemm.chunk_step; the runs before had two products a step)
         tma = swap(own2, B_TMA=True)
@@ -401,7 +402,7 @@ def main() -> None:
         WEIGHT_CHUNKS.clear()
         if args.family == "chunked":
             for w in (w1, w2):
-                WEIGHT_CHUNKS[w.data_ptr()] = weight_descriptor.chunk_weights(w)
+                WEIGHT_CHUNKS[w.data_ptr()] = chunk_weights(w)
         popularity = expert_popularity(num_experts, args.skew)
         for tokens in [m for shape, m in cells if shape == name]:
             for seed in range(1, args.seeds + 1):

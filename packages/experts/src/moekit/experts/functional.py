@@ -60,7 +60,7 @@ def fused_experts(
             backend.
         ValueError: mismatched shapes, a last-dimension stride other than 1, ids at or above
             ``global_num_experts``, an unknown activation, ``apply_router_weight_on_input``
-            with ``k > 1``.
+            with ``k > 1``, chunks not those of ``chunk_weights``, or only one weight in chunks.
     """
     for name, value in (("hidden_states", hidden_states), ("w1", w1), ("topk_ids", topk_ids)):
         if not isinstance(value, torch.Tensor):

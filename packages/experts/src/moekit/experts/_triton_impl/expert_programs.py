@@ -108,7 +108,7 @@ class ExpertWeights(NamedTuple):
 def expert_weights(w13: torch.Tensor, w2: torch.Tensor,
                    activation: MoEActivation) -> ExpertWeights | None:  # fmt: skip
     """The descriptors of ``w13 [E, N, K]`` and ``w2 [E, K, N_OUT]``, or of both in K chunks
-    (``chunk_weights``, a K step being one product per chunk), or None where the layout, the device or the
+    (``chunk_weights``; see ``chunked_steps``), or None where the layout, the device or the
     Triton release gives none (the path then does not serve the call)."""
     interleaved = activation is MoEActivation.SWIGLUOAI
     if is_chunked(w13):

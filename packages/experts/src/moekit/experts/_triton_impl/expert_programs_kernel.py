@@ -91,8 +91,8 @@ def overflow_item(pid, is_worker, overflow, extra, ends, NUM_BINS: tl.constexpr)
 @triton.jit
 def gate_up_block(a_ptr, slots, slot_ok, w13_desc, bias1_ptr, activated_ptr, expert, K, N_OUT,
                   stride_am, stride_act, stride_bias1, up_offset, DESC_ROWS, DESC_UP_ROW,
-                  DESC_UP_COL, DESC_CHUNK_ROWS, CHUNK: tl.constexpr, TOP_K: tl.constexpr, GATED: tl.constexpr,
-                  GATE_ROW_STEP: tl.constexpr, ACTIVATION: tl.constexpr,
+                  DESC_UP_COL, DESC_CHUNK_ROWS, CHUNK: tl.constexpr, TOP_K: tl.constexpr,
+                  GATED: tl.constexpr, GATE_ROW_STEP: tl.constexpr, ACTIVATION: tl.constexpr,
                   SWIGLU_ALPHA: tl.constexpr, SWIGLU_LIMIT: tl.constexpr,
                   HAS_BIAS: tl.constexpr, IEEE_FP32: tl.constexpr, BLOCK_M: tl.constexpr,
                   BLOCK_N1: tl.constexpr, BLOCK_K1: tl.constexpr, STAGES: tl.constexpr,

@@ -24,9 +24,7 @@ import torch
 import triton
 
 from moekit.align import interpreter_enabled
-from moekit.experts.weight_chunks import CHUNK, chunk_weights
-
-__all__ = ["CHUNK", "chunk_weights", "chunked_descriptor", "rows_descriptor", "weight_descriptor"]
+from moekit.experts.weight_chunks import CHUNK
 
 try:  # kernel arguments that are host-built descriptors: Triton 3.4 and later
     from triton.tools.tensor_descriptor import TensorDescriptor
