@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_fused_moe import SHAPES, TOKENS, measured_ceilings, routed_calls
@@ -27,7 +28,7 @@ def measure(args: argparse.Namespace) -> dict:
     import torch
     from common import environment, time_us
 
-    from moekit.experts import chunk_weights
+    from moekit.experts import chunk_weights, triton_experts
 
     bandwidth, tflops = measured_ceilings()
     rows = []
@@ -42,14 +43,26 @@ def measure(args: argparse.Namespace) -> dict:
             for _ in range(args.rounds):
                 times["stored"].append(time_us(call, graph=True)[0])
                 times["chunked"].append(time_us(chunked, graph=True)[0])
+            if args.flip_programs:  # the chunks again, the other way round on that path
+                flip = not triton_experts.EXPERT_PROGRAMS_ON_CHUNKS
+                with mock.patch.object(triton_experts, "EXPERT_PROGRAMS_ON_CHUNKS", flip):
+                    identical = identical and bool(torch.equal(call(), chunked()))
+                    times["chunked_flipped"] = [time_us(chunked, graph=True)[0]
+                                                for _ in range(args.rounds)]  # fmt: skip
             floor = call.floor_us(bandwidth, tflops)
             row = dict(shape=shape, tokens=call.tokens, floor_us=floor,
                        bit_identical=identical, stored_us=min(times["stored"]),
                        chunked_us=min(times["chunked"]), rounds_us=times)  # fmt: skip
+            if args.flip_programs:
+                row["chunked_flipped_us"] = min(times["chunked_flipped"])
             print(f"{shape:18s} M={call.tokens:5d}: identical {identical}  as stored "
                   f"{row['stored_us']:9.1f} us ({row['stored_us'] / floor:5.3f}x)  chunks "
                   f"{row['chunked_us']:9.1f} us ({row['chunked_us'] / floor:5.3f}x)  "
                   f"{row['chunked_us'] / row['stored_us'] - 1:+.1%}", flush=True)  # fmt: skip
+            if args.flip_programs:
+                print(f"{'':18s} chunks, EXPERT_PROGRAMS_ON_CHUNKS flipped: "
+                      f"{row['chunked_flipped_us']:9.1f} us "
+                      f"({row['chunked_flipped_us'] / row['stored_us'] - 1:+.1%})", flush=True)  # fmt: skip
             rows.append(row)
             if not identical:
                 raise SystemExit(f"{shape} at {call.tokens} tokens: the chunks' output differs")
@@ -88,6 +101,8 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--tokens", nargs="+", type=int, default=list(TOKENS))
     parser.add_argument("--rounds", type=int, default=2, help="times each layout in turn")
+    parser.add_argument("--flip-programs", action="store_true",
+                        help="also time the chunks with EXPERT_PROGRAMS_ON_CHUNKS flipped")  # fmt: skip
     args = parser.parse_args()
     if (args.out is None) == (args.source is None):
         parser.error("give exactly one of --out (measure) and --from (an existing JSON)")

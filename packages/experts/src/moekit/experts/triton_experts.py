@@ -23,7 +23,7 @@ from moekit.experts.topk_weight_and_reduce import (
     TopKWeightAndReduceDelegate,
     TopKWeightAndReduceNoOP,
 )
-from moekit.experts.weight_chunks import experts_and_rows
+from moekit.experts.weight_chunks import experts_and_rows, is_chunked
 
 
 def _gemms():  # type: ignore[no-untyped-def]
@@ -95,6 +95,9 @@ EARLY_START_MIN_PROGRAMS_PER_SM = 4
 # gained up to 8%; Qwen3-30B moved -1.5% to +1.4% on the H100; DeepSeek-V3 and its TP4 slice
 # lost 2-13%.
 EXPERT_PROGRAMS_MAX_ROWS = 16
+# Whether calls on weights in K chunks (chunk_weights) take that path too, where their entry
+# asks for it; otherwise they take the aligned path.
+EXPERT_PROGRAMS_ON_CHUNKS = True
 
 
 def token_sum_gemm2(num_tokens: int, hidden: int, inter: int) -> bool:
@@ -199,8 +202,11 @@ class TritonExperts(FusedMoEExpertsModular):
         pdl = PROGRAMMATIC_LAUNCH and programmatic_launch_supported(hidden_states.device)
         token_sum = token_sum_gemm2(num_tokens, k, n_act)
         from_ids = tiles_from_ids(num_tokens, num_slots, num_local)
-        programs = not (token_sum or from_ids) and expert_programs_serve(config, num_slots,
-                                                                         num_local)  # fmt: skip
+        programs = (
+            not (token_sum or from_ids)
+            and (EXPERT_PROGRAMS_ON_CHUNKS or not is_chunked(w1))
+            and expert_programs_serve(config, num_slots, num_local)
+        )
         if programs and self._expert_programs(output, hidden_states, w1, w2, weights, topk_ids,
                                               activation, global_num_experts, expert_map,
                                               workspace13, workspace2, config, pdl):  # fmt: skip
