@@ -96,7 +96,10 @@ EARLY_START_MIN_PROGRAMS_PER_SM = 4
 # lost 2-13%.
 EXPERT_PROGRAMS_MAX_ROWS = 16
 # Whether calls on weights in K chunks (chunk_weights) take that path too, where their entry
-# asks for it; otherwise they take the aligned path.
+# asks for it; otherwise they take the aligned path. Neither wins throughout: on the H200
+# (benchmarks/results/experts_chunked_programs_h200.json, against the weights as stored on the
+# path) Qwen3-30B at 16 tokens lost 11.6% on this path and 3.0% on the aligned one, its TP2
+# slice 9.3% and 8.8% at 16 tokens, 1.9% and 4.2% at 64.
 EXPERT_PROGRAMS_ON_CHUNKS = True
 
 
