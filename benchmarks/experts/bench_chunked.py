@@ -14,6 +14,8 @@ and the change) and writes JSON.
 from __future__ import annotations
 
 import argparse
+import ast
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -49,12 +51,22 @@ def measure(args: argparse.Namespace) -> dict:
                     identical = identical and bool(torch.equal(call(), chunked()))
                     times["chunked_flipped"] = [time_us(chunked, graph=True)[0]
                                                 for _ in range(args.rounds)]  # fmt: skip
+            if args.also:  # the chunks again, with the given module attributes set
+                with contextlib.ExitStack() as stack:
+                    for target, value in args.also:
+                        stack.enter_context(mock.patch(target, value))
+                    identical = identical and bool(torch.equal(call(), chunked()))
+                    times["chunked_also"] = [time_us(chunked, graph=True)[0]
+                                             for _ in range(args.rounds)]  # fmt: skip
             floor = call.floor_us(bandwidth, tflops)
             row = dict(shape=shape, tokens=call.tokens, floor_us=floor,
                        bit_identical=identical, stored_us=min(times["stored"]),
                        chunked_us=min(times["chunked"]), rounds_us=times)  # fmt: skip
             if args.flip_programs:
                 row["chunked_flipped_us"] = min(times["chunked_flipped"])
+            if args.also:
+                row["chunked_also_us"] = min(times["chunked_also"])
+                row["also"] = [f"{target}={value}" for target, value in args.also]
             print(f"{shape:18s} M={call.tokens:5d}: identical {identical}  as stored "
                   f"{row['stored_us']:9.1f} us ({row['stored_us'] / floor:5.3f}x)  chunks "
                   f"{row['chunked_us']:9.1f} us ({row['chunked_us'] / floor:5.3f}x)  "
@@ -63,6 +75,10 @@ def measure(args: argparse.Namespace) -> dict:
                 print(f"{'':18s} chunks, EXPERT_PROGRAMS_ON_CHUNKS flipped: "
                       f"{row['chunked_flipped_us']:9.1f} us "
                       f"({row['chunked_flipped_us'] / row['stored_us'] - 1:+.1%})", flush=True)  # fmt: skip
+            if args.also:
+                print(f"{'':18s} chunks with {' '.join(row['also'])}: "
+                      f"{row['chunked_also_us']:9.1f} us "
+                      f"({row['chunked_also_us'] / row['stored_us'] - 1:+.1%})", flush=True)  # fmt: skip
             rows.append(row)
             if not identical:
                 raise SystemExit(f"{shape} at {call.tokens} tokens: the chunks' output differs")
@@ -70,6 +86,15 @@ def measure(args: argparse.Namespace) -> dict:
         torch.cuda.empty_cache()
     return dict(environment=environment(), bandwidth_gbps=bandwidth, matmul_tflops=tflops,
                 rounds=args.rounds, rows=rows)  # fmt: skip
+
+
+def module_setting(text: str) -> tuple[str, object]:
+    """``"triton_experts.NAME=VALUE"`` as ``("moekit.experts.triton_experts.NAME", value)``,
+    the value read as a Python literal."""
+    target, _, value = text.partition("=")
+    if not value:
+        raise argparse.ArgumentTypeError(f"{text!r}: MODULE.NAME=VALUE")
+    return f"moekit.experts.{target}", ast.literal_eval(value)
 
 
 def table(rows: list[dict]) -> str:
@@ -103,6 +128,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="times each layout in turn")
     parser.add_argument("--flip-programs", action="store_true",
                         help="also time the chunks with EXPERT_PROGRAMS_ON_CHUNKS flipped")  # fmt: skip
+    parser.add_argument("--also", nargs="+", type=module_setting, default=[],
+                        metavar="MODULE.NAME=VALUE",
+                        help="also time the chunks with these attributes of moekit.experts' "
+                             "modules set, e.g. triton_experts.EXPERT_PROGRAMS_ON_CHUNKS=False")  # fmt: skip
     args = parser.parse_args()
     if (args.out is None) == (args.source is None):
         parser.error("give exactly one of --out (measure) and --from (an existing JSON)")
