@@ -14,7 +14,6 @@ from moekit.experts._triton_impl.tile_source import TileSource
 from moekit.experts._triton_impl.topk_sum_epilogue import counter_block
 from moekit.experts._triton_impl.weight_descriptor import (
     chunked_descriptor,
-    chunks_through_tma,
     rows_descriptor,
     weight_descriptor,
 )
@@ -92,7 +91,7 @@ def invoke_gate_up_gemm(
     *tile_args, num_sorted = tiles.kernel_args(out)
     num_counters = counters.numel() if counters is not None else 0
     b_desc = None
-    if config.B_TMA and chunked and block_k % CHUNK == 0 and chunks_through_tma(config.BLOCK_M):
+    if config.B_TMA and chunked and block_k % CHUNK == 0:
         b_desc = chunked_descriptor(w13, block_n, row_pairs=interleaved)
     elif config.B_TMA and not chunked:
         b_desc = weight_descriptor(w13, block_n, block_k, row_pairs=interleaved)

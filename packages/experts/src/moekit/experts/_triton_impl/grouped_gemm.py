@@ -11,7 +11,6 @@ from moekit.experts._triton_impl.programmatic_launch import launch_options
 from moekit.experts._triton_impl.tile_source import TileSource
 from moekit.experts._triton_impl.weight_descriptor import (
     chunked_descriptor,
-    chunks_through_tma,
     rows_descriptor,
     weight_descriptor,
 )
@@ -70,8 +69,7 @@ def invoke_grouped_gemm(
                              "and n-tile")  # fmt: skip
     chunked = is_chunked(b)
     b_desc = None
-    if (config.B_TMA and chunked and config.BLOCK_K % CHUNK == 0
-            and chunks_through_tma(config.BLOCK_M)):  # fmt: skip
+    if config.B_TMA and chunked and config.BLOCK_K % CHUNK == 0:
         b_desc = chunked_descriptor(b, config.BLOCK_N)
     elif config.B_TMA and not chunked:
         b_desc = weight_descriptor(b, config.BLOCK_N, config.BLOCK_K)

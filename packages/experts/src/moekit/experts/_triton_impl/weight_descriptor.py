@@ -35,17 +35,6 @@ if _release is None or (int(_release[1]), int(_release[2])) < (3, 4):
     TensorDescriptor = None  # older releases load through pointers
 
 
-# Tiles of fewer rows read weights in K chunks through pointers even where their entry asks for
-# TMA (0: never; see ``chunked_descriptor``).
-CHUNKED_TMA_MIN_BLOCK_M = 0
-
-
-def chunks_through_tma(block_m: int) -> bool:
-    """Whether a GEMM tile of ``block_m`` rows whose entry asks for TMA reads chunks through it
-    (``CHUNKED_TMA_MIN_BLOCK_M``)."""
-    return block_m >= CHUNKED_TMA_MIN_BLOCK_M
-
-
 def chunked_descriptor(chunks: torch.Tensor, block_n: int, row_pairs: bool = False) -> Any | None:
     """A ``TensorDescriptor`` of ``[block_n, CHUNK]`` boxes over ``chunks [E, K / CHUNK, N,
     CHUNK]`` (see ``chunk_weights``) seen as ``[E * K / CHUNK * N, CHUNK]``, or None where the
