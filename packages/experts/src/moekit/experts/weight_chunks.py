@@ -3,9 +3,11 @@
 ``chunk_weights(w)`` stores ``w [E, N, K]`` as ``[E, ceil(K / CHUNK), N, CHUNK]``: each run of
 ``CHUNK`` columns of every row of an expert, row after row, then the next ``CHUNK`` columns. A
 tile of ``BLOCK_N`` rows and one chunk of K is then one contiguous run of memory instead of
-``BLOCK_N`` runs of ``CHUNK`` columns, which HBM streams 2-3% faster; whole calls at 256 and 1024
-tokens took 1-5% less time on the H100 and the H200 (``docs/benchmarks.md``). Columns past ``K``
-are zeros.
+``BLOCK_N`` runs of ``CHUNK`` columns, which HBM streams 2-3% faster. Most decode calls took up
+to 4% less time on the H100 and up to 7% on the H200, but some lost: Qwen3-30B TP2 at 16-256
+tokens on the H100 (1-2%), both Qwen3-30B shapes at 16 tokens on the H200 (14%); measure a
+model before switching (``docs/benchmarks.md``, "Weights in K chunks"). Columns past ``K`` are
+zeros.
 
 Call it once when the weights are loaded and keep only its result: ``fused_experts``,
 ``FusedMoEKernel``, ``TritonExperts`` and ``BatchedTritonExperts`` take chunks for ``w1`` and
