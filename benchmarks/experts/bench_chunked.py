@@ -22,7 +22,7 @@ from pathlib import Path
 from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_fused_moe import SHAPES, TOKENS, measured_ceilings, routed_calls
+from bench_fused_moe import SHAPES, TOKENS, measured_ceilings, routed_calls, shape_table
 
 
 def measure(args: argparse.Namespace) -> dict:
@@ -99,24 +99,12 @@ def module_setting(text: str) -> tuple[str, object]:
 
 def table(rows: list[dict]) -> str:
     """Markdown: one line per shape, each cell ``as stored -> chunks`` in time / floor."""
-    tokens = sorted({row["tokens"] for row in rows})
-    lines = ["| shape | " + " | ".join(f"M={m}" for m in tokens) + " |",
-             "|---|" + "---|" * len(tokens)]  # fmt: skip
-    for shape in dict.fromkeys(row["shape"] for row in rows):
-        cells = {row["tokens"]: row for row in rows if row["shape"] == shape}
-        values = []
-        for m in tokens:
-            row = cells.get(m)
-            if row is None:
-                values.append("")
-                continue
-            stored, chunked = (
-                row["stored_us"] / row["floor_us"],
-                row["chunked_us"] / row["floor_us"],
-            )
-            values.append(f"{stored:.3f} → {chunked:.3f} ({chunked / stored - 1:+.1%})")
-        lines.append(f"| {shape} | " + " | ".join(values) + " |")
-    return "\n".join(lines)
+
+    def cell(row: dict) -> str:
+        stored, chunked = row["stored_us"] / row["floor_us"], row["chunked_us"] / row["floor_us"]
+        return f"{stored:.3f} → {chunked:.3f} ({chunked / stored - 1:+.1%})"
+
+    return shape_table(rows, cell)
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -264,23 +264,30 @@ def measure(args: argparse.Namespace) -> dict:
                 skew=args.skew, rows=rows)  # fmt: skip
 
 
-def table(rows: list[dict]) -> str:
-    """Markdown: one line per shape, each cell ``Triton (graph) / floor`` and TorchExperts'."""
+def shape_table(rows: list[dict], cell: Callable[[dict], str],
+                label: Callable[[dict], str] = lambda row: row["shape"],
+                header: str = "shape") -> str:  # fmt: skip
+    """Markdown: one line per shape (``label`` of its first row), one column per token count,
+    each cell ``cell(row)``, empty where that count was not measured."""
     tokens = sorted({row["tokens"] for row in rows})
-    lines = ["| shape (E, k, K, I) | " + " | ".join(f"M={m}" for m in tokens) + " |",
+    lines = [f"| {header} | " + " | ".join(f"M={m}" for m in tokens) + " |",
              "|---|" + "---|" * len(tokens)]  # fmt: skip
     for name in dict.fromkeys(row["shape"] for row in rows):
         cells = {row["tokens"]: row for row in rows if row["shape"] == name}
-        first = next(iter(cells.values()))
-        label = f"{name} ({first['E']}, {first['top_k']}, {first['K']}, {first['I']})"
-        values = []
-        for m in tokens:
-            row = cells.get(m)
-            values.append("" if row is None else
-                          f"{row['triton_graph_us'] / row['floor_us']:.2f} "
-                          f"({row['torch_eager_us'] / row['floor_us']:.2f})")  # fmt: skip
-        lines.append(f"| {label} | " + " | ".join(values) + " |")
+        values = [cell(cells[m]) if m in cells else "" for m in tokens]
+        lines.append(f"| {label(next(iter(cells.values())))} | " + " | ".join(values) + " |")
     return "\n".join(lines)
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown: one line per shape, each cell ``Triton (graph) / floor`` and TorchExperts'."""
+    return shape_table(
+        rows,
+        lambda row: (f"{row['triton_graph_us'] / row['floor_us']:.2f} "
+                     f"({row['torch_eager_us'] / row['floor_us']:.2f})"),
+        lambda row: f"{row['shape']} ({row['E']}, {row['top_k']}, {row['K']}, {row['I']})",
+        "shape (E, k, K, I)",
+    )  # fmt: skip
 
 
 def bound_table(result: dict) -> str:
@@ -297,26 +304,14 @@ def bound_table(result: dict) -> str:
             return row["floor_us"] * rate / (3 * row["K"] * row["I"] * 2)
         return expected_active_experts(row["E"], row["top_k"], row["tokens"])
 
-    rows = result["rows"]
-    tokens = sorted({row["tokens"] for row in rows})
-    lines = ["| shape | " + " | ".join(f"M={m}" for m in tokens) + " |",
-             "|---|" + "---|" * len(tokens)]  # fmt: skip
-    for name in dict.fromkeys(row["shape"] for row in rows):
-        cells = {row["tokens"]: row for row in rows if row["shape"] == name}
-        values = []
-        for m in tokens:
-            row = cells.get(m)
-            if row is None:
-                values.append("")
-                continue
-            bound = row.get("rows_bound_us") or rows_path_bound_us(
-                active_experts(row), m, row["top_k"], row["K"], row["I"],
-                result["bandwidth_gbps"], result["matmul_tflops"],
-            )  # fmt: skip
-            values.append(f"{row['triton_graph_us'] / row['floor_us']:.2f} "
-                          f"({bound / row['floor_us']:.2f})")  # fmt: skip
-        lines.append(f"| {name} | " + " | ".join(values) + " |")
-    return "\n".join(lines)
+    def cell(row: dict) -> str:
+        bound = row.get("rows_bound_us") or rows_path_bound_us(
+            active_experts(row), row["tokens"], row["top_k"], row["K"], row["I"],
+            result["bandwidth_gbps"], result["matmul_tflops"],
+        )  # fmt: skip
+        return f"{row['triton_graph_us'] / row['floor_us']:.2f} ({bound / row['floor_us']:.2f})"
+
+    return shape_table(result["rows"], cell)
 
 
 def plot(rows: list[dict], environment: dict, path: Path) -> None:

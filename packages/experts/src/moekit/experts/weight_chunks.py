@@ -58,6 +58,14 @@ def experts_and_rows(weights: torch.Tensor) -> tuple[int, int]:
     return weights.shape[0], weights.shape[1]
 
 
+def weight_strides(weights: torch.Tensor) -> tuple[int, int, int, int]:
+    """Element strides of ``weights`` over (experts, rows, columns, chunks): of ``[E, N, K]``
+    (no chunks: 0) or of their chunks ``[E, K / CHUNK, N, CHUNK]`` (columns within a chunk)."""
+    if is_chunked(weights):
+        return weights.stride(0), weights.stride(2), weights.stride(3), weights.stride(1)
+    return weights.stride(0), weights.stride(1), weights.stride(2), 0
+
+
 def check_chunks(chunks: torch.Tensor, name: str, experts: int, rows: int, cols: int) -> None:
     """``ValueError`` naming ``name`` unless ``chunks`` are ``chunk_weights`` of weights
     ``[experts, rows, cols]``: ``[experts, ceil(cols / CHUNK), rows, CHUNK]``, contiguous."""

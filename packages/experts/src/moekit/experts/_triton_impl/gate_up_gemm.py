@@ -18,7 +18,7 @@ from moekit.experts._triton_impl.weight_descriptor import (
     weight_descriptor,
 )
 from moekit.experts.activation import SWIGLUOAI_ALPHA, SWIGLUOAI_LIMIT, MoEActivation
-from moekit.experts.weight_chunks import CHUNK, experts_and_rows, is_chunked
+from moekit.experts.weight_chunks import CHUNK, experts_and_rows, is_chunked, weight_strides
 
 
 def gate_up_block_n(config: GemmConfig, gated: bool) -> int:
@@ -98,22 +98,18 @@ def invoke_gate_up_gemm(
     dot_k = CHUNK if chunked and b_desc is not None else block_k  # one product's K columns
     a_desc = rows_descriptor(a, config.BLOCK_M, dot_k) if a_rows_sorted else None
     # the descriptor's view: rows per expert, where an up block sits from its gate block, and
-    # the rows from one K chunk to the next; w13's strides over (experts, rows, columns) and
-    # from one chunk to the next
+    # the rows from one K chunk to the next
     view_rows = n // 2 if interleaved else n
     desc_up_row, desc_up_col = (0, CHUNK if chunked else k) if interleaved else (n // 2, 0)
-    if chunked:
-        desc_rows, desc_chunk_rows = w13.shape[1] * view_rows, view_rows
-        b_strides = (w13.stride(0), w13.stride(2), w13.stride(3), w13.stride(1))
-    else:
-        desc_rows, desc_chunk_rows = view_rows, 0
-        b_strides = (w13.stride(0), w13.stride(1), w13.stride(2), 0)
+    desc_rows, desc_chunk_rows = (
+        (w13.shape[1] * view_rows, view_rows) if chunked else (view_rows, 0)
+    )
     gate_up_gemm_kernel[grid](
         a, a_desc if a_desc is not None else a, w13, b_desc if b_desc is not None else w13, out,
         bias if bias is not None else out,
         *tile_args, counters if counters is not None else out, num_counters,
         n_out, k, num_slots, num_sorted, (1 if interleaved else n // 2) if gated else 0,
-        a.stride(0), a.stride(1), *b_strides, out.stride(0), out.stride(1),
+        a.stride(0), a.stride(1), *weight_strides(w13), out.stride(0), out.stride(1),
         bias.stride(0) if bias is not None else 0, bias.stride(1) if bias is not None else 0,
         desc_rows, desc_up_row, desc_up_col, desc_chunk_rows,
         SLOTS_FROM_IDS=tiles.slots_from_ids, HAS_MAP=tiles.expert_map is not None,

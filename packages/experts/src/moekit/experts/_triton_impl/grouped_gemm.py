@@ -14,7 +14,7 @@ from moekit.experts._triton_impl.weight_descriptor import (
     rows_descriptor,
     weight_descriptor,
 )
-from moekit.experts.weight_chunks import CHUNK, is_chunked
+from moekit.experts.weight_chunks import CHUNK, is_chunked, weight_strides
 
 
 def invoke_grouped_gemm(
@@ -75,14 +75,8 @@ def invoke_grouped_gemm(
         b_desc = weight_descriptor(b, config.BLOCK_N, config.BLOCK_K)
     dot_k = CHUNK if chunked and b_desc is not None else config.BLOCK_K  # one product's K columns
     a_desc = rows_descriptor(a, config.BLOCK_M, dot_k) if a_rows_sorted else None
-    # b_desc's view: rows from one expert to the next and from one chunk to the next; b's strides
-    # over (experts, rows, columns) and from one chunk to the next
-    if chunked:
-        b_expert_rows, b_chunk_rows = b.shape[1] * n, n
-        b_strides = (b.stride(0), b.stride(2), b.stride(3), b.stride(1))
-    else:
-        b_expert_rows, b_chunk_rows = n, 0
-        b_strides = (b.stride(0), b.stride(1), b.stride(2), 0)
+    # b_desc's view: rows from one expert to the next and from one chunk to the next
+    b_expert_rows, b_chunk_rows = (b.shape[1] * n, n) if chunked else (n, 0)
     *tile_args, num_sorted = tiles.kernel_args(dummy)
     grouped_gemm_kernel[grid](
         a, a_desc if a_desc is not None else a, b, b_desc if b_desc is not None else b, c,
@@ -90,7 +84,7 @@ def invoke_grouped_gemm(
         topk_weights if topk_weights is not None else dummy, *tile_args,
         out, counters, out.shape[0] if summed is not None else 0,
         n, k, num_slots, num_sorted, b_expert_rows, b_chunk_rows,
-        a.stride(0), a.stride(1), *b_strides, c.stride(0), c.stride(1),
+        a.stride(0), a.stride(1), *weight_strides(b), c.stride(0), c.stride(1),
         bias.stride(0) if bias is not None else 0, out.stride(0),
         SLOTS_FROM_IDS=tiles.slots_from_ids, HAS_MAP=tiles.expert_map is not None,
         FUSED_SUM=summed is not None, SUM_TOP_K=sum_top_k,

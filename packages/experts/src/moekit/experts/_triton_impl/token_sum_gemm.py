@@ -9,7 +9,7 @@ import triton
 
 from moekit.experts._triton_impl.programmatic_launch import launch_options
 from moekit.experts._triton_impl.token_sum_gemm_kernel import token_sum_gemm_kernel
-from moekit.experts.weight_chunks import CHUNK, experts_and_rows, is_chunked
+from moekit.experts.weight_chunks import CHUNK, experts_and_rows, is_chunked, weight_strides
 
 # Programs to aim for: enough to keep every SM's loads in flight on a 132-SM H100.
 TARGET_PROGRAMS = 1024
@@ -71,10 +71,6 @@ def invoke_token_sum_gemm(
     topk_ids = topk_ids.contiguous()  # the kernel reads slot t * k + j at that offset
     num_tokens, top_k = topk_ids.shape
     n, k = experts_and_rows(b)[1], a.shape[1]
-    if is_chunked(b):
-        b_strides = (b.stride(0), b.stride(2), b.stride(3), b.stride(1))
-    else:
-        b_strides = (b.stride(0), b.stride(1), b.stride(2), 0)
     if out.numel() == 0:
         return
     block_n = tile.block_n(num_tokens, n)
@@ -85,7 +81,7 @@ def invoke_token_sum_gemm(
         topk_weights if topk_weights is not None else out,
         topk_ids, expert_map if expert_map is not None else topk_ids, num_global_experts,
         num_tokens, n, k,
-        a.stride(0), a.stride(1), *b_strides,
+        a.stride(0), a.stride(1), *weight_strides(b),
         bias.stride(0) if bias is not None else 0, out.stride(0), out.stride(1),
         HAS_MAP=expert_map is not None, TOP_K=top_k, MUL_ROUTED_WEIGHT=topk_weights is not None,
         HAS_BIAS=bias is not None, BLOCK_N=block_n, BLOCK_K=tile.BLOCK_K,
