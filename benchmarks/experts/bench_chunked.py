@@ -9,6 +9,8 @@ and the change) and writes JSON.
 
     python benchmarks/experts/bench_chunked.py --out benchmarks/results/experts_chunked_path_h100.json
     python benchmarks/experts/bench_chunked.py --from benchmarks/results/experts_chunked_path_h100.json
+
+``--widths 64 128`` times chunks of both widths (``chunk_weights(w, width)``) in the same turns.
 """
 
 from __future__ import annotations
@@ -35,16 +37,22 @@ def measure(args: argparse.Namespace) -> dict:
     bandwidth, tflops = measured_ceilings()
     rows = []
     for shape in args.shapes:
-        chunks: dict[int, torch.Tensor] = {}
+        chunks: dict[tuple[int, int], torch.Tensor] = {}
         for call in routed_calls([shape], args.tokens):
             if not chunks:  # once per shape: the calls of a shape share its weights
-                chunks = {id(w): chunk_weights(w) for w in (call.w1, call.w2)}
-            chunked = call._replace(w1=chunks[id(call.w1)], w2=chunks[id(call.w2)])
-            identical = bool(torch.equal(call(), chunked()))
-            times: dict[str, list[float]] = {"stored": [], "chunked": []}
+                chunks = {(id(w), width): chunk_weights(w, width)
+                          for w in (call.w1, call.w2) for width in args.widths}  # fmt: skip
+            layouts = {"stored": call}
+            for width in args.widths:
+                layouts[f"chunks{width}"] = call._replace(w1=chunks[id(call.w1), width],
+                                                          w2=chunks[id(call.w2), width])  # fmt: skip
+            chunked = layouts[f"chunks{args.widths[0]}"]
+            want = call()
+            identical = all(bool(torch.equal(want, layout())) for layout in layouts.values())
+            times: dict[str, list[float]] = {name: [] for name in layouts}
             for _ in range(args.rounds):
-                times["stored"].append(time_us(call, graph=True)[0])
-                times["chunked"].append(time_us(chunked, graph=True)[0])
+                for name, layout in layouts.items():
+                    times[name].append(time_us(layout, graph=True)[0])
             if args.flip_programs:  # the chunks again, the other way round on that path
                 flip = not triton_experts.EXPERT_PROGRAMS_ON_CHUNKS
                 with mock.patch.object(triton_experts, "EXPERT_PROGRAMS_ON_CHUNKS", flip):
@@ -61,16 +69,21 @@ def measure(args: argparse.Namespace) -> dict:
             floor = call.floor_us(bandwidth, tflops)
             row = dict(shape=shape, tokens=call.tokens, floor_us=floor,
                        bit_identical=identical, stored_us=min(times["stored"]),
-                       chunked_us=min(times["chunked"]), rounds_us=times)  # fmt: skip
+                       chunked_us=min(times[f"chunks{args.widths[0]}"]), rounds_us=times,
+                       width=args.widths[0])  # fmt: skip
+            if len(args.widths) > 1:
+                row["widths_us"] = {str(w): min(times[f"chunks{w}"]) for w in args.widths}
             if args.flip_programs:
                 row["chunked_flipped_us"] = min(times["chunked_flipped"])
             if args.also:
                 row["chunked_also_us"] = min(times["chunked_also"])
                 row["also"] = [f"{target}={value}" for target, value in args.also]
             print(f"{shape:18s} M={call.tokens:5d}: identical {identical}  as stored "
-                  f"{row['stored_us']:9.1f} us ({row['stored_us'] / floor:5.3f}x)  chunks "
-                  f"{row['chunked_us']:9.1f} us ({row['chunked_us'] / floor:5.3f}x)  "
-                  f"{row['chunked_us'] / row['stored_us'] - 1:+.1%}", flush=True)  # fmt: skip
+                  f"{row['stored_us']:9.1f} us ({row['stored_us'] / floor:5.3f}x)", flush=True)  # fmt: skip
+            for width in args.widths:
+                us = min(times[f"chunks{width}"])
+                print(f"{'':18s} chunks of {width:3d}: {us:9.1f} us ({us / floor:5.3f}x)  "
+                      f"{us / row['stored_us'] - 1:+.1%}", flush=True)  # fmt: skip
             if args.flip_programs:
                 print(f"{'':18s} chunks, EXPERT_PROGRAMS_ON_CHUNKS flipped: "
                       f"{row['chunked_flipped_us']:9.1f} us "
@@ -85,7 +98,7 @@ def measure(args: argparse.Namespace) -> dict:
         del chunks
         torch.cuda.empty_cache()
     return dict(environment=environment(), bandwidth_gbps=bandwidth, matmul_tflops=tflops,
-                rounds=args.rounds, rows=rows)  # fmt: skip
+                rounds=args.rounds, widths=args.widths, rows=rows)  # fmt: skip
 
 
 def module_setting(text: str) -> tuple[str, object]:
@@ -97,11 +110,13 @@ def module_setting(text: str) -> tuple[str, object]:
     return f"moekit.experts.{target}", ast.literal_eval(value)
 
 
-def table(rows: list[dict]) -> str:
-    """Markdown: one line per shape, each cell ``as stored -> chunks`` in time / floor."""
+def table(rows: list[dict], width: int | None = None) -> str:
+    """Markdown: one line per shape, each cell ``as stored -> chunks`` in time / floor (chunks of
+    ``width`` columns where given, else of the run's first width)."""
 
     def cell(row: dict) -> str:
-        stored, chunked = row["stored_us"] / row["floor_us"], row["chunked_us"] / row["floor_us"]
+        chunked_us = row["widths_us"][str(width)] if width else row["chunked_us"]
+        stored, chunked = row["stored_us"] / row["floor_us"], chunked_us / row["floor_us"]
         return f"{stored:.3f} → {chunked:.3f} ({chunked / stored - 1:+.1%})"
 
     return shape_table(rows, cell)
@@ -114,6 +129,10 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--tokens", nargs="+", type=int, default=list(TOKENS))
     parser.add_argument("--rounds", type=int, default=2, help="times each layout in turn")
+    parser.add_argument("--widths", nargs="+", type=int, default=[64], choices=[64, 128],
+                        help="chunk widths (columns) to time; the table shows the first")  # fmt: skip
+    parser.add_argument("--show-width", type=int, choices=[64, 128],
+                        help="the table's chunk width, of a run with several --widths")  # fmt: skip
     parser.add_argument("--flip-programs", action="store_true",
                         help="also time the chunks with EXPERT_PROGRAMS_ON_CHUNKS flipped")  # fmt: skip
     parser.add_argument("--also", nargs="+", type=module_setting, default=[],
@@ -129,7 +148,7 @@ def main() -> None:
         args.out.write_text(json.dumps(result, indent=1) + "\n")
     else:
         result = json.loads(args.source.read_text())
-    print(table(result["rows"]))
+    print(table(result["rows"], args.show_width))
 
 
 if __name__ == "__main__":

@@ -73,13 +73,13 @@ def assert_matches(got: torch.Tensor, want: np.ndarray, dtype: torch.dtype, seed
 
 
 def run(problem: dict, dtype: torch.dtype, backend: str, on_input: bool = False,
-        device: str = "cpu", chunked: bool = False) -> torch.Tensor:  # fmt: skip
+        device: str = "cpu", chunk_width: int = 0) -> torch.Tensor:  # fmt: skip
     """``fused_experts`` on ``problem`` rounded to ``dtype``, on ``device``, with the weights in
-    K chunks (``chunk_weights``) where ``chunked``; the output on the CPU."""
+    K chunks of ``chunk_width`` columns (``chunk_weights``) where given; the output on the CPU."""
     t = {k: v.to(device) if isinstance(v, torch.Tensor) else v
          for k, v in as_tensors(problem, dtype).items()}  # fmt: skip
-    if chunked:
-        t["w1"], t["w2"] = chunk_weights(t["w1"]), chunk_weights(t["w2"])
+    if chunk_width:
+        t["w1"], t["w2"] = chunk_weights(t["w1"], chunk_width), chunk_weights(t["w2"], chunk_width)
     return fused_experts(
         t["hidden_states"], t["w1"], t["w2"], t["topk_weights"], t["topk_ids"],
         activation=t["activation"], expert_map=t["expert_map"], w1_bias=t["w1_bias"],
@@ -110,14 +110,15 @@ def grouped_gemm_reference(a: np.ndarray, b: np.ndarray, bias: np.ndarray,
 
 def path_from_chunks_matches(monkeypatch, tile: dict, dtype: torch.dtype, device: str,
                               sizes: tuple[int, int], token_counts: tuple[int, ...], seed: int,
-                              activation: str = "silu", backend: str = "triton") -> None:  # fmt: skip
-    """``tile`` (``GemmConfig`` fields) on the whole path with the weights in K chunks
-    (``chunk_weights``) against the weights as stored: bit for bit, and against the reference;
-    ``sizes`` is (hidden, inter). Through TMA a step of two chunks is two products, so there the
-    weights as stored take one chunk a step (as the one-program path does with chunks)."""
+                              activation: str = "silu", backend: str = "triton",
+                              width: int = 64) -> None:  # fmt: skip
+    """``tile`` (``GemmConfig`` fields) on the whole path with the weights in K chunks of
+    ``width`` columns (``chunk_weights``) against the weights as stored: bit for bit, and
+    against the reference; ``sizes`` is (hidden, inter). Through TMA each product spans at
+    most one chunk (a step of two chunks is two products), so there the weights as stored take
+    steps of at most one chunk (as the one-program path does with chunks)."""
     from moekit.experts._triton_impl import expert_programs
     from moekit.experts._triton_impl.configs import GemmConfig
-    from moekit.experts.weight_chunks import CHUNK
 
     config = GemmConfig(**tile)
     for num_tokens in token_counts:
@@ -126,13 +127,14 @@ def path_from_chunks_matches(monkeypatch, tile: dict, dtype: torch.dtype, device
         with monkeypatch.context() as patch:
             twin = config
             if config.B_TMA:
-                twin = dataclasses.replace(config, BLOCK_K=CHUNK, BLOCK_K2=CHUNK)
+                twin = dataclasses.replace(config, BLOCK_K=min(config.BLOCK_K, width),
+                                           BLOCK_K2=min(config.BLOCK_K2 or config.BLOCK_K, width))  # fmt: skip
             use_config(patch, twin)
-            patch.setattr(expert_programs, "BLOCK_K1", CHUNK)
-            patch.setattr(expert_programs, "BLOCK_K2", CHUNK)
+            patch.setattr(expert_programs, "BLOCK_K1", width)
+            patch.setattr(expert_programs, "BLOCK_K2", width)
             want = run(problem, dtype, backend, device=device)
         with monkeypatch.context() as patch:
             use_config(patch, config)
-            got = run(problem, dtype, backend, device=device, chunked=True)
+            got = run(problem, dtype, backend, device=device, chunk_width=width)
         assert torch.equal(got, want), f"{num_tokens} tokens, seed={seed}"
         assert_matches(got, reference(problem, dtype), dtype, seed)

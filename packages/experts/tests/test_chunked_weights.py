@@ -18,28 +18,34 @@ from moekit.align import moe_align_block_size
 from moekit.experts import chunk_weights
 from moekit.experts._triton_impl.configs import GemmConfig
 from moekit.experts._triton_impl.weight_descriptor import chunked_descriptor
-from moekit.experts.weight_chunks import CHUNK
+from moekit.experts.weight_chunks import CHUNK, CHUNK_WIDTHS
 
 
-@pytest.mark.parametrize("k", [2 * CHUNK, 2 * CHUNK + 16])
-def test_chunks_hold_each_weight_row_by_k_chunk_and_zeros_past_k(k):
-    seed = zlib.crc32(f"chunk layout {k}".encode())
+@pytest.mark.parametrize("width", CHUNK_WIDTHS)
+@pytest.mark.parametrize("extra", [0, 16])
+def test_chunks_hold_each_weight_row_by_k_chunk_and_zeros_past_k(width, extra):
+    k = 2 * width + extra
+    seed = zlib.crc32(f"chunk layout {k} {width}".encode())
     weights = torch.randn(3, 40, k, generator=torch.Generator().manual_seed(seed))
-    chunks = chunk_weights(weights)
-    num_chunks = -(-k // CHUNK)
-    assert chunks.shape == (3, num_chunks, 40, CHUNK) and chunks.is_contiguous()
+    chunks = chunk_weights(weights, width)
+    num_chunks = -(-k // width)
+    assert chunks.shape == (3, num_chunks, 40, width) and chunks.is_contiguous()
     for c in range(num_chunks):
-        cols = min(CHUNK, k - c * CHUNK)
-        torch.testing.assert_close(chunks[:, c, :, :cols], weights[:, :, c * CHUNK : c * CHUNK + cols],
+        cols = min(width, k - c * width)
+        torch.testing.assert_close(chunks[:, c, :, :cols], weights[:, :, c * width : c * width + cols],
                                    rtol=0, atol=0, msg=f"seed={seed}")  # fmt: skip
         assert (chunks[:, c, :, cols:] == 0).all(), f"seed={seed}"
-    desc = chunked_descriptor(chunks, 32)
-    assert desc is not None
-    assert list(desc.shape) == [3 * num_chunks * 40, CHUNK]
-    assert list(desc.block_shape) == [32, CHUNK]
-    assert chunked_descriptor(weights, 32) is None, "not a chunk layout"
+    for box_k in (width // 2, width):
+        desc = chunked_descriptor(chunks, 32, box_k)
+        assert desc is not None
+        assert list(desc.shape) == [3 * num_chunks * 40, width]
+        assert list(desc.block_shape) == [32, box_k]
+    assert chunked_descriptor(chunks, 32, 2 * width) is None, "a box wider than a chunk"
+    assert chunked_descriptor(weights, 32, width) is None, "not a chunk layout"
     strided = weights.transpose(1, 2).contiguous().transpose(1, 2)  # the same values, K not last
-    assert torch.equal(chunk_weights(strided), chunks), f"seed={seed}"
+    assert torch.equal(chunk_weights(strided, width), chunks), f"seed={seed}"
+    if width == CHUNK:
+        assert torch.equal(chunk_weights(weights), chunks), "the default width"
 
 
 def _tiles(ids: np.ndarray, num_experts: int, block_m: int):
@@ -53,28 +59,28 @@ def _routing(rng: np.random.Generator, num_tokens: int, top_k: int, num_experts:
     return np.stack([rng.permutation(num_experts)[:top_k] for _ in range(num_tokens)])
 
 
-def _plain_twin(config: GemmConfig, chunks: torch.Tensor | None) -> GemmConfig:
-    """The config the weights as stored run with to give the chunks' bits: through TMA a step of
-    whole chunks is one product per chunk, so one chunk a step; a step of part of a chunk reads
-    the chunks through pointers, so the weights as stored too (the interpreter's products
-    round by the operands' layout)."""
+def _plain_twin(config: GemmConfig, chunks: torch.Tensor | None, width: int) -> GemmConfig:
+    """The config the weights as stored run with to give the chunks' bits: through TMA each
+    product spans at most one chunk (a step of two chunks is two products), so a step of at most
+    one chunk (the interpreter's products round by the operands' layout)."""
     if chunks is not None or not config.B_TMA:
         return config
-    if config.BLOCK_K % CHUNK:
-        return dataclasses.replace(config, B_TMA=False)
-    return dataclasses.replace(config, BLOCK_K=CHUNK)
+    return dataclasses.replace(config, BLOCK_K=min(config.BLOCK_K, width))
 
 
-# K of two and a half chunks: the last chunk's columns past K are zeros, and A's are masked; K
-# steps of half a chunk, one chunk, or two (through TMA two products a step)
-@pytest.mark.parametrize("k", [2 * CHUNK, 2 * CHUNK + 32])
+# K of two chunks and two and a quarter or a half: the last chunk's columns past K are zeros,
+# and A's are masked; K steps of half a chunk (through TMA at column 0 or half a chunk into
+# it), one chunk, or two (through TMA two products a step)
+@pytest.mark.parametrize("width", CHUNK_WIDTHS)
+@pytest.mark.parametrize("extra", [0, 32])
 @pytest.mark.parametrize("tail_m", [0, 16])
-@pytest.mark.parametrize("block_k", [CHUNK // 2, CHUNK, 2 * CHUNK])
+@pytest.mark.parametrize("step", [0.5, 1, 2], ids=["half-chunk", "one-chunk", "two-chunks"])
 @pytest.mark.parametrize("tma", [True, False], ids=["tma", "pointers"])
-def test_grouped_gemm_from_chunks_matches_the_weights_as_stored(k, tail_m, block_k, tma):
+def test_grouped_gemm_from_chunks_matches_the_weights_as_stored(width, extra, tail_m, step, tma):
     from moekit.experts._triton_impl.grouped_gemm import invoke_grouped_gemm
 
-    seed = zlib.crc32(f"chunked grouped {k} {tail_m} {block_k} {tma}".encode())
+    k, block_k = 2 * width + extra, int(step * width)
+    seed = zlib.crc32(f"chunked grouped {k} {tail_m} {block_k} {tma} {width}".encode())
     rng = np.random.default_rng(seed)
     num_tokens, top_k, num_experts, n = 29, 2, 5, 48
     ids = _routing(rng, num_tokens, top_k, num_experts)
@@ -85,10 +91,10 @@ def test_grouped_gemm_from_chunks_matches_the_weights_as_stored(k, tail_m, block
     config = GemmConfig(BLOCK_M=16, BLOCK_N=32, BLOCK_K=block_k, num_stages=1, B_TMA=tma,
                         TAIL_M=tail_m)  # fmt: skip
     outputs = []
-    for chunks in (None, chunk_weights(b)):
+    for chunks in (None, chunk_weights(b, width)):
         c = torch.full((num_tokens * top_k, n), float("nan"))
         invoke_grouped_gemm(a, b if chunks is None else chunks, c, None, weights, tiles, 1,
-                            _plain_twin(config, chunks))  # fmt: skip
+                            _plain_twin(config, chunks, width))  # fmt: skip
         outputs.append(c)
     no_bias = np.zeros((num_experts, n), np.float32)
     want = grouped_gemm_reference(a.numpy(), b.numpy(), no_bias, weights.numpy(), ids.reshape(-1))
@@ -97,11 +103,12 @@ def test_grouped_gemm_from_chunks_matches_the_weights_as_stored(k, tail_m, block
     assert torch.equal(outputs[0], outputs[1]), f"seed={seed}"
 
 
+@pytest.mark.parametrize("width", CHUNK_WIDTHS)
 @pytest.mark.parametrize("tail_m", [0, 16])
-@pytest.mark.parametrize("block_k", [CHUNK // 2, CHUNK, 2 * CHUNK])
+@pytest.mark.parametrize("step", [0.5, 1, 2], ids=["half-chunk", "one-chunk", "two-chunks"])
 @pytest.mark.parametrize("tma", [True, False], ids=["tma", "pointers"])
 @pytest.mark.parametrize("activation", ["silu", "swigluoai"])
-def test_gate_up_gemm_from_chunks_matches_the_weights_as_stored(tail_m, block_k, tma,
+def test_gate_up_gemm_from_chunks_matches_the_weights_as_stored(width, tail_m, step, tma,
                                                                 activation):  # fmt: skip
     """``[gate | up]`` rows and gpt-oss's interleaved ones (through TMA read as row pairs; their
     K is whole chunks, as the weights as stored need for a descriptor: with pointers instead the
@@ -110,10 +117,11 @@ def test_gate_up_gemm_from_chunks_matches_the_weights_as_stored(tail_m, block_k,
     from moekit.experts._triton_impl.gate_up_gemm import invoke_gate_up_gemm
     from moekit.experts.activation import MoEActivation
 
-    seed = zlib.crc32(f"chunked gate up {tail_m} {block_k} {tma} {activation}".encode())
+    block_k = int(step * width)
+    seed = zlib.crc32(f"chunked gate up {tail_m} {block_k} {tma} {activation} {width}".encode())
     rng = np.random.default_rng(seed)
     num_tokens, top_k, num_experts, n = 27, 2, 5, 64
-    k = 2 * CHUNK if activation == "swigluoai" else 2 * CHUNK + 32
+    k = 2 * width if activation == "swigluoai" else 2 * width + 32
     ids = _routing(rng, num_tokens, top_k, num_experts)
     a = torch.tensor(rng.standard_normal((num_tokens, k)), dtype=torch.float32) / 10
     w13 = torch.tensor(rng.standard_normal((num_experts, n, k)), dtype=torch.float32) / 10
@@ -122,10 +130,10 @@ def test_gate_up_gemm_from_chunks_matches_the_weights_as_stored(tail_m, block_k,
                         TAIL_M=tail_m)  # fmt: skip
     act = MoEActivation.parse(activation)
     outputs = []
-    for chunks in (None, chunk_weights(w13)):
+    for chunks in (None, chunk_weights(w13, width)):
         out = torch.full((num_tokens * top_k, n // 2), float("nan"))
         invoke_gate_up_gemm(a, w13 if chunks is None else chunks, out, None, tiles, top_k, act,
-                            _plain_twin(config, chunks))  # fmt: skip
+                            _plain_twin(config, chunks, width))  # fmt: skip
         outputs.append(out)
     gate_up = grouped_gemm_reference(a.numpy()[np.arange(num_tokens * top_k) // top_k],
                                      w13.numpy(), np.zeros((num_experts, n), np.float32), None,
@@ -136,22 +144,23 @@ def test_gate_up_gemm_from_chunks_matches_the_weights_as_stored(tail_m, block_k,
     assert torch.equal(outputs[0], outputs[1]), f"seed={seed}"
 
 
-def test_a_step_past_k_does_not_read_the_next_experts_chunk():
+@pytest.mark.parametrize("width", CHUNK_WIDTHS)
+def test_a_step_past_k_does_not_read_the_next_experts_chunk(width):
     """Three chunks in steps of two: the second step's last product lies past K. It must not
     read the next expert's first chunk, whose non-finite values would make this expert's rows
     NaN (0 * inf) although that expert serves no slot."""
     from moekit.experts._triton_impl.grouped_gemm import invoke_grouped_gemm
 
-    seed = zlib.crc32(b"chunked past k")
+    seed = zlib.crc32(f"chunked past k {width}".encode())
     rng = np.random.default_rng(seed)
-    num_tokens, n, k = 21, 32, 3 * CHUNK
+    num_tokens, n, k = 21, 32, 3 * width
     ids = np.zeros((num_tokens, 1), dtype=np.int64)  # every slot on expert 0
     a = torch.tensor(rng.standard_normal((num_tokens, k)), dtype=torch.float32) / 10
     b = torch.tensor(rng.standard_normal((2, n, k)), dtype=torch.float32) / 10
-    b[1, :, :CHUNK] = float("inf")  # expert 1's first chunk
+    b[1, :, :width] = float("inf")  # expert 1's first chunk
     c = torch.full((num_tokens, n), float("nan"))
-    config = GemmConfig(BLOCK_M=16, BLOCK_N=32, BLOCK_K=2 * CHUNK, num_stages=1, B_TMA=True)
-    invoke_grouped_gemm(a, chunk_weights(b), c, None, None, _tiles(ids, 2, 16), 1, config)
+    config = GemmConfig(BLOCK_M=16, BLOCK_N=32, BLOCK_K=2 * width, num_stages=1, B_TMA=True)
+    invoke_grouped_gemm(a, chunk_weights(b, width), c, None, None, _tiles(ids, 2, 16), 1, config)
     want = grouped_gemm_reference(a.numpy(), b.numpy(), np.zeros((2, n), np.float32), None,
                                   ids.reshape(-1))  # fmt: skip
     np.testing.assert_allclose(c.numpy(), want, atol=TOLERANCE[torch.float32],
@@ -176,30 +185,35 @@ PATH_TILES = {
 }  # fmt: skip
 
 
+@pytest.mark.parametrize("width", CHUNK_WIDTHS)
 @pytest.mark.parametrize("tile", PATH_TILES)
-def test_path_from_chunks_matches_the_weights_as_stored(monkeypatch, tile):
-    seed = zlib.crc32(f"chunked path {tile}".encode())
+def test_path_from_chunks_matches_the_weights_as_stored(monkeypatch, tile, width):
+    """In chunks of 128 columns the 64-column steps read half a chunk, and inter 192 is a chunk
+    and a half."""
+    seed = zlib.crc32(f"chunked path {tile} {width}".encode())
     path_from_chunks_matches(monkeypatch, PATH_TILES[tile], torch.float32, "cpu", (128, 192),
-                              (1, 3, 37, 150), seed)  # fmt: skip
+                              (1, 3, 37, 150), seed, width=width)  # fmt: skip
 
 
+@pytest.mark.parametrize("width", CHUNK_WIDTHS)
 @pytest.mark.parametrize("tma", [True, False], ids=["tma", "pointers"])
-def test_interleaved_path_from_chunks_matches_the_weights_as_stored(monkeypatch, tma):
+def test_interleaved_path_from_chunks_matches_the_weights_as_stored(monkeypatch, tma, width):
     """gpt-oss's interleaved gate/up rows (``swigluoai``)."""
-    seed = zlib.crc32(f"chunked interleaved path {tma}".encode())
+    seed = zlib.crc32(f"chunked interleaved path {tma} {width}".encode())
     tile = dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=CHUNK, num_stages=1, B_TMA=tma)
     path_from_chunks_matches(monkeypatch, tile, torch.float32, "cpu", (128, 96), (3, 40), seed,
-                             activation="swigluoai")  # fmt: skip
+                             activation="swigluoai", width=width)  # fmt: skip
 
 
+@pytest.mark.parametrize("width", CHUNK_WIDTHS)
 @pytest.mark.parametrize("path", ["token_sum", "expert_programs"])
-def test_decode_paths_read_chunks(monkeypatch, path):
+def test_decode_paths_read_chunks(monkeypatch, path, width):
     """GEMM2 in token order (``token_sum_gemm``) and both GEMMs as one program per expert
     (``expert_programs``, one chunk a K step) on chunks, each checked to be the call's path."""
     from moekit.experts import triton_experts
     from moekit.experts._triton_impl import expert_programs, token_sum_gemm
 
-    seed = zlib.crc32(f"chunked decode path {path}".encode())
+    seed = zlib.crc32(f"chunked decode path {path} {width}".encode())
     calls: list[int] = []
     module, name = ((token_sum_gemm, "invoke_token_sum_gemm") if path == "token_sum"
                     else (expert_programs, "invoke_expert_programs"))  # fmt: skip
@@ -215,7 +229,8 @@ def test_decode_paths_read_chunks(monkeypatch, path):
         monkeypatch.setattr(expert_programs, "BLOCK_N2", 32)
         tile = dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=CHUNK, num_stages=1, EXPERT_PROGRAMS=True)
         counts = (9, 40)
-    path_from_chunks_matches(monkeypatch, tile, torch.float32, "cpu", (128, 192), counts, seed)
+    path_from_chunks_matches(monkeypatch, tile, torch.float32, "cpu", (128, 192), counts, seed,
+                             width=width)  # fmt: skip
     assert len(calls) == 2 * len(counts), f"the calls did not take the path, seed={seed}"
 
 
@@ -277,3 +292,48 @@ def test_chunks_are_refused_where_they_cannot_be_read():
         chunk_weights(torch.zeros(2, 3, 4, dtype=torch.int32))
     with pytest.raises(ValueError, match="weights must be a non-empty 3-D"):
         chunk_weights(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match=r"width must be one of \(64, 128\), got 32"):
+        chunk_weights(p["w1"], 32)
+    with pytest.raises(TypeError, match="width must be an int, got float"):
+        chunk_weights(p["w1"], 64.0)
+    with pytest.raises(ValueError, match="w1 in K chunks must have chunks of 64 or 128 columns"):
+        fused_experts(p["hidden_states"], chunk_weights(p["w1"]).reshape(4, 4, 192, 32),
+                      chunk_weights(p["w2"]), p["topk_weights"], p["topk_ids"], backend="triton")  # fmt: skip
+
+
+@pytest.mark.parametrize("path", ["aligned", "expert_programs"])
+def test_chunks_of_two_widths(monkeypatch, path):
+    """W13 in chunks of 128 columns and W2 in chunks of 64 (each GEMM reads its own), on the
+    aligned path and on the one-program path (each checked to be taken): bit for bit against the
+    weights as stored in the same products (GEMM2 in steps of 64), and against the reference."""
+    from helpers import as_tensors, assert_matches, make_problem, reference, use_config
+
+    from moekit.experts import fused_experts, triton_experts
+    from moekit.experts._triton_impl import expert_programs
+
+    seed = zlib.crc32(f"chunks of two widths {path}".encode())
+    programs = path == "expert_programs"
+    if programs:
+        monkeypatch.setattr(triton_experts, "EXPERT_PROGRAMS_MAX_ROWS", 64)
+        monkeypatch.setattr(expert_programs, "BLOCK_N1", 32)
+        monkeypatch.setattr(expert_programs, "BLOCK_N2", 32)
+    calls: list[int] = []
+    real = expert_programs.invoke_expert_programs
+    monkeypatch.setattr(expert_programs, "invoke_expert_programs",
+                        lambda *a, **kw: calls.append(1) or real(*a, **kw))  # fmt: skip
+    problem = make_problem(seed, 9, 8, 2, 256, 192, bias=True)
+    t = as_tensors(problem, torch.float32)
+    tile = dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=128, num_stages=1, B_TMA=True,
+                EXPERT_PROGRAMS=programs)  # fmt: skip
+    outputs = []
+    for w1, w2, block_k2 in ((t["w1"], t["w2"], 64),
+                             (chunk_weights(t["w1"], 128), chunk_weights(t["w2"], 64), 128)):  # fmt: skip
+        with monkeypatch.context() as patch:
+            use_config(patch, GemmConfig(**tile, BLOCK_K2=block_k2))
+            patch.setattr(expert_programs, "BLOCK_K2", block_k2)
+            outputs.append(fused_experts(t["hidden_states"], w1, w2, t["topk_weights"],
+                                         t["topk_ids"], w1_bias=t["w1_bias"],
+                                         w2_bias=t["w2_bias"], backend="triton"))  # fmt: skip
+    assert len(calls) == 2 * programs, f"the calls did not take the path, seed={seed}"
+    assert torch.equal(outputs[0], outputs[1]), f"seed={seed}"
+    assert_matches(outputs[1], reference(problem, torch.float32), torch.float32, seed)

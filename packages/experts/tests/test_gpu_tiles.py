@@ -240,7 +240,8 @@ def test_expert_programs_on_gpu_match_the_aligned_path_bit_for_bit(monkeypatch, 
         monkeypatch.setattr(triton_experts.TritonExperts, "_expert_programs", real)
 
 
-# weights in K chunks of 64 columns: tiles of one or two chunks a step, tails, sorted rows
+# weights in K chunks (sizes in chunks of 64 columns; in chunks of 128 the 64-column steps read
+# half a chunk): tiles of one or two chunks a step, tails, sorted rows
 GPU_PATH_TILES = {
     "tma": dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, num_warps=4, num_stages=3, B_TMA=True),
     # Mixtral's 256-token entries: GEMM2 a chunk a step at three stages (four of two chunks
@@ -262,24 +263,26 @@ GPU_PATH_TILES = {
 }  # fmt: skip
 
 
+@pytest.mark.parametrize("width", [64, 128])
 @pytest.mark.parametrize("tile", GPU_PATH_TILES)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
-def test_path_from_chunks_on_gpu_matches_the_weights_as_stored(monkeypatch, tile, dtype):
+def test_path_from_chunks_on_gpu_matches_the_weights_as_stored(monkeypatch, tile, dtype, width):
     """Weights in K chunks (``chunk_weights``) on the whole path, TMA and wgmma included: bit for
-    bit as the same tiles in steps of one chunk on the weights as stored."""
-    seed = zlib.crc32(f"chunked gpu path {tile} {dtype}".encode())
+    bit as the same tiles in steps of at most one chunk on the weights as stored."""
+    seed = zlib.crc32(f"chunked gpu path {tile} {dtype} {width}".encode())
     path_from_chunks_matches(monkeypatch, GPU_PATH_TILES[tile], dtype, "cuda", (192, 320),
-                             (1, 37, 300, 560), seed)  # fmt: skip
+                             (1, 37, 300, 560), seed, width=width)  # fmt: skip
 
 
+@pytest.mark.parametrize("width", [64, 128])
 @pytest.mark.parametrize("path", ["expert_programs", "token_sum"])
 @pytest.mark.parametrize("activation", ["silu", "swigluoai"])
-def test_decode_paths_from_chunks_on_gpu(monkeypatch, path, activation):
+def test_decode_paths_from_chunks_on_gpu(monkeypatch, path, activation, width):
     """The one-program path (two chunks a K step) and GEMM2 in token order on K chunks, bf16,
     bit for bit as on the weights as stored."""
     from moekit.experts import triton_experts
 
-    seed = zlib.crc32(f"chunked gpu {path} {activation}".encode())
+    seed = zlib.crc32(f"chunked gpu {path} {activation} {width}".encode())
     if path == "token_sum":
         monkeypatch.setattr(triton_experts, "token_sum_gemm2", lambda *_: True)
         tile, counts = dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, num_stages=4), (2, 8)
@@ -288,4 +291,4 @@ def test_decode_paths_from_chunks_on_gpu(monkeypatch, path, activation):
         tile = dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, num_stages=4, EXPERT_PROGRAMS=True)
         counts = (9, 200)
     path_from_chunks_matches(monkeypatch, tile, torch.bfloat16, "cuda", (256, 320), counts, seed,
-                             activation=activation)  # fmt: skip
+                             activation=activation, width=width)  # fmt: skip

@@ -14,7 +14,7 @@ from moekit.experts._triton_impl.gate_up_gemm import ONE_CHUNK_STEP_WARPS
 from moekit.experts._triton_impl.programmatic_launch import launch_options
 from moekit.experts._triton_impl.weight_descriptor import chunked_descriptor, weight_descriptor
 from moekit.experts.activation import SWIGLUOAI_ALPHA, SWIGLUOAI_LIMIT, MoEActivation
-from moekit.experts.weight_chunks import CHUNK, is_chunked
+from moekit.experts.weight_chunks import chunk_width, is_chunked
 
 # The path's one tile, the best of probe_expert_programs.py on the H100 around Qwen3-30B TP2 at
 # 16 tokens (benchmarks/results/experts_expert_programs_h100.json, NOTES lever 42): 64
@@ -59,12 +59,15 @@ TALL_NUM_WARPS = 8
 # stored stay the faster there (benchmarks/results/experts_chunked_path_h100.json).
 
 
-def chunked_steps(stages: int, num_warps: int) -> tuple[int, int, int]:
-    """``(block_k1, block_k2, stages)`` of a call on weights in K chunks whose weights as stored
-    would run ``stages`` stages of ``BLOCK_K1`` and ``BLOCK_K2`` over ``num_warps`` warps."""
+def chunked_steps(stages: int, num_warps: int, width1: int,
+                  width2: int) -> tuple[int, int, int]:  # fmt: skip
+    """``(block_k1, block_k2, stages)`` of a call on W13 and W2 in K chunks of ``width1`` and
+    ``width2`` columns whose weights as stored would run ``stages`` stages of ``BLOCK_K1`` and
+    ``BLOCK_K2`` over ``num_warps`` warps. With chunks of different widths the stages follow
+    the wider, so that shared memory holds them."""
     if num_warps < ONE_CHUNK_STEP_WARPS:
-        return BLOCK_K1, BLOCK_K2, stages
-    return CHUNK, CHUNK, stages * max(BLOCK_K1, BLOCK_K2) // CHUNK
+        return max(BLOCK_K1, width1), max(BLOCK_K2, width2), stages
+    return width1, width2, max(1, stages * max(BLOCK_K1, BLOCK_K2) // max(width1, width2))
 
 
 def block_m(num_slots: int, num_local_experts: int) -> int:
@@ -92,8 +95,8 @@ def stages_and_warps(rows_per_block: int) -> tuple[int, int]:
 class ExpertWeights(NamedTuple):
     """TMA descriptors over ``W13`` and ``W2`` with the path's blocks; where in ``W13``'s view
     an expert's rows and an up block sit; with weights in K chunks, how many view rows on the
-    next chunk of each lies, and ``W2``'s view rows per expert (see
-    ``expert_programs_kernel``)."""
+    next chunk of each lies; ``W2``'s view rows per expert; the K columns of a chunk of each
+    (0: no chunks; see ``expert_programs_kernel``)."""
 
     w13: Any
     w2: Any
@@ -103,6 +106,8 @@ class ExpertWeights(NamedTuple):
     chunk_rows1: int
     w2_rows_per_expert: int
     chunk_rows2: int
+    chunk1: int = 0
+    chunk2: int = 0
 
 
 def expert_weights(w13: torch.Tensor, w2: torch.Tensor,
@@ -124,15 +129,16 @@ def expert_weights(w13: torch.Tensor, w2: torch.Tensor,
 
 def _chunked_expert_weights(w13: torch.Tensor, w2: torch.Tensor,
                             interleaved: bool) -> ExpertWeights | None:  # fmt: skip
-    w13_desc = chunked_descriptor(w13, BLOCK_N1, row_pairs=interleaved)
-    w2_desc = chunked_descriptor(w2, BLOCK_N2)
+    width1, width2 = chunk_width(w13), chunk_width(w2)
+    w13_desc = chunked_descriptor(w13, BLOCK_N1, width1, row_pairs=interleaved)
+    w2_desc = chunked_descriptor(w2, BLOCK_N2, width2)
     if w13_desc is None or w2_desc is None:
         return None
     n, k = w13.shape[2], w2.shape[2]
     view_rows = n // 2 if interleaved else n
-    up_row, up_col = (0, CHUNK) if interleaved else (n // 2, 0)
+    up_row, up_col = (0, width1) if interleaved else (n // 2, 0)
     return ExpertWeights(w13_desc, w2_desc, w13.shape[1] * view_rows, up_row, up_col, view_rows,
-                         w2.shape[1] * k, k)  # fmt: skip
+                         w2.shape[1] * k, k, width1, width2)  # fmt: skip
 
 
 def invoke_expert_programs(
@@ -174,8 +180,9 @@ def invoke_expert_programs(
     rows_per_block = block_m(num_slots, num_local_experts)
     stages, num_warps = stages_and_warps(rows_per_block)
     block_k1, block_k2 = BLOCK_K1, BLOCK_K2
-    if weights.chunk_rows1:
-        block_k1, block_k2, stages = chunked_steps(stages, num_warps)
+    if weights.chunk1:
+        block_k1, block_k2, stages = chunked_steps(stages, num_warps, weights.chunk1,
+                                                   weights.chunk2)  # fmt: skip
     workers = num_workers(num_local_experts, a.device)
     programs = num_local_experts + workers
     scratch = torch.empty(programs * rows_per_block, dtype=torch.int32, device=a.device)
@@ -198,7 +205,7 @@ def invoke_expert_programs(
         SCAN=max(16, min(SCAN_MAX, triton.next_power_of_2(num_slots))),
         NUM_BINS=max(32, triton.next_power_of_2(num_local_experts + 1)), BLOCK_M=rows_per_block,
         BLOCK_N1=BLOCK_N1, BLOCK_K1=block_k1, BLOCK_N2=BLOCK_N2, BLOCK_K2=block_k2,
-        CHUNK=CHUNK if weights.chunk_rows1 else 0,
+        CHUNK1=weights.chunk1, CHUNK2=weights.chunk2,
         STAGES=stages, ACT_EVICTION=activated_eviction, ROWS_EVICTION=rows_eviction,
         WAIT_PRIOR=wait_prior, LAUNCH_NEXT=wait_prior and launch_next,
         num_warps=num_warps, **launch_options(wait_prior),

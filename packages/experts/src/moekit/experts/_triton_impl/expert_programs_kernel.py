@@ -15,10 +15,10 @@ the weight loads stay pipelined from one column block to the next.
 Both weights come through TMA descriptors (``weight_descriptor``): ``w13_desc`` over ``W13``
 seen as in ``gate_up_gemm_kernel`` (``DESC_ROWS`` rows per expert; an up block ``DESC_UP_ROW``
 rows and ``DESC_UP_COL`` columns from its gate block), ``w2_desc`` over ``W2 [E, K, N_OUT]`` seen
-as ``[E * K, N_OUT]`` (``W2_ROWS`` rows per expert). With ``CHUNK`` both are stored in K chunks
-of ``CHUNK`` columns (``chunked_descriptor``) and each K step is one product per chunk: chunk
-``c`` of W13 lies ``c * DESC_CHUNK_ROWS`` view rows on and of W2 ``c * W2_CHUNK_ROWS``, at
-column 0 (an up block at ``DESC_UP_COL``).
+as ``[E * K, N_OUT]`` (``W2_ROWS`` rows per expert). With ``CHUNK1`` and ``CHUNK2`` both are
+stored in K chunks of that many columns (``chunked_descriptor``) and each K step, whole chunks,
+is one product per chunk: chunk ``c`` of W13 lies ``c * DESC_CHUNK_ROWS`` view rows on and of W2
+``c * W2_CHUNK_ROWS``, at column 0 (an up block at ``DESC_UP_COL``).
 """
 
 from __future__ import annotations
@@ -215,7 +215,7 @@ def expert_programs_kernel(
     MUL_ROUTED_WEIGHT: tl.constexpr, IEEE_FP32: tl.constexpr, SCAN: tl.constexpr,
     NUM_BINS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N1: tl.constexpr,
     BLOCK_K1: tl.constexpr, BLOCK_N2: tl.constexpr, BLOCK_K2: tl.constexpr,
-    CHUNK: tl.constexpr, STAGES: tl.constexpr, ACT_EVICTION: tl.constexpr,
+    CHUNK1: tl.constexpr, CHUNK2: tl.constexpr, STAGES: tl.constexpr, ACT_EVICTION: tl.constexpr,
     ROWS_EVICTION: tl.constexpr, WAIT_PRIOR: tl.constexpr, LAUNCH_NEXT: tl.constexpr,
 ):  # fmt: skip
     """Programs below ``num_local_experts`` run their expert's first block; the
@@ -251,12 +251,12 @@ def expert_programs_kernel(
                                                  scratch_ptr, HAS_MAP, SCAN, BLOCK_M)  # fmt: skip
         gate_up_block(a_ptr, slots, slot_ok, w13_desc, bias1_ptr, activated_ptr, expert, K,
                       N_OUT, stride_am, stride_act, stride_bias1, up_offset, DESC_ROWS,
-                      DESC_UP_ROW, DESC_UP_COL, DESC_CHUNK_ROWS, CHUNK, TOP_K, GATED,
+                      DESC_UP_ROW, DESC_UP_COL, DESC_CHUNK_ROWS, CHUNK1, TOP_K, GATED,
                       GATE_ROW_STEP, ACTIVATION, SWIGLU_ALPHA, SWIGLU_LIMIT, HAS_BIAS1, IEEE_FP32,
                       BLOCK_M, BLOCK_N1, BLOCK_K1, STAGES, ACT_EVICTION)  # fmt: skip
         # every warp's activated rows are stored before any warp reads them back
         tl.debug_barrier()
         down_block(activated_ptr, slots, slot_ok, w2_desc, bias2_ptr, topk_weights_ptr,
                    rows_ptr, expert, K, N_OUT, stride_act, stride_rows, stride_bias2, W2_ROWS,
-                   W2_CHUNK_ROWS, CHUNK, MUL_ROUTED_WEIGHT, HAS_BIAS2, IEEE_FP32, BLOCK_M,
+                   W2_CHUNK_ROWS, CHUNK2, MUL_ROUTED_WEIGHT, HAS_BIAS2, IEEE_FP32, BLOCK_M,
                    BLOCK_N2, BLOCK_K2, STAGES, ROWS_EVICTION)  # fmt: skip

@@ -13,12 +13,13 @@ from moekit.experts._triton_impl.row_cache import activated_rows_eviction
 from moekit.experts._triton_impl.tile_source import TileSource
 from moekit.experts._triton_impl.topk_sum_epilogue import counter_block
 from moekit.experts._triton_impl.weight_descriptor import (
+    chunk_product,
     chunked_descriptor,
     rows_descriptor,
     weight_descriptor,
 )
 from moekit.experts.activation import SWIGLUOAI_ALPHA, SWIGLUOAI_LIMIT, MoEActivation
-from moekit.experts.weight_chunks import CHUNK, experts_and_rows, is_chunked, weight_strides
+from moekit.experts.weight_chunks import chunk_width, experts_and_rows, weight_strides
 
 
 def gate_up_block_n(config: GemmConfig, gated: bool) -> int:
@@ -37,11 +38,11 @@ def gate_up_block_n(config: GemmConfig, gated: bool) -> int:
 ONE_CHUNK_STEP_WARPS = 8
 
 
-def chunk_step(config: GemmConfig) -> int:
-    """GEMM1's K step on W13's chunks: ``CHUNK`` for entries of ``ONE_CHUNK_STEP_WARPS`` or
-    more warps that read through TMA, else the entry's ``BLOCK_K``."""
+def chunk_step(config: GemmConfig, width: int) -> int:
+    """GEMM1's K step on W13's chunks of ``width`` columns: at most one chunk for entries of
+    ``ONE_CHUNK_STEP_WARPS`` or more warps that read through TMA, else the entry's ``BLOCK_K``."""
     if config.B_TMA and config.num_warps >= ONE_CHUNK_STEP_WARPS:
-        return min(config.BLOCK_K, CHUNK)
+        return min(config.BLOCK_K, width)
     return config.BLOCK_K
 
 
@@ -64,11 +65,11 @@ def invoke_gate_up_gemm(
     """``out[slot] = act(a[slot // top_k] @ w13[e].T + bias[e])`` for every placed slot of every
     expert ``e`` (zeros for blocks of expert ``-1``).
 
-    ``a [rows, K]``, ``w13 [E, N, K]`` or its K chunks ``[E, ceil(K / CHUNK), N, CHUNK]``
+    ``a [rows, K]``, ``w13 [E, N, K]`` or its K chunks ``[E, ceil(K / W), N, W]``
     (``chunk_weights``), ``out [num_slots, N_OUT]`` with ``N_OUT = N / 2`` for gated activations
     (else ``N``), ``bias [E, N]`` or None. ``config.B_TMA`` reads ``w13`` through a descriptor
-    where ``weight_descriptor`` gives one (for chunks: where the K step, ``chunk_step``, is
-    whole chunks and ``chunked_descriptor`` gives one). ``a_rows_sorted`` (``a`` holds
+    where ``weight_descriptor`` gives one (for chunks: ``chunked_descriptor``, with boxes of
+    ``chunk_product`` columns of the K step, ``chunk_step``). ``a_rows_sorted`` (``a`` holds
     one row per sorted position, read through a descriptor where the layout allows) and
     ``out_rows_sorted`` (``out`` gets one row per sorted position) replace the slot rows with
     ``tiles.sorted_token_ids`` order, padding included; ``num_slots`` (the flat slot count,
@@ -80,27 +81,30 @@ def invoke_gate_up_gemm(
     """
     n_out = out.shape[1]
     num_slots = out.shape[0] if num_slots is None else num_slots
-    chunked = is_chunked(w13)
+    width = chunk_width(w13)
+    chunked = width > 0
     n, k = experts_and_rows(w13)[1], a.shape[1]
     gated = activation.is_gated
     interleaved = activation is MoEActivation.SWIGLUOAI
     block_n = gate_up_block_n(config, gated)
-    block_k = chunk_step(config) if chunked else config.BLOCK_K
+    block_k = chunk_step(config, width) if chunked else config.BLOCK_K
     tail_m = 0 if tiles.slots_from_ids else config.TAIL_M  # one slot per tile: nothing to fold
     grid = (tiles.num_m_tiles(config.BLOCK_M) * triton.cdiv(n_out, block_n),)
     *tile_args, num_sorted = tiles.kernel_args(out)
     num_counters = counters.numel() if counters is not None else 0
     b_desc = None
-    if config.B_TMA and chunked and block_k % CHUNK == 0:
-        b_desc = chunked_descriptor(w13, block_n, row_pairs=interleaved)
+    dot_k = block_k  # one product's K columns
+    product_k = chunk_product(block_k, width)
+    if config.B_TMA and product_k:
+        b_desc = chunked_descriptor(w13, block_n, product_k, row_pairs=interleaved)
+        dot_k = product_k if b_desc is not None else dot_k
     elif config.B_TMA and not chunked:
         b_desc = weight_descriptor(w13, block_n, block_k, row_pairs=interleaved)
-    dot_k = CHUNK if chunked and b_desc is not None else block_k  # one product's K columns
     a_desc = rows_descriptor(a, config.BLOCK_M, dot_k) if a_rows_sorted else None
     # the descriptor's view: rows per expert, where an up block sits from its gate block, and
     # the rows from one K chunk to the next
     view_rows = n // 2 if interleaved else n
-    desc_up_row, desc_up_col = (0, CHUNK if chunked else k) if interleaved else (n // 2, 0)
+    desc_up_row, desc_up_col = (0, width if chunked else k) if interleaved else (n // 2, 0)
     desc_rows, desc_chunk_rows = (
         (w13.shape[1] * view_rows, view_rows) if chunked else (view_rows, 0)
     )
@@ -118,7 +122,7 @@ def invoke_gate_up_gemm(
         ACTIVATION=ACTIVATION_CODES[activation], SWIGLU_ALPHA=SWIGLUOAI_ALPHA,
         SWIGLU_LIMIT=SWIGLUOAI_LIMIT, HAS_BIAS=bias is not None,
         IEEE_FP32=a.dtype == torch.float32, B_TMA=b_desc is not None,
-        B_CHUNK=CHUNK if chunked else 0, A_ROWS_SORTED=a_rows_sorted, A_TMA=a_desc is not None,
+        B_CHUNK=width, A_ROWS_SORTED=a_rows_sorted, A_TMA=a_desc is not None,
         C_ROWS_SORTED=out_rows_sorted,
         BLOCK_M=config.BLOCK_M, BLOCK_N=block_n, BLOCK_K=block_k, DOT_K=dot_k,
         GROUP_M=config.GROUP_M, EXPERT_GROUPS=config.EXPERT_GROUPS and not tiles.slots_from_ids,

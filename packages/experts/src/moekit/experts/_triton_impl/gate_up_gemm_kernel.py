@@ -11,8 +11,8 @@ through ``b_desc`` (see ``weight_descriptor``): expert ``e``'s gate column ``n``
 ``e * DESC_ROWS + n``, its up column view row ``+ DESC_UP_ROW``, columns ``+ DESC_UP_COL``. With
 ``B_CHUNK`` W13 is stored in K chunks of ``B_CHUNK`` columns (see ``chunk_weights``); through
 TMA chunk ``c`` is then ``c * DESC_CHUNK_ROWS`` view rows on (the up column at ``DESC_UP_COL``
-within the chunk's view row), and each K step of ``BLOCK_K`` is ``BLOCK_K / DOT_K`` products
-of one chunk.
+within the chunk's view row), column ``k`` at ``k % B_CHUNK`` of chunk ``k // B_CHUNK``, and each
+K step of ``BLOCK_K`` is ``BLOCK_K / DOT_K`` products of ``DOT_K`` columns, within one chunk.
 With ``ZERO_COUNTERS`` the first programs also zero GEMM2's top-k sum counters (see
 ``topk_sum_epilogue``), which GEMM2 uses after this kernel in stream order. With
 ``EXPERT_GROUPS`` (aligned tiles only) the tile order groups each expert's m-tiles (see
@@ -58,8 +58,9 @@ def gate_up_products(
     use the same weight tiles (without, the tile's again). Each step of ``BLOCK_K`` is
     ``BLOCK_K / DOT_K`` products of ``DOT_K`` columns (the pointers span ``DOT_K``). With
     ``B_CHUNK`` (W13 in K chunks of ``B_CHUNK`` columns) ``gate_ptrs`` and ``up_ptrs`` hold no K
-    offset, chunk ``c`` lies ``c * stride_bc`` elements on, and through TMA ``DOT_K`` is the
-    chunk and chunk ``c`` of ``b_desc`` is ``c * DESC_CHUNK_ROWS`` view rows on."""
+    offset, chunk ``c`` lies ``c * stride_bc`` elements on, and through TMA chunk ``c`` of
+    ``b_desc`` is ``c * DESC_CHUNK_ROWS`` view rows on, column ``k`` at ``k % B_CHUNK`` of chunk
+    ``k // B_CHUNK``."""
     offs_k = tl.arange(0, DOT_K)
     gate_acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     up_acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
@@ -83,12 +84,13 @@ def gate_up_products(
                 tail_a = tl.load(tail_a_ptrs + a_at, mask=tail_a_ok[:, None] & k_ok[None, :],
                                  other=0.0)  # fmt: skip
             b_ok = k_ok[:, None] & n_ok[None, :]
-            # past K (a step's last product) the last chunk again, whose A columns are zeros,
-            # rather than the next expert's first
-            chunk = tl.minimum(k_at // DOT_K, tl.cdiv(K, DOT_K) - 1)
-            chunk_row = gate_row + chunk * DESC_CHUNK_ROWS
             if B_TMA and B_CHUNK:
-                gate = b_desc.load([chunk_row, 0]).T
+                # past K (a step's last product) the last chunk again, whose A columns are
+                # zeros, rather than the next expert's first
+                chunk = tl.minimum(k_at // B_CHUNK, tl.cdiv(K, B_CHUNK) - 1)
+                chunk_row = gate_row + chunk * DESC_CHUNK_ROWS
+                chunk_col = k_at % B_CHUNK
+                gate = b_desc.load([chunk_row, chunk_col]).T
             elif B_TMA:
                 gate = b_desc.load([gate_row, k_at]).T
             else:
@@ -98,7 +100,7 @@ def gate_up_products(
                 tail_gate = tail_product(tail_a, gate, tail_gate, IEEE_FP32, TAIL_SWAP)
             if GATED:
                 if B_TMA and B_CHUNK:
-                    up = b_desc.load([chunk_row + DESC_UP_ROW, DESC_UP_COL]).T
+                    up = b_desc.load([chunk_row + DESC_UP_ROW, DESC_UP_COL + chunk_col]).T
                 elif B_TMA:
                     up = b_desc.load([gate_row + DESC_UP_ROW, DESC_UP_COL + k_at]).T
                 else:

@@ -10,11 +10,12 @@ from moekit.experts._triton_impl.grouped_gemm_kernel import grouped_gemm_kernel
 from moekit.experts._triton_impl.programmatic_launch import launch_options
 from moekit.experts._triton_impl.tile_source import TileSource
 from moekit.experts._triton_impl.weight_descriptor import (
+    chunk_product,
     chunked_descriptor,
     rows_descriptor,
     weight_descriptor,
 )
-from moekit.experts.weight_chunks import CHUNK, is_chunked, weight_strides
+from moekit.experts.weight_chunks import chunk_width, weight_strides
 
 
 def invoke_grouped_gemm(
@@ -35,11 +36,11 @@ def invoke_grouped_gemm(
     """``c[slot] = (a[slot // top_k] @ b[e].T + bias[e]) * topk_weights[slot]`` for every placed
     slot of every expert ``e`` (zeros for blocks of expert ``-1``).
 
-    ``a [rows, K]``, ``b [E, N, K]`` or its K chunks ``[E, ceil(K / CHUNK), N, CHUNK]``
+    ``a [rows, K]``, ``b [E, N, K]`` or its K chunks ``[E, ceil(K / W), N, W]``
     (``chunk_weights``), ``c [num_slots, N]``, ``bias [E, N]`` or None, ``topk_weights`` flat
     ``[num_slots]`` or None (no weighting). ``config.B_TMA`` reads ``b`` through a descriptor
-    where ``weight_descriptor`` gives one (for chunks: where ``config.BLOCK_K`` is whole chunks
-    and ``chunked_descriptor`` gives one). With ``a_rows_sorted`` ``a``
+    where ``weight_descriptor`` gives one (for chunks: ``chunked_descriptor``, with boxes of
+    ``chunk_product`` columns). With ``a_rows_sorted`` ``a``
     holds one row per sorted position (``tiles.sorted_token_ids`` order, padding included), so
     each tile reads one block of rows, through a descriptor where the layout allows.
 
@@ -67,13 +68,16 @@ def invoke_grouped_gemm(
         if out.stride(1) != 1 or counters.numel() < out.shape[0] * triton.cdiv(n, config.BLOCK_N):
             raise ValueError("summed: out needs unit column stride and counters one per token "
                              "and n-tile")  # fmt: skip
-    chunked = is_chunked(b)
+    width = chunk_width(b)
+    chunked = width > 0
     b_desc = None
-    if config.B_TMA and chunked and config.BLOCK_K % CHUNK == 0:
-        b_desc = chunked_descriptor(b, config.BLOCK_N)
+    dot_k = config.BLOCK_K  # one product's K columns
+    product_k = chunk_product(config.BLOCK_K, width)
+    if config.B_TMA and product_k:
+        b_desc = chunked_descriptor(b, config.BLOCK_N, product_k)
+        dot_k = product_k if b_desc is not None else dot_k
     elif config.B_TMA and not chunked:
         b_desc = weight_descriptor(b, config.BLOCK_N, config.BLOCK_K)
-    dot_k = CHUNK if chunked and b_desc is not None else config.BLOCK_K  # one product's K columns
     a_desc = rows_descriptor(a, config.BLOCK_M, dot_k) if a_rows_sorted else None
     # b_desc's view: rows from one expert to the next and from one chunk to the next
     b_expert_rows, b_chunk_rows = (b.shape[1] * n, n) if chunked else (n, 0)
@@ -90,7 +94,7 @@ def invoke_grouped_gemm(
         FUSED_SUM=summed is not None, SUM_TOP_K=sum_top_k,
         TOP_K=top_k, MUL_ROUTED_WEIGHT=topk_weights is not None, HAS_BIAS=bias is not None,
         IEEE_FP32=a.dtype == torch.float32, B_TMA=b_desc is not None,
-        B_CHUNK=CHUNK if chunked else 0,
+        B_CHUNK=width,
         A_ROWS_SORTED=a_rows_sorted, A_TMA=a_desc is not None,
         BLOCK_M=config.BLOCK_M, BLOCK_N=config.BLOCK_N, BLOCK_K=config.BLOCK_K, DOT_K=dot_k,
         GROUP_M=config.GROUP_M, EXPERT_GROUPS=config.EXPERT_GROUPS and not tiles.slots_from_ids,

@@ -13,7 +13,7 @@ into ``out`` (see
 With ``B_TMA`` the B tiles come through ``b_desc``, a descriptor over ``b`` seen as
 ``[E * N, K]`` (see ``weight_descriptor``), instead of pointer loads. With ``B_CHUNK`` ``b`` is
 stored in K chunks of ``B_CHUNK`` columns (see ``chunk_weights``); through TMA each step of
-``BLOCK_K`` is then ``BLOCK_K / DOT_K`` products of one chunk. With ``EXPERT_GROUPS``
+``BLOCK_K`` is then ``BLOCK_K / DOT_K`` products of ``DOT_K`` columns, within one chunk. With ``EXPERT_GROUPS``
 (aligned tiles only) the tile order groups each expert's m-tiles (see
 ``program_tile``). With ``TAIL_M`` (aligned tiles only) a program also computes the next m-tile's
 first ``TAIL_M`` rows when that tile is its expert's short last one (see ``tail_fold``), with
@@ -58,8 +58,8 @@ def products(a_ptrs, a_ok, a_desc, a_row, tail_a_ptrs, tail_a_ok, b_ptrs, b_desc
     (without, the tile's again). Each step of ``BLOCK_K`` is ``BLOCK_K / DOT_K`` products of
     ``DOT_K`` columns (``a_ptrs`` and ``tail_a_ptrs`` span ``DOT_K``). With ``B_CHUNK`` (B in K
     chunks of ``B_CHUNK`` columns) ``b_ptrs`` hold no K offset, chunk ``c`` lies ``c *
-    stride_bc`` elements on, and through TMA ``DOT_K`` is the chunk and chunk ``c`` of
-    ``b_desc`` is ``c * b_chunk_rows`` view rows on."""
+    stride_bc`` elements on, and through TMA chunk ``c`` of ``b_desc`` is ``c * b_chunk_rows``
+    view rows on, column ``k`` at ``k % B_CHUNK`` of chunk ``k // B_CHUNK``."""
     offs_k = tl.arange(0, DOT_K)
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     if TAIL_ROWS:
@@ -76,8 +76,8 @@ def products(a_ptrs, a_ok, a_desc, a_row, tail_a_ptrs, tail_a_ok, b_ptrs, b_desc
             if B_TMA and B_CHUNK:
                 # past K (a step's last product) the last chunk again, whose A columns are zeros,
                 # rather than the next expert's first
-                chunk = tl.minimum(k_at // DOT_K, tl.cdiv(K, DOT_K) - 1)
-                b = b_desc.load([b_row + chunk * b_chunk_rows, 0]).T
+                chunk = tl.minimum(k_at // B_CHUNK, tl.cdiv(K, B_CHUNK) - 1)
+                b = b_desc.load([b_row + chunk * b_chunk_rows, k_at % B_CHUNK]).T
             elif B_TMA:
                 b = b_desc.load([b_row, k_at]).T
             elif B_CHUNK:

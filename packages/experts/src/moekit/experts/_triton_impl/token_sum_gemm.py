@@ -9,7 +9,7 @@ import triton
 
 from moekit.experts._triton_impl.programmatic_launch import launch_options
 from moekit.experts._triton_impl.token_sum_gemm_kernel import token_sum_gemm_kernel
-from moekit.experts.weight_chunks import CHUNK, experts_and_rows, is_chunked, weight_strides
+from moekit.experts.weight_chunks import chunk_width, experts_and_rows, weight_strides
 
 # Programs to aim for: enough to keep every SM's loads in flight on a 132-SM H100.
 TARGET_PROGRAMS = 1024
@@ -86,6 +86,6 @@ def invoke_token_sum_gemm(
         HAS_MAP=expert_map is not None, TOP_K=top_k, MUL_ROUTED_WEIGHT=topk_weights is not None,
         HAS_BIAS=bias is not None, BLOCK_N=block_n, BLOCK_K=tile.BLOCK_K,
         K_STEPS=k_steps if k_steps <= tile.max_unrolled_steps else 0,
-        B_CHUNK=CHUNK if is_chunked(b) else 0, WAIT_PRIOR=wait_prior,
+        B_CHUNK=chunk_width(b), WAIT_PRIOR=wait_prior,
         num_warps=tile.num_warps, **launch_options(wait_prior),
     )  # fmt: skip

@@ -7,12 +7,12 @@ as one matrix ``[E * N, K]``, so expert ``e``'s rows start at ``e * N``. Rows pa
 ``N`` in a tail tile belong to the next expert: they only feed output columns that are masked
 at the store. Columns past ``K`` come back as zeros.
 
-The weights can also be stored in K chunks (``chunk_weights``): ``[E, K / CHUNK, N, CHUNK]``, so
-that the ``[block_n, CHUNK]`` box of a K step is ``block_n * CHUNK`` contiguous elements instead
-of ``block_n`` runs of ``CHUNK``, one per weight row (HBM streams those 2-3% faster: NOTES, lever
-48). The view is then ``[E * K / CHUNK * N, CHUNK]``: expert ``e``'s row ``n`` of chunk ``c`` is
-view row ``(e * K / CHUNK + c) * N + n``, and a kernel reading it steps ``CHUNK`` columns of K at a
-time.
+The weights can also be stored in K chunks (``chunk_weights``): ``[E, K / W, N, W]`` with ``W``
+64 or 128 columns, so that the ``[block_n, W]`` box of a K step is ``block_n * W`` contiguous
+elements instead of ``block_n`` runs of ``W``, one per weight row (HBM streams those 2-3% faster:
+NOTES, lever 48). The view is then ``[E * K / W * N, W]``: expert ``e``'s row ``n`` of chunk
+``c`` is view row ``(e * K / W + c) * N + n``, and a kernel reading it steps at most ``W``
+columns of K at a time, at column ``k % W`` of chunk ``k // W``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 import triton
 
 from moekit.align import interpreter_enabled
-from moekit.experts.weight_chunks import CHUNK
+from moekit.experts.weight_chunks import CHUNK_WIDTHS
 
 try:  # kernel arguments that are host-built descriptors: Triton 3.4 and later
     from triton.tools.tensor_descriptor import TensorDescriptor
@@ -35,20 +35,33 @@ if _release is None or (int(_release[1]), int(_release[2])) < (3, 4):
     TensorDescriptor = None  # older releases load through pointers
 
 
-def chunked_descriptor(chunks: torch.Tensor, block_n: int, row_pairs: bool = False) -> Any | None:
-    """A ``TensorDescriptor`` of ``[block_n, CHUNK]`` boxes over ``chunks [E, K / CHUNK, N,
-    CHUNK]`` (see ``chunk_weights``) seen as ``[E * K / CHUNK * N, CHUNK]``, or None where the
-    device or the Triton release does not allow one. With ``row_pairs`` (gpt-oss's interleaved
-    gate/up rows ``2n``, ``2n + 1``) the view is ``[E * K / CHUNK * N / 2, 2 * CHUNK]``: a chunk
-    of gate row ``n`` is view row ``n`` of its chunk's ``N / 2``, columns ``[0, CHUNK)``, and of
-    its up row the same view row, columns ``[CHUNK, 2 * CHUNK)``."""
-    if chunks.dim() != 4 or chunks.shape[-1] != CHUNK or not chunks.is_contiguous():
+def chunked_descriptor(chunks: torch.Tensor, block_n: int, block_k: int,
+                       row_pairs: bool = False) -> Any | None:  # fmt: skip
+    """A ``TensorDescriptor`` of ``[block_n, block_k]`` boxes over ``chunks [E, K / W, N, W]``
+    (see ``chunk_weights``) seen as ``[E * K / W * N, W]``, or None where ``block_k`` does not
+    divide ``W`` or the device or the Triton release does not allow one. With ``row_pairs``
+    (gpt-oss's interleaved gate/up rows ``2n``, ``2n + 1``) the view is ``[E * K / W * N / 2,
+    2 * W]``: a chunk of gate row ``n`` is view row ``n`` of its chunk's ``N / 2``, columns
+    ``[0, W)``, and of its up row the same view row, columns ``[W, 2 * W)``."""
+    width = chunks.shape[-1]
+    if chunks.dim() != 4 or width not in CHUNK_WIDTHS or not chunks.is_contiguous():
+        return None
+    if width % block_k:  # a box within one chunk
         return None
     if row_pairs:
         if chunks.shape[2] % 2:
             return None
-        return rows_descriptor(chunks.view(-1, 2 * CHUNK), block_n, CHUNK)
-    return rows_descriptor(chunks.view(-1, CHUNK), block_n, CHUNK)
+        return rows_descriptor(chunks.view(-1, 2 * width), block_n, block_k)
+    return rows_descriptor(chunks.view(-1, width), block_n, block_k)
+
+
+def chunk_product(block_k: int, width: int) -> int:
+    """K columns of one product where a step of ``block_k`` reads chunks of ``width`` columns
+    through TMA: the step itself within one chunk, else whole chunks; 0 where neither divides
+    the other (or there are no chunks)."""
+    if width and (width % block_k == 0 or block_k % width == 0):
+        return min(block_k, width)
+    return 0
 
 
 def _tma_capable(weights: torch.Tensor) -> bool:
