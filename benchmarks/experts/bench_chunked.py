@@ -122,6 +122,18 @@ def table(rows: list[dict], width: int | None = None) -> str:
     return shape_table(rows, cell)
 
 
+def widths_table(rows: list[dict]) -> str:
+    """Markdown of a run with several ``--widths``: each cell the time / floor as stored, then
+    the change with chunks of each width."""
+
+    def cell(row: dict) -> str:
+        changes = " / ".join(f"{us / row['stored_us'] - 1:+.1%}"
+                             for us in row["widths_us"].values())  # fmt: skip
+        return f"{row['stored_us'] / row['floor_us']:.3f}: {changes}"
+
+    return shape_table(rows, cell)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="measure on the GPU and write JSON here")
@@ -148,7 +160,10 @@ def main() -> None:
         args.out.write_text(json.dumps(result, indent=1) + "\n")
     else:
         result = json.loads(args.source.read_text())
-    print(table(result["rows"], args.show_width))
+    if args.show_width is None and "widths_us" in result["rows"][0]:
+        print(widths_table(result["rows"]))
+    else:
+        print(table(result["rows"], args.show_width))
 
 
 if __name__ == "__main__":

@@ -56,7 +56,9 @@ TALL_NUM_WARPS = 8
 # over as many more stages, so that as many bytes stay in flight. On the H100, Qwen3-30B TP2
 # lost 2.4% at 16 tokens (16-row blocks) and 50% at 256 (64-row blocks, eight warps) with two
 # products a step; with one chunk a step over twice the stages, 4.5% and 2.6%; its weights as
-# stored stay the faster there (benchmarks/results/experts_chunked_path_h100.json).
+# stored stay the faster there (benchmarks/results/experts_chunked_path_h100.json). Chunks of
+# 128 columns make each step of 128 one product: on the H200, Qwen3-30B at 16 tokens lost 1.1%
+# instead of 16% (benchmarks/results/experts_chunked_widths_qwen_h200.json).
 
 
 def chunked_steps(stages: int, num_warps: int, width1: int,
