@@ -60,7 +60,8 @@ def is_chunked(weights: torch.Tensor) -> bool:
 
 
 def chunk_width(weights: torch.Tensor) -> int:
-    """K columns per chunk of weights in K chunks ``[E, K / W, N, W]``: ``W``; 0 for ``[E, N, K]``."""
+    """K columns per chunk of weights in K chunks ``[E, K / W, N, W]``: ``W``; 0 for weights
+    ``[E, N, K]``."""
     return weights.shape[-1] if is_chunked(weights) else 0
 
 

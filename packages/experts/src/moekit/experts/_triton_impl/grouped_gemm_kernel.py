@@ -13,8 +13,8 @@ into ``out`` (see
 With ``B_TMA`` the B tiles come through ``b_desc``, a descriptor over ``b`` seen as
 ``[E * N, K]`` (see ``weight_descriptor``), instead of pointer loads. With ``B_CHUNK`` ``b`` is
 stored in K chunks of ``B_CHUNK`` columns (see ``chunk_weights``); through TMA each step of
-``BLOCK_K`` is then ``BLOCK_K / DOT_K`` products of ``DOT_K`` columns, within one chunk. With ``EXPERT_GROUPS``
-(aligned tiles only) the tile order groups each expert's m-tiles (see
+``BLOCK_K`` is then ``BLOCK_K / DOT_K`` products of ``DOT_K`` columns, within one chunk. With
+``EXPERT_GROUPS`` (aligned tiles only) the tile order groups each expert's m-tiles (see
 ``program_tile``). With ``TAIL_M`` (aligned tiles only) a program also computes the next m-tile's
 first ``TAIL_M`` rows when that tile is its expert's short last one (see ``tail_fold``), with
 ``TAIL_SWAP`` as the transposed product, so that those rows fill the MMA's N operand.
