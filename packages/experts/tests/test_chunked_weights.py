@@ -1,8 +1,8 @@
-"""Weights stored in K chunks (``chunk_weights``): the layout itself, its checks, both GEMM
-launchers reading their tiles from it through TMA and through pointers, and every path of a
-call, bit for bit as from the weights as stored (through TMA in K steps of one chunk: the same
-products in the same order, a step of two chunks being two products), and against NumPy.
-Outputs start poisoned with NaN."""
+"""Weights stored in K chunks (``chunk_weights``) of 64 and of 128 columns: the layout itself,
+its checks, both GEMM launchers reading their tiles from it through TMA and through pointers,
+and every path of a call, bit for bit as from the weights as stored (through TMA in K steps of
+at most one chunk: the same products in the same order, a step of two chunks being two
+products), and against NumPy. Outputs start poisoned with NaN."""
 
 from __future__ import annotations
 
@@ -167,8 +167,9 @@ def test_a_step_past_k_does_not_read_the_next_experts_chunk(width):
                                rtol=TOLERANCE[torch.float32], err_msg=f"seed={seed}")  # fmt: skip
 
 
-# tile variants of the whole path, the weights as stored against their chunks: hidden 128 and
-# inter 192 (three chunks: a step of two chunks reads past K); one token and three (tiles from
+# tile variants of the whole path (sizes in chunks of 64 columns), the weights as stored against
+# their chunks: hidden 128 and inter 192 (three chunks of 64: a step of two chunks reads past K;
+# a chunk and a half of 128); one token and three (tiles from
 # topk_ids, the top-k sum in GEMM2), 37 tokens and 150 (about 37 rows an expert: 16-row tails
 # fold); test_gpu_tiles.py has the GPU's
 PATH_TILES = {
