@@ -18,13 +18,19 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
-import json
 import sys
 from pathlib import Path
 from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_fused_moe import SHAPES, TOKENS, measured_ceilings, routed_calls, shape_table
+from bench_fused_moe import (
+    SHAPES,
+    TOKENS,
+    measured_ceilings,
+    measured_or_loaded,
+    routed_calls,
+    shape_table,
+)
 
 
 def measure(args: argparse.Namespace) -> dict:
@@ -152,14 +158,7 @@ def main() -> None:
                         help="also time the chunks with these attributes of moekit.experts' "
                              "modules set, e.g. triton_experts.EXPERT_PROGRAMS_ON_CHUNKS=False")  # fmt: skip
     args = parser.parse_args()
-    if (args.out is None) == (args.source is None):
-        parser.error("give exactly one of --out (measure) and --from (an existing JSON)")
-    if args.out is not None:
-        result = measure(args)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
-    else:
-        result = json.loads(args.source.read_text())
+    result = measured_or_loaded(parser, args, measure)
     if args.show_width is None and "widths_us" in result["rows"][0]:
         print(widths_table(result["rows"]))
     else:

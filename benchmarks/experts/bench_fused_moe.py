@@ -264,6 +264,20 @@ def measure(args: argparse.Namespace) -> dict:
                 skew=args.skew, rows=rows)  # fmt: skip
 
 
+def measured_or_loaded(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                       measure: Callable[[argparse.Namespace], dict]) -> dict:  # fmt: skip
+    """The result of a benchmark with ``--out`` (``measure(args)``, on the GPU, written there as
+    JSON) or ``--from`` (a JSON already written); exactly one of them."""
+    if (args.out is None) == (args.source is None):
+        parser.error("give exactly one of --out (measure) and --from (an existing JSON)")
+    if args.source is not None:
+        return json.loads(args.source.read_text())
+    result = measure(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
 def shape_table(rows: list[dict], cell: Callable[[dict], str],
                 label: Callable[[dict], str] = lambda row: row["shape"],
                 header: str = "shape") -> str:  # fmt: skip
@@ -351,14 +365,7 @@ def main() -> None:
     parser.add_argument("--tokens", nargs="+", type=int, default=list(TOKENS))
     add_skew_argument(parser)
     args = parser.parse_args()
-    if (args.out is None) == (args.source is None):
-        parser.error("give exactly one of --out (measure) and --from (an existing JSON)")
-    if args.out is not None:
-        result = measure(args)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
-    else:
-        result = json.loads(args.source.read_text())
+    result = measured_or_loaded(parser, args, measure)
     print(table(result["rows"]))
     print("\ntime / floor (per-slot rows bound / floor):")
     print(bound_table(result))
