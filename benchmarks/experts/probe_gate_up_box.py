@@ -53,7 +53,7 @@ TILES = ((128, 128, 64, 8, 4), (128, 128, 64, 8, 3), (64, 64, 64, 4, 3), (64, 64
 
 
 @triton.jit
-def tile_start(num_m_tiles, expert_m_tiles, num_n_tiles):
+def tile_start(expert_m_tiles, num_n_tiles):
     """(m tile, n tile, the expert's first W13 row): each expert's m-tiles walk one column of
     n-tiles after another, so that they share each weight tile in L2."""
     pid = tl.program_id(0)
@@ -73,9 +73,9 @@ def store_silu_mul(gate, up, c_ptr, pid_m, pid_n, I, BM: tl.constexpr, BN: tl.co
 
 
 @triton.jit
-def two_products_kernel(a_desc, w_desc, c_ptr, K, I, num_m_tiles, expert_m_tiles,
+def two_products_kernel(a_desc, w_desc, c_ptr, K, I, expert_m_tiles,
                         BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):  # fmt: skip
-    pid_m, pid_n, expert = tile_start(num_m_tiles, expert_m_tiles, I // BN)
+    pid_m, pid_n, expert = tile_start(expert_m_tiles, I // BN)
     gate_row = expert * 2 * I + pid_n * BN
     gate = tl.zeros([BM, BN], tl.float32)
     up = tl.zeros([BM, BN], tl.float32)
@@ -87,9 +87,9 @@ def two_products_kernel(a_desc, w_desc, c_ptr, K, I, num_m_tiles, expert_m_tiles
 
 
 @triton.jit
-def one_box_kernel(a_desc, w3_desc, c_ptr, K, I, num_m_tiles, expert_m_tiles,
+def one_box_kernel(a_desc, w3_desc, c_ptr, K, I, expert_m_tiles,
                    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):  # fmt: skip
-    pid_m, pid_n, expert = tile_start(num_m_tiles, expert_m_tiles, I // BN)
+    pid_m, pid_n, expert = tile_start(expert_m_tiles, I // BN)
     acc = tl.zeros([BM, 2 * BN], tl.float32)
     for k in range(0, K, BK):
         a = a_desc.load([pid_m * BM, k])
@@ -137,10 +137,10 @@ def probe(shape: str, tile: tuple[int, ...], rounds: int, tflops: float, gbps: f
     opts = {"BM": bm, "BN": bn, "BK": bk, "num_warps": warps, "num_stages": stages}
     calls = {
         "two_products": lambda: two_products_kernel[grid](
-            a_desc, w_desc, outs["two_products"], hidden, inter, rows // bm, expert_rows // bm,
+            a_desc, w_desc, outs["two_products"], hidden, inter, expert_rows // bm,
             **opts),
         "one_box": lambda: one_box_kernel[grid](
-            a_desc, w3_desc, outs["one_box"], hidden, inter, rows // bm, expert_rows // bm,
+            a_desc, w3_desc, outs["one_box"], hidden, inter, expert_rows // bm,
             **opts),
     }  # fmt: skip
     row: dict = {"shape": shape, "experts": experts, "rows": rows, "K": hidden, "I": inter,

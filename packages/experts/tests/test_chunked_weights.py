@@ -169,9 +169,9 @@ def test_a_step_past_k_does_not_read_the_next_experts_chunk(width):
 
 # tile variants of the whole path (sizes in chunks of 64 columns), the weights as stored against
 # their chunks: hidden 128 and inter 192 (three chunks of 64: a step of two chunks reads past K;
-# a chunk and a half of 128); one token and three (tiles from
-# topk_ids, the top-k sum in GEMM2), 37 tokens and 150 (about 37 rows an expert: 16-row tails
-# fold); test_gpu_tiles.py has the GPU's
+# a chunk and a half of 128); one token and three (tiles from topk_ids, the top-k sum in
+# GEMM2), 37 tokens and 150 (about 37 rows an expert: 16-row tails fold); test_gpu_tiles.py has
+# the GPU's
 PATH_TILES = {
     "one-chunk-steps": dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=CHUNK, num_stages=1, B_TMA=True),
     "two-chunk-steps-sorted-rows": dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=2 * CHUNK, num_stages=1,
