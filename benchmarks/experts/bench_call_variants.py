@@ -80,9 +80,10 @@ def entries_group(files: list[Path]) -> tuple[str, dict, dict]:
         for f in files
     }
 
-    def device_table(num_experts, n, dtype, device):  # type: ignore[no-untyped-def]
-        table = shipped(num_experts, n, dtype, device)
-        name = configs.table_name(num_experts, n, dtype, torch.cuda.get_device_name(device))
+    def device_table(num_experts, n, dtype, device, chunks=0):  # type: ignore[no-untyped-def]
+        table = shipped(num_experts, n, dtype, device, chunks)
+        name = configs.table_name(num_experts, n, dtype, torch.cuda.get_device_name(device),
+                                  chunks)  # fmt: skip
         if name not in replaced:
             return table
         ENTRIES_SERVED[name] = ENTRIES_SERVED.get(name, 0) + 1

@@ -11,6 +11,8 @@ and the change) and writes JSON.
     python benchmarks/experts/bench_chunked.py --from benchmarks/results/experts_chunked_path_h100.json
 
 ``--widths 64 128`` times chunks of both widths (``chunk_weights(w, width)``) in the same turns.
+``--untuned`` also times each width with the entries tuned on the weights as stored, where a
+table of chunk entries (``tune.py --chunks``) would otherwise serve the call.
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ def measure(args: argparse.Namespace) -> dict:
             for width in args.widths:
                 layouts[f"chunks{width}"] = call._replace(w1=chunks[id(call.w1), width],
                                                           w2=chunks[id(call.w2), width])  # fmt: skip
+            if args.untuned:
+                for width in args.widths:
+                    layouts[f"chunks{width}_untuned"] = stored_entries(layouts[f"chunks{width}"])
             chunked = layouts[f"chunks{args.widths[0]}"]
             want = call()
             identical = all(bool(torch.equal(want, layout())) for layout in layouts.values())
@@ -79,6 +84,8 @@ def measure(args: argparse.Namespace) -> dict:
                        width=args.widths[0])  # fmt: skip
             if len(args.widths) > 1:
                 row["widths_us"] = {str(w): min(times[f"chunks{w}"]) for w in args.widths}
+            if args.untuned:
+                row["untuned_us"] = {str(w): min(times[f"chunks{w}_untuned"]) for w in args.widths}
             if args.flip_programs:
                 row["chunked_flipped_us"] = min(times["chunked_flipped"])
             if args.also:
@@ -90,6 +97,10 @@ def measure(args: argparse.Namespace) -> dict:
                 us = min(times[f"chunks{width}"])
                 print(f"{'':18s} chunks of {width:3d}: {us:9.1f} us ({us / floor:5.3f}x)  "
                       f"{us / row['stored_us'] - 1:+.1%}", flush=True)  # fmt: skip
+                if args.untuned:
+                    us = row["untuned_us"][str(width)]
+                    print(f"{'':18s}   stored's entries: {us:9.1f} us ({us / floor:5.3f}x)  "
+                          f"{us / row['stored_us'] - 1:+.1%}", flush=True)  # fmt: skip
             if args.flip_programs:
                 print(f"{'':18s} chunks, EXPERT_PROGRAMS_ON_CHUNKS flipped: "
                       f"{row['chunked_flipped_us']:9.1f} us "
@@ -105,6 +116,17 @@ def measure(args: argparse.Namespace) -> dict:
         torch.cuda.empty_cache()
     return dict(environment=environment(), bandwidth_gbps=bandwidth, matmul_tflops=tflops,
                 rounds=args.rounds, widths=args.widths, rows=rows)  # fmt: skip
+
+
+def stored_entries(call):  # type: ignore[no-untyped-def]
+    """``call`` served by the entries tuned on the weights as stored, whatever tables of chunk
+    entries exist (the host picks the entry, so a CUDA graph captured through it keeps them)."""
+
+    def run():  # type: ignore[no-untyped-def]
+        with mock.patch("moekit.experts.triton_experts.table_chunk_width", lambda *_: 0):
+            return call()
+
+    return run
 
 
 def module_setting(text: str) -> tuple[str, object]:
@@ -151,6 +173,8 @@ def main() -> None:
                         help="chunk widths (columns) to time; the table shows the first")  # fmt: skip
     parser.add_argument("--show-width", type=int, choices=[64, 128],
                         help="the table's chunk width, of a run with several --widths")  # fmt: skip
+    parser.add_argument("--untuned", action="store_true",
+                        help="also time each width with the stored layout's entries")  # fmt: skip
     parser.add_argument("--flip-programs", action="store_true",
                         help="also time the chunks with EXPERT_PROGRAMS_ON_CHUNKS flipped")  # fmt: skip
     parser.add_argument("--also", nargs="+", type=module_setting, default=[],

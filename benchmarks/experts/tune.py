@@ -7,7 +7,10 @@ the path. The fastest (median of do_bench_cudagraph) is kept, then GEMM1's own t
 (``BLOCK_N1``), one more or fewer pipeline stage and TMA descriptors for the weights are tried
 on it, then GEMM2's own tile. Every candidate's output is checked against the torch path first.
 ``--refine-only`` skips the grid and refines the current entry (run it twice: each phase starts
-from the best before it). With ``--precompile N``, N
+from the best before it). With ``--chunks W`` the path runs on the weights in K chunks of ``W``
+columns (``chunk_weights``), starts from the entries tuned on the weights as stored where the
+table of chunk entries has none, and writes that table (``...,chunks=W.json``), which holds
+only the token counts tuned on chunks. With ``--precompile N``, N
 processes compile the candidates first (Triton's disk cache keeps them), so the timing loop does
 not wait on the compiler one kernel at a time. The table goes to
 ``packages/experts/src/moekit/experts/configs/E=..,N=..,dtype=..,device=....json`` (``--out-dir``),
@@ -33,8 +36,9 @@ import triton.testing
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import relative_error
 
-from moekit.experts import fused_experts
+from moekit.experts import chunk_weights, fused_experts
 from moekit.experts._triton_impl.configs import CONFIG_DIR, GemmConfig, default_config, table_name
+from moekit.experts.weight_chunks import CHUNK_WIDTHS
 
 TOKENS = (1, 16, 64, 256, 1024, 4096, 16384)
 
@@ -113,7 +117,7 @@ def gemm2_tiles(best: GemmConfig) -> list[GemmConfig]:
             for n, k, w, s in grid]  # fmt: skip
 
 
-def _compile_some(configs: list[GemmConfig], activation: str, top_k: int) -> None:
+def _compile_some(configs: list[GemmConfig], activation: str, top_k: int, chunks: int) -> None:
     """Run a small problem once per config and token-count class so Triton compiles and caches
     every kernel specialisation the timing loop will meet (all dimensions here and in the real
     shapes are multiples of 16, so the cached binaries match)."""
@@ -123,6 +127,8 @@ def _compile_some(configs: list[GemmConfig], activation: str, top_k: int) -> Non
     num_experts, hidden, inter = 4, 256, 128
     w1 = torch.randn(num_experts, 2 * inter, hidden, device="cuda", dtype=torch.bfloat16)
     w2 = torch.randn(num_experts, hidden, inter, device="cuda", dtype=torch.bfloat16)
+    if chunks:  # the kernels read chunks through other descriptors and offsets
+        w1, w2 = chunk_weights(w1, chunks), chunk_weights(w2, chunks)
     bias = activation == "swigluoai"
     b1 = torch.zeros(num_experts, 2 * inter, device="cuda", dtype=torch.bfloat16) if bias else None
     b2 = torch.zeros(num_experts, hidden, device="cuda", dtype=torch.bfloat16) if bias else None
@@ -140,11 +146,13 @@ def _compile_some(configs: list[GemmConfig], activation: str, top_k: int) -> Non
     torch.cuda.synchronize()
 
 
-def precompile(configs: list[GemmConfig], activation: str, top_k: int, workers: int) -> None:
+def precompile(configs: list[GemmConfig], activation: str, top_k: int, workers: int,
+               chunks: int) -> None:  # fmt: skip
     shares = [configs[i::workers] for i in range(workers)]
     context = multiprocessing.get_context("spawn")
     with context.Pool(workers) as pool:
-        pool.starmap(_compile_some, [(share, activation, min(top_k, 4)) for share in shares])
+        pool.starmap(_compile_some, [(share, activation, min(top_k, 4), chunks)
+                                     for share in shares])  # fmt: skip
 
 
 def time_config(config: GemmConfig, run, expected: torch.Tensor) -> float:
@@ -182,6 +190,8 @@ def main() -> None:
         metavar="DEVICE",
         help="start from this device's table when this device has none (e.g. 'NVIDIA H100 80GB HBM3')",
     )
+    parser.add_argument("--chunks", type=int, choices=(0, *CHUNK_WIDTHS), default=0,
+                        help="tune on the weights in K chunks of this width (0: as stored)")  # fmt: skip
     parser.add_argument("--out-dir", type=Path, default=CONFIG_DIR)
     parser.add_argument("--precompile", type=int, default=0, metavar="N",
                         help="compile the candidates first in N processes")  # fmt: skip
@@ -194,16 +204,25 @@ def main() -> None:
     bias = args.activation == "swigluoai"
     b1 = torch.randn(args.experts, n, device="cuda", dtype=dtype) / 10 if bias else None
     b2 = torch.randn(args.experts, args.hidden, device="cuda", dtype=dtype) / 10 if bias else None
-    name = table_name(args.experts, n, dtype, torch.cuda.get_device_name())
+    triton_weights = (w1, w2)
+    if args.chunks:
+        triton_weights = (chunk_weights(w1, args.chunks), chunk_weights(w2, args.chunks))
+    device_name = torch.cuda.get_device_name()
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    path = args.out_dir / name
+    path = args.out_dir / table_name(args.experts, n, dtype, device_name, args.chunks)
     # Merged into an existing table, so a long tuning can be split over several runs.
     table = json.loads(path.read_text()) if path.is_file() else {}
-    if not table and args.seed_from:  # e.g. an H200 starts from the H100's entries
-        seed = args.out_dir / table_name(args.experts, n, dtype, args.seed_from)
-        table = json.loads(seed.read_text()) if seed.is_file() else {}
-        print(f"seeded from {seed.name}: {len(table)} entries", flush=True)
-    current = {int(t): GemmConfig(**entry) for t, entry in table.items()}
+    starts = dict(table)
+    if args.chunks:  # counts without a chunk entry start from the weights as stored's
+        stored = args.out_dir / table_name(args.experts, n, dtype, device_name)
+        starts = {**(json.loads(stored.read_text()) if stored.is_file() else {}), **table}
+    if not starts and args.seed_from:  # e.g. an H200 starts from the H100's entries
+        seed = args.out_dir / table_name(args.experts, n, dtype, args.seed_from, args.chunks)
+        starts = json.loads(seed.read_text()) if seed.is_file() else {}
+        print(f"seeded from {seed.name}: {len(starts)} entries", flush=True)
+        if not args.chunks:  # the new table starts as a copy of the seed
+            table = dict(starts)
+    current = {int(t): GemmConfig(**entry) for t, entry in starts.items()}
     if args.precompile:
         every: set[GemmConfig] = set()
         for t in args.tokens:
@@ -214,7 +233,8 @@ def main() -> None:
                 for tma, rows in itertools.product((False, True), (False, True)):
                     base = dataclasses.replace(current[t], B_TMA=tma, SORTED_ROWS=rows)
                     every |= {base, *refinements(base), *gemm2_tiles(base)}
-        precompile(sorted(every, key=str), args.activation, args.top_k, args.precompile)
+        precompile(sorted(every, key=str), args.activation, args.top_k, args.precompile,
+                   args.chunks)  # fmt: skip
         print(f"precompiled {len(every)} configs", flush=True)
     for tokens in args.tokens:
         x = torch.randn(tokens, args.hidden, device="cuda", dtype=dtype)
@@ -222,7 +242,9 @@ def main() -> None:
         ids = ids.int()
 
         def run(x=x, weights=weights, ids=ids, backend="triton"):
-            return fused_experts(x, w1, w2, weights, ids, activation=args.activation, w1_bias=b1,
+            # the torch path, the reference, takes only the weights as stored
+            a, b = (w1, w2) if backend == "torch" else triton_weights
+            return fused_experts(x, a, b, weights, ids, activation=args.activation, w1_bias=b1,
                                  w2_bias=b2, backend=backend, check_ids=False)  # fmt: skip
 
         expected = run(backend="torch")

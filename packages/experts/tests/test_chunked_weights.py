@@ -338,3 +338,30 @@ def test_chunks_of_two_widths(monkeypatch, path):
     assert len(calls) == 2 * programs, f"the calls did not take the path, seed={seed}"
     assert torch.equal(outputs[0], outputs[1]), f"seed={seed}"
     assert_matches(outputs[1], reference(problem, torch.float32), torch.float32, seed)
+
+
+def test_the_experts_look_up_entries_for_the_weights_common_chunk_width(monkeypatch):
+    """``get_config`` hears the chunk width both weights share (its tables of chunk entries),
+    and 0 for weights as stored or of two widths; the result still matches the reference."""
+    from helpers import as_tensors, assert_matches, make_problem, reference
+
+    from moekit.experts import fused_experts, triton_experts
+    from moekit.experts._triton_impl.configs import default_config
+
+    seed = zlib.crc32(b"chunk width of the table")
+    problem = make_problem(seed, 6, 4, 2, 256, 192)
+    t = as_tensors(problem, torch.float32)
+    asked: list[int] = []
+
+    def get_config(num_tokens, top_k, num_experts, n, dtype, device, interpreter, chunks=0):
+        asked.append(chunks)
+        return default_config(num_tokens, top_k, num_experts, interpreter=True)
+
+    monkeypatch.setattr(triton_experts, "get_config", get_config)
+    want = reference(problem, torch.float32)
+    for widths, expected in (((0, 0), 0), ((64, 64), 64), ((128, 128), 128), ((128, 64), 0)):
+        w1, w2 = (chunk_weights(w, c) if c else w for w, c in zip((t["w1"], t["w2"]), widths))
+        out = fused_experts(t["hidden_states"], w1, w2, t["topk_weights"], t["topk_ids"],
+                            backend="triton")  # fmt: skip
+        assert asked[-1] == expected, f"widths {widths}: asked for {asked[-1]}, seed={seed}"
+        assert_matches(out, want, torch.float32, seed)

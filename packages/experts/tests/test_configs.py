@@ -140,3 +140,60 @@ def test_a_device_without_tables_uses_its_architectures(monkeypatch, tmp_path):
     finally:
         configs.load_table.cache_clear()
         configs.device_table.cache_clear()
+
+
+def test_table_name_of_chunk_entries_names_the_width():
+    stored = table_name(8, 28672, torch.bfloat16, "NVIDIA H100 80GB HBM3")
+    assert table_name(8, 28672, torch.bfloat16, "NVIDIA H100 80GB HBM3", 0) == stored
+    chunked = table_name(8, 28672, torch.bfloat16, "NVIDIA H100 80GB HBM3", 64)
+    assert chunked == stored.removesuffix(".json") + ",chunks=64.json"
+
+
+def test_chunk_entries_replace_the_stored_ones_for_their_token_counts(monkeypatch, tmp_path):
+    stored = {16: GemmConfig(16, 64, 128, 1, 4, 4), 256: GemmConfig(64, 128, 64, 8, 4, 3)}
+    chunk64 = {256: GemmConfig(64, 64, 64, 1, 4, 5, B_TMA=True)}
+    chunk128 = {256: GemmConfig(64, 256, 128, 1, 8, 3, B_TMA=True)}
+    for chunks, entries in ((0, stored), (64, chunk64), (128, chunk128)):
+        name = table_name(4, 64, torch.bfloat16, "Fake GPU", chunks)
+        table = {str(m): c.as_dict() for m, c in entries.items()}
+        (tmp_path / name).write_text(json.dumps(table))
+    monkeypatch.setattr(configs, "CONFIG_DIR", tmp_path)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (1, 0))
+    configs.load_table.cache_clear()
+    configs.device_table.cache_clear()
+    try:
+        cuda = torch.device("cuda")
+        cases = ((0, 256, stored[256]), (64, 256, chunk64[256]), (128, 256, chunk128[256]),
+                 (64, 16, stored[16]), (128, 16, stored[16]))  # fmt: skip
+        for chunks, tokens, want in cases:
+            got = configs.get_config(tokens, 2, 4, 64, torch.bfloat16, cuda, False, chunks)
+            assert got == want, f"chunks={chunks}, M={tokens}: {got}"
+        # A width with no table of its own: the stored entries.
+        (tmp_path / table_name(4, 64, torch.bfloat16, "Fake GPU", 128)).unlink()
+        configs.load_table.cache_clear()
+        configs.device_table.cache_clear()
+        got = configs.get_config(256, 2, 4, 64, torch.bfloat16, cuda, False, 128)
+        assert got == stored[256]
+    finally:
+        configs.load_table.cache_clear()
+        configs.device_table.cache_clear()
+
+
+def test_chunk_entries_alone_make_a_table(monkeypatch, tmp_path):
+    only = GemmConfig(64, 64, 64, 1, 4, 5, B_TMA=True)
+    name = table_name(4, 64, torch.bfloat16, "Fake GPU", 64)
+    (tmp_path / name).write_text(json.dumps({"256": only.as_dict()}))
+    monkeypatch.setattr(configs, "CONFIG_DIR", tmp_path)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (1, 0))
+    configs.load_table.cache_clear()
+    configs.device_table.cache_clear()
+    try:
+        cuda = torch.device("cuda")
+        assert configs.get_config(16, 2, 4, 64, torch.bfloat16, cuda, False, 64) == only
+        got = configs.get_config(16, 2, 4, 64, torch.bfloat16, cuda, False, 0)
+        assert got == default_config(16, 2, 4, interpreter=False)
+    finally:
+        configs.load_table.cache_clear()
+        configs.device_table.cache_clear()

@@ -23,7 +23,7 @@ from moekit.experts.topk_weight_and_reduce import (
     TopKWeightAndReduceDelegate,
     TopKWeightAndReduceNoOP,
 )
-from moekit.experts.weight_chunks import experts_and_rows, is_chunked
+from moekit.experts.weight_chunks import experts_and_rows, is_chunked, table_chunk_width
 
 
 def _gemms():  # type: ignore[no-untyped-def]
@@ -199,7 +199,8 @@ class TritonExperts(FusedMoEExpertsModular):
         num_slots = num_tokens * top_k
         n_act = adjust_N_for_activation(n, activation)
         config = get_config(num_tokens, top_k, num_local, n, hidden_states.dtype,
-                            hidden_states.device, interpreter_enabled())  # fmt: skip
+                            hidden_states.device, interpreter_enabled(),
+                            table_chunk_width(w1, w2))  # fmt: skip
         # before the first launch, so that no torch kernel sits inside the chain of launches
         weights = None if apply_router_weight_on_input else topk_weights.reshape(-1).float()
         pdl = PROGRAMMATIC_LAUNCH and programmatic_launch_supported(hidden_states.device)
@@ -344,7 +345,7 @@ class BatchedTritonExperts(FusedMoEExpertsModular):
         n_act = adjust_N_for_activation(n, activation)
         flat_rows = num_local * rows
         config = get_config(rows, 1, 1, n, hidden_states.dtype, hidden_states.device,
-                            interpreter_enabled())  # fmt: skip
+                            interpreter_enabled(), table_chunk_width(w1, w2))  # fmt: skip
         tiles = TileSource(*batched_moe_align_block_size(
             rows, config.BLOCK_M, expert_tokens_meta.expert_num_tokens, backend="triton"
         ))  # fmt: skip

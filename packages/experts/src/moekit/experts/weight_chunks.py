@@ -65,6 +65,14 @@ def chunk_width(weights: torch.Tensor) -> int:
     return weights.shape[-1] if is_chunked(weights) else 0
 
 
+def table_chunk_width(w1: torch.Tensor, w2: torch.Tensor) -> int:
+    """The chunk width whose tuned table entries serve a call on ``w1`` and ``w2``: their
+    common chunk width; 0 (the entries tuned on weights as stored) when either is stored as
+    ``[E, N, K]`` or their widths differ, since no table is tuned on mixed widths."""
+    width = chunk_width(w1)
+    return width if width == chunk_width(w2) else 0
+
+
 def experts_and_rows(weights: torch.Tensor) -> tuple[int, int]:
     """``(E, N)`` of weights ``[E, N, K]`` or of their chunks ``[E, K / W, N, W]``."""
     if is_chunked(weights):

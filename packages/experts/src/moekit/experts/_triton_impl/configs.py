@@ -2,8 +2,10 @@
 
 Tables are JSON files in ``moekit/experts/configs/`` named
 ``E={E},N={N},dtype={dtype},device={device}.json`` (device name with spaces as ``_``), mapping
-a token count ``M`` to a config; ``entry_tokens`` picks the entry a call uses.
-``benchmarks/experts/tune.py`` writes them.
+a token count ``M`` to a config; ``entry_tokens`` picks the entry a call uses. Entries tuned on
+weights in K chunks of ``W`` columns (``chunk_weights``) live in a table of the same name ending
+``,chunks={W}.json``; a call on such chunks takes them over the first table's entries for the
+same token counts. ``benchmarks/experts/tune.py`` writes both.
 """
 
 from __future__ import annotations
@@ -130,9 +132,14 @@ class GemmConfig:
         )  # fmt: skip
 
 
-def table_name(num_experts: int, n: int, dtype: torch.dtype, device_name: str) -> str:
+def table_name(num_experts: int, n: int, dtype: torch.dtype, device_name: str,
+               chunks: int = 0) -> str:  # fmt: skip
+    """The file name of the table for ``(E, N, dtype)`` on ``device_name``; with ``chunks``
+    (a chunk width, 0: none), of the entries tuned on weights in K chunks of that width."""
     dtype_name = str(dtype).removeprefix("torch.")
-    return f"E={num_experts},N={n},dtype={dtype_name},device={device_name.replace(' ', '_')}.json"
+    layout = f",chunks={chunks}" if chunks else ""
+    device = device_name.replace(" ", "_")
+    return f"E={num_experts},N={n},dtype={dtype_name},device={device}{layout}.json"
 
 
 @functools.cache
@@ -163,16 +170,24 @@ TUNED_DEVICES = {(9, 0): "NVIDIA H100 80GB HBM3"}
 
 
 @functools.cache
-def device_table(num_experts: int, n: int, dtype: torch.dtype,
-                 device: torch.device) -> dict[int, GemmConfig] | None:  # fmt: skip
+def device_table(num_experts: int, n: int, dtype: torch.dtype, device: torch.device,
+                 chunks: int = 0) -> dict[int, GemmConfig] | None:  # fmt: skip
     """The table for ``(E, N, dtype)`` tuned on ``device``'s model, else on a device of the same
-    compute capability (``TUNED_DEVICES``), else None; resolved once per device."""
+    compute capability (``TUNED_DEVICES``), else None; resolved once per device. With ``chunks``
+    (the weights' chunk width, 0: as stored), a device's entries tuned on such chunks replace
+    its other entries for the same token counts, so a table of chunk entries may hold only the
+    counts where they differ."""
     names = [torch.cuda.get_device_name(device)]
     sibling = TUNED_DEVICES.get(torch.cuda.get_device_capability(device))
     if sibling is not None and sibling != names[0]:
         names.append(sibling)
     for name in names:
         table = load_table(table_name(num_experts, n, dtype, name))
+        chunk_entries = (
+            load_table(table_name(num_experts, n, dtype, name, chunks)) if chunks else None
+        )
+        if chunk_entries:
+            table = {**(table or {}), **chunk_entries}
         if table:
             return table
     return None
@@ -221,12 +236,13 @@ def entry_tokens(table: Mapping[int, GemmConfig], num_tokens: int, top_k: int,
 
 
 def get_config(num_tokens: int, top_k: int, num_experts: int, n: int, dtype: torch.dtype,
-               device: torch.device, interpreter: bool) -> GemmConfig:  # fmt: skip
+               device: torch.device, interpreter: bool, chunks: int = 0) -> GemmConfig:  # fmt: skip
     """The tuned entry ``entry_tokens`` picks for ``(E, N, dtype, device)``, else the table tuned
     on a device of the same compute capability (``TUNED_DEVICES``: an H200 uses the H100's),
-    else the default heuristic."""
+    else the default heuristic. ``chunks``: the weights' chunk width (0: as stored), whose own
+    entries win where a device has them (``device_table``)."""
     if device.type == "cuda" and not interpreter:
-        table = device_table(num_experts, n, dtype, device)
+        table = device_table(num_experts, n, dtype, device, chunks)
         if table:
             return table[entry_tokens(table, num_tokens, top_k, num_experts)]
     return default_config(num_tokens, top_k, num_experts, interpreter)
