@@ -28,6 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_fused_moe import (
     SHAPES,
     TOKENS,
+    add_skew_argument,
+    busiest_over_mean,
     measured_ceilings,
     measured_or_loaded,
     routed_calls,
@@ -46,7 +48,7 @@ def measure(args: argparse.Namespace) -> dict:
     rows = []
     for shape in args.shapes:
         chunks: dict[tuple[int, int], torch.Tensor] = {}
-        for call in routed_calls([shape], args.tokens):
+        for call in routed_calls([shape], args.tokens, args.skew):
             if not chunks:  # once per shape: the calls of a shape share its weights
                 chunks = {(id(w), width): chunk_weights(w, width)
                           for w in (call.w1, call.w2) for width in args.widths}  # fmt: skip
@@ -78,7 +80,8 @@ def measure(args: argparse.Namespace) -> dict:
                     times["chunked_also"] = [time_us(chunked, graph=True)[0]
                                              for _ in range(args.rounds)]  # fmt: skip
             floor = call.floor_us(bandwidth, tflops)
-            row = dict(shape=shape, tokens=call.tokens, floor_us=floor,
+            row = dict(shape=shape, tokens=call.tokens, floor_us=floor, skew=args.skew,
+                       busiest_over_mean=busiest_over_mean(call.ids, call.w1.shape[0]),
                        bit_identical=identical, stored_us=min(times["stored"]),
                        chunked_us=min(times[f"chunks{args.widths[0]}"]), rounds_us=times,
                        width=args.widths[0])  # fmt: skip
@@ -91,7 +94,8 @@ def measure(args: argparse.Namespace) -> dict:
             if args.also:
                 row["chunked_also_us"] = min(times["chunked_also"])
                 row["also"] = [f"{target}={value}" for target, value in args.also]
-            print(f"{shape:18s} M={call.tokens:5d}: identical {identical}  as stored "
+            print(f"{shape:18s} M={call.tokens:5d} busiest {row['busiest_over_mean']:.2f}x: "
+                  f"identical {identical}  as stored "
                   f"{row['stored_us']:9.1f} us ({row['stored_us'] / floor:5.3f}x)", flush=True)  # fmt: skip
             for width in args.widths:
                 us = min(times[f"chunks{width}"])
@@ -173,6 +177,7 @@ def main() -> None:
                         help="chunk widths (columns) to time; the table shows the first")  # fmt: skip
     parser.add_argument("--show-width", type=int, choices=[64, 128],
                         help="the table's chunk width, of a run with several --widths")  # fmt: skip
+    add_skew_argument(parser)
     parser.add_argument("--untuned", action="store_true",
                         help="also time each width with the stored layout's entries")  # fmt: skip
     parser.add_argument("--flip-programs", action="store_true",
