@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -89,57 +90,63 @@ def test_entry_tokens_needs_an_entry():
         entry_tokens({}, 16, top_k=2, num_experts=8)
 
 
-def test_lookup_takes_the_entry_entry_tokens_picks(monkeypatch, tmp_path):
-    one = GemmConfig(16, 64, 128, 8, 4, 3)
-    small = GemmConfig(16, 64, 128, 1, 4, 4)
-    large = GemmConfig(128, 256, 64, 8, 8, 3)
-    name = table_name(4, 64, torch.float16, "Fake GPU")
-    (tmp_path / name).write_text(json.dumps({"1": one.as_dict(), "16": small.as_dict(),
-                                             "4096": large.as_dict()}))  # fmt: skip
+def write_table(directory: Path, entries: dict[int, GemmConfig], dtype: torch.dtype, device: str,
+                chunks: int = 0) -> Path:  # fmt: skip
+    """``entries`` as the table of ``(E=4, N=64, dtype)`` on ``device`` (of chunk width ``chunks``)."""
+    path = directory / table_name(4, 64, dtype, device, chunks)
+    path.write_text(json.dumps({str(m): c.as_dict() for m, c in entries.items()}))
+    return path
+
+
+def clear_table_caches() -> None:
+    configs.load_table.cache_clear()
+    configs.device_table.cache_clear()
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch, tmp_path):
+    """Tables read from ``tmp_path`` for a GPU named "Fake GPU" of compute capability 1.0 (no
+    sibling tables), with the lookup's caches empty before and after; yields ``tmp_path``."""
     monkeypatch.setattr(configs, "CONFIG_DIR", tmp_path)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (1, 0))
-    configs.load_table.cache_clear()
-    configs.device_table.cache_clear()
-    try:
-        cuda = torch.device("cuda")
-        # top-2 over 4 experts: half a row per token and expert; 0.8 of BLOCK_M 16 is 12.8
-        cases = ((1, one), (4, one), (5, one), (16, small), (25, small), (26, large),
-                 (2000, large), (99999, large))  # fmt: skip
-        for tokens, want in cases:
-            got = configs.get_config(tokens, 2, 4, 64, torch.float16, cuda, interpreter=False)
-            assert got == want, f"M={tokens}: {got}"
-        # No table for this N: the heuristic.
-        got = configs.get_config(64, 2, 4, 128, torch.float16, cuda, interpreter=False)
-        assert got == default_config(64, 2, 4, interpreter=False)
-        # A CPU tensor or the interpreter never reads a table.
-        cpu = torch.device("cpu")
-        got = configs.get_config(16, 2, 4, 64, torch.float16, cpu, interpreter=False)
-        assert got == default_config(16, 2, 4, interpreter=False)
-    finally:
-        configs.load_table.cache_clear()
-        configs.device_table.cache_clear()
+    clear_table_caches()
+    yield tmp_path
+    clear_table_caches()
 
 
-def test_a_device_without_tables_uses_its_architectures(monkeypatch, tmp_path):
+def test_lookup_takes_the_entry_entry_tokens_picks(fake_gpu):
+    one = GemmConfig(16, 64, 128, 8, 4, 3)
+    small = GemmConfig(16, 64, 128, 1, 4, 4)
+    large = GemmConfig(128, 256, 64, 8, 8, 3)
+    write_table(fake_gpu, {1: one, 16: small, 4096: large}, torch.float16, "Fake GPU")
+    cuda = torch.device("cuda")
+    # top-2 over 4 experts: half a row per token and expert; 0.8 of BLOCK_M 16 is 12.8
+    cases = ((1, one), (4, one), (5, one), (16, small), (25, small), (26, large),
+             (2000, large), (99999, large))  # fmt: skip
+    for tokens, want in cases:
+        got = configs.get_config(tokens, 2, 4, 64, torch.float16, cuda, interpreter=False)
+        assert got == want, f"M={tokens}: {got}"
+    # No table for this N: the heuristic.
+    got = configs.get_config(64, 2, 4, 128, torch.float16, cuda, interpreter=False)
+    assert got == default_config(64, 2, 4, interpreter=False)
+    # A CPU tensor or the interpreter never reads a table.
+    cpu = torch.device("cpu")
+    got = configs.get_config(16, 2, 4, 64, torch.float16, cpu, interpreter=False)
+    assert got == default_config(16, 2, 4, interpreter=False)
+
+
+def test_a_device_without_tables_uses_its_architectures(monkeypatch, fake_gpu):
     tuned = GemmConfig(64, 128, 64, 8, 4, 3, B_TMA=True)
-    name = table_name(4, 64, torch.bfloat16, "Tuned GPU")
-    (tmp_path / name).write_text(json.dumps({"256": tuned.as_dict()}))
-    monkeypatch.setattr(configs, "CONFIG_DIR", tmp_path)
+    write_table(fake_gpu, {256: tuned}, torch.bfloat16, "Tuned GPU")
     monkeypatch.setattr(configs, "TUNED_DEVICES", {(9, 0): "Tuned GPU"})
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Sibling GPU")
-    configs.load_table.cache_clear()
-    configs.device_table.cache_clear()
-    try:
-        cuda = torch.device("cuda")
-        for capability, want in (((9, 0), tuned), ((8, 0), default_config(256, 2, 4, False))):
-            monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None, c=capability: c)
-            configs.device_table.cache_clear()  # resolved once per device otherwise
-            got = configs.get_config(256, 2, 4, 64, torch.bfloat16, cuda, interpreter=False)
-            assert got == want, f"capability {capability}: {got}"
-    finally:
-        configs.load_table.cache_clear()
-        configs.device_table.cache_clear()
+    cuda = torch.device("cuda")
+    for capability, want in (((9, 0), tuned), ((8, 0), default_config(256, 2, 4, False))):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None, c=capability: c)
+        configs.device_table.cache_clear()  # resolved once per device otherwise
+        got = configs.get_config(256, 2, 4, 64, torch.bfloat16, cuda, interpreter=False)
+        assert got == want, f"capability {capability}: {got}"
 
 
 def test_table_name_of_chunk_entries_names_the_width():
@@ -149,51 +156,29 @@ def test_table_name_of_chunk_entries_names_the_width():
     assert chunked == stored.removesuffix(".json") + ",chunks=64.json"
 
 
-def test_chunk_entries_replace_the_stored_ones_for_their_token_counts(monkeypatch, tmp_path):
+def test_chunk_entries_replace_the_stored_ones_for_their_token_counts(fake_gpu):
     stored = {16: GemmConfig(16, 64, 128, 1, 4, 4), 256: GemmConfig(64, 128, 64, 8, 4, 3)}
     chunk64 = {256: GemmConfig(64, 64, 64, 1, 4, 5, B_TMA=True)}
     chunk128 = {256: GemmConfig(64, 256, 128, 1, 8, 3, B_TMA=True)}
-    for chunks, entries in ((0, stored), (64, chunk64), (128, chunk128)):
-        name = table_name(4, 64, torch.bfloat16, "Fake GPU", chunks)
-        table = {str(m): c.as_dict() for m, c in entries.items()}
-        (tmp_path / name).write_text(json.dumps(table))
-    monkeypatch.setattr(configs, "CONFIG_DIR", tmp_path)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (1, 0))
-    configs.load_table.cache_clear()
-    configs.device_table.cache_clear()
-    try:
-        cuda = torch.device("cuda")
-        cases = ((0, 256, stored[256]), (64, 256, chunk64[256]), (128, 256, chunk128[256]),
-                 (64, 16, stored[16]), (128, 16, stored[16]))  # fmt: skip
-        for chunks, tokens, want in cases:
-            got = configs.get_config(tokens, 2, 4, 64, torch.bfloat16, cuda, False, chunks)
-            assert got == want, f"chunks={chunks}, M={tokens}: {got}"
-        # A width with no table of its own: the stored entries.
-        (tmp_path / table_name(4, 64, torch.bfloat16, "Fake GPU", 128)).unlink()
-        configs.load_table.cache_clear()
-        configs.device_table.cache_clear()
-        got = configs.get_config(256, 2, 4, 64, torch.bfloat16, cuda, False, 128)
-        assert got == stored[256]
-    finally:
-        configs.load_table.cache_clear()
-        configs.device_table.cache_clear()
+    paths = {chunks: write_table(fake_gpu, entries, torch.bfloat16, "Fake GPU", chunks)
+             for chunks, entries in ((0, stored), (64, chunk64), (128, chunk128))}  # fmt: skip
+    cuda = torch.device("cuda")
+    cases = ((0, 256, stored[256]), (64, 256, chunk64[256]), (128, 256, chunk128[256]),
+             (64, 16, stored[16]), (128, 16, stored[16]))  # fmt: skip
+    for chunks, tokens, want in cases:
+        got = configs.get_config(tokens, 2, 4, 64, torch.bfloat16, cuda, False, chunks)
+        assert got == want, f"chunks={chunks}, M={tokens}: {got}"
+    # A width with no table of its own: the stored entries.
+    paths[128].unlink()
+    clear_table_caches()
+    got = configs.get_config(256, 2, 4, 64, torch.bfloat16, cuda, False, 128)
+    assert got == stored[256]
 
 
-def test_chunk_entries_alone_make_a_table(monkeypatch, tmp_path):
+def test_chunk_entries_alone_make_a_table(fake_gpu):
     only = GemmConfig(64, 64, 64, 1, 4, 5, B_TMA=True)
-    name = table_name(4, 64, torch.bfloat16, "Fake GPU", 64)
-    (tmp_path / name).write_text(json.dumps({"256": only.as_dict()}))
-    monkeypatch.setattr(configs, "CONFIG_DIR", tmp_path)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (1, 0))
-    configs.load_table.cache_clear()
-    configs.device_table.cache_clear()
-    try:
-        cuda = torch.device("cuda")
-        assert configs.get_config(16, 2, 4, 64, torch.bfloat16, cuda, False, 64) == only
-        got = configs.get_config(16, 2, 4, 64, torch.bfloat16, cuda, False, 0)
-        assert got == default_config(16, 2, 4, interpreter=False)
-    finally:
-        configs.load_table.cache_clear()
-        configs.device_table.cache_clear()
+    write_table(fake_gpu, {256: only}, torch.bfloat16, "Fake GPU", 64)
+    cuda = torch.device("cuda")
+    assert configs.get_config(16, 2, 4, 64, torch.bfloat16, cuda, False, 64) == only
+    got = configs.get_config(16, 2, 4, 64, torch.bfloat16, cuda, False, 0)
+    assert got == default_config(16, 2, 4, interpreter=False)
