@@ -49,31 +49,37 @@ GEMMS = (
 )
 BLOCK_M = 64
 # Boxes of 64 rows for GEMM1 (a gate and an up box: the entries' 128 weight rows a tile), 128 for
-# GEMM2. (BLOCK_K, stages, tiled): the entries' K steps and stages first, then each in tile
-# order, with twice the stages where the step is halved (the same bytes in flight).
+# GEMM2. (BLOCK_K, stages, layout): the entries' K steps and stages first, then each in tile
+# order, with twice the stages where the step is halved (the same bytes in flight); "stagger"
+# reads the weights as stored with each program's K loop starting at its own step.
 GEMM1_BOX_ROWS = 64
 GEMM2_BOX_ROWS = 128
-GEMM1_VARIANTS = ((128, 4, False), (128, 4, True), (64, 4, False), (64, 8, True))
-GEMM2_VARIANTS = ((64, 3, False), (64, 3, True), (64, 6, True), (128, 3, False), (128, 3, True))
+GEMM1_VARIANTS = ((128, 4, "rows"), (128, 4, "tiled"), (128, 4, "stagger"), (64, 4, "rows"),
+                  (64, 8, "tiled"), (64, 4, "stagger"))  # fmt: skip
+GEMM2_VARIANTS = ((64, 3, "rows"), (64, 3, "tiled"), (64, 3, "stagger"), (64, 6, "tiled"),
+                  (128, 3, "rows"), (128, 3, "tiled"), (128, 3, "stagger"))  # fmt: skip
 
 
 @triton.jit
 def stream_kernel(a_ptr, w_desc, out_ptr, K, rows_per_expert, column_tiles, HALF_ROWS,
                   TILED: tl.constexpr, PAIRS: tl.constexpr, BLOCK_M: tl.constexpr,
-                  BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):  # fmt: skip
+                  BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                  STAGGER: tl.constexpr = False):  # fmt: skip
     """Program ``(expert, column tile)``: ``A [BLOCK_M, K] @ W[expert, tile rows].T`` over K, with
-    ``PAIRS`` plus the same with the rows ``HALF_ROWS`` further; stores the column sums."""
+    ``PAIRS`` plus the same with the rows ``HALF_ROWS`` further; stores the column sums. With
+    ``STAGGER`` program ``p`` starts its K loop at step ``p % k_steps`` and wraps around, so
+    that programs running side by side read different columns of their rows at each moment."""
     pid = tl.program_id(0)
     expert = pid // column_tiles
     tile = pid % column_tiles
     offs_m = tl.arange(0, BLOCK_M)
     offs_k = tl.arange(0, BLOCK_K)
-    a_ptrs = a_ptr + offs_m[:, None] * K + offs_k[None, :]
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     k_steps = K // BLOCK_K
     tiles_per_expert = rows_per_expert // BLOCK_N
-    for step in range(0, k_steps):
-        a = tl.load(a_ptrs)
+    for i in range(0, k_steps):
+        step = (i + pid) % k_steps if STAGGER else i
+        a = tl.load(a_ptr + offs_m[:, None] * K + step * BLOCK_K + offs_k[None, :])
         if TILED:
             box = (expert * tiles_per_expert + tile) * k_steps + step
             b = w_desc.load([box * BLOCK_N, 0])
@@ -88,7 +94,6 @@ def stream_kernel(a_ptr, w_desc, out_ptr, K, rows_per_expert, column_tiles, HALF
                 up_row = expert * rows_per_expert + HALF_ROWS + tile * BLOCK_N
                 up = w_desc.load([up_row, step * BLOCK_K])
             acc = tl.dot(a, up.T, acc)
-        a_ptrs += BLOCK_K
     tl.store(out_ptr + pid * BLOCK_N + tl.arange(0, BLOCK_N), tl.sum(acc, axis=0))
 
 
@@ -120,23 +125,26 @@ def measure_gemm(name: str, experts: int, n: int, k: int, pairs: bool, rounds: i
     programs = experts * column_tiles
     out = torch.empty(programs * box_rows, device="cuda", dtype=torch.float32)
     calls = {}
-    for block_k, stages, tiled in GEMM1_VARIANTS if pairs else GEMM2_VARIANTS:
+    for block_k, stages, layout in GEMM1_VARIANTS if pairs else GEMM2_VARIANTS:
         if k % block_k:
             continue
+        tiled = layout == "tiled"
         matrix = tile_order(weights, box_rows, block_k) if tiled else weights.view(-1, k)
         desc = TensorDescriptor.from_tensor(matrix, [box_rows, block_k])
 
-        def call(desc=desc, block_k=block_k, stages=stages, tiled=tiled) -> None:
+        def call(desc=desc, block_k=block_k, stages=stages, tiled=tiled,
+                 stagger=layout == "stagger") -> None:  # fmt: skip
             stream_kernel[(programs,)](a, desc, out, k, n, column_tiles, n // 2, TILED=tiled,
                                        PAIRS=pairs, BLOCK_M=BLOCK_M, BLOCK_N=box_rows,
-                                       BLOCK_K=block_k, num_warps=4, num_stages=stages)  # fmt: skip
+                                       BLOCK_K=block_k, STAGGER=stagger, num_warps=4,
+                                       num_stages=stages)  # fmt: skip
 
         out.fill_(float("nan"))
         call()
         err = ((out - want).abs().max() / want.abs().max()).item()
         if not err < 1e-2:
-            raise AssertionError(f"{name} k{block_k} s{stages} tiled={tiled}: error {err}")
-        calls[f"{'tiled' if tiled else 'rows'}_k{block_k}_s{stages}"] = (call, matrix)
+            raise AssertionError(f"{name} k{block_k} s{stages} {layout}: error {err}")
+        calls[f"{layout}_k{block_k}_s{stages}"] = (call, matrix)
     flat = weights.view(-1)
     read_out = torch.empty(4 * 132 * READ_BLOCK, device="cuda", dtype=torch.float32)
 
