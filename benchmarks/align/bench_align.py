@@ -50,23 +50,38 @@ def check_case(ids: torch.Tensor, block: int, experts: int, programmatic: bool =
 
 def sweep_layout_configs(args: argparse.Namespace) -> list[dict]:
     """Time the Triton path under several launch configurations (for tuning launch_config):
-    top-8 ids over each of ``--sweep-experts``, block 16, every chunk shorter than the slots and
-    one chunk of all slots up to 4096 slots, every experts-per-program and warp count asked for.
-    With ``--programmatic`` the kernels launch as inside a ``TritonExperts`` call on Hopper."""
+    ids of each of ``--sweep-top-k`` over each of ``--sweep-experts``, block 16. Placement
+    ``groups``: every chunk shorter than the slots and one chunk of all slots up to 4096 slots,
+    every experts-per-program and warp count asked for; ``sorted``: one program sorts each
+    chunk (``--sweep-sort-chunks``, ``--sweep-sort-epp``); ``default``: the shipped rule. With
+    ``--programmatic`` the kernels launch as inside a ``TritonExperts`` call on Hopper."""
     import moekit.align._triton_impl.block_align as launcher
     from moekit.align._triton_impl.launch_config import LayoutConfig
 
     default = launcher.layout_config
     results = []
-    for tokens, experts in itertools.product(args.sweep_tokens, args.sweep_experts):
-        inputs = [skewed_topk_ids(tokens, 8, experts, s) for s in range(NUM_INPUT_SETS)]
-        numel = tokens * 8
-        chunks = [c for c in args.sweep_chunks if c < numel]
-        if numel <= 4096:
-            chunks.append(max(16, 1 << (numel - 1).bit_length()))
-        for chunk, epp, warps in itertools.product(chunks, args.sweep_epp, args.sweep_warps):
-            config = LayoutConfig(chunk, min(chunk, 4096 // epp), epp, warps)
-            launcher.layout_config = lambda n, b, c=config: c
+    for tokens, top_k, experts in itertools.product(
+        args.sweep_tokens, args.sweep_top_k, args.sweep_experts
+    ):
+        inputs = [skewed_topk_ids(tokens, top_k, experts, s) for s in range(NUM_INPUT_SETS)]
+        numel = tokens * top_k
+        configs: list[LayoutConfig | None] = []
+        if "default" in args.sweep_placements:
+            configs.append(None)
+        if "groups" in args.sweep_placements:
+            chunks = [c for c in args.sweep_chunks if c < numel]
+            if numel <= 4096:
+                chunks.append(max(16, 1 << (numel - 1).bit_length()))
+            for chunk, epp, warps in itertools.product(chunks, args.sweep_epp, args.sweep_warps):
+                configs.append(LayoutConfig(chunk, min(chunk, 4096 // epp), epp, warps))
+        if "sorted" in args.sweep_placements:
+            for chunk, epp, warps in itertools.product(
+                args.sweep_sort_chunks, args.sweep_sort_epp, args.sweep_warps
+            ):
+                configs.append(LayoutConfig(chunk, chunk, epp, warps, sort_chunks=True))
+        for config in configs:
+            if config is not None:
+                launcher.layout_config = lambda n, b, c=config: c
             try:
                 check_case(inputs[0], 16, experts, args.programmatic)
                 us = time_us(
@@ -81,19 +96,26 @@ def sweep_layout_configs(args: argparse.Namespace) -> list[dict]:
                 )[0]
             finally:
                 launcher.layout_config = default
+            shown = config or default(numel, experts)
             results.append(
                 {
                     "tokens": tokens,
+                    "top_k": top_k,
                     "experts": experts,
-                    "chunk": chunk,
-                    "experts_per_program": epp,
-                    "num_warps": warps,
+                    "placement": "default" if config is None else
+                    ("sorted" if config.sort_chunks else "groups"),
+                    "chunk": shown.chunk,
+                    "experts_per_program": shown.experts_per_program,
+                    "num_warps": shown.num_warps,
+                    "sort_chunks": shown.sort_chunks,
                     "programmatic": args.programmatic,
                     "graph_us": us,
                 }
-            )
+            )  # fmt: skip
             print(
-                f"sweep T={tokens} E={experts} chunk={chunk} epp={epp} warps={warps}: {us:.1f} us",
+                f"sweep T={tokens} k={top_k} E={experts} {results[-1]['placement']} "
+                f"chunk={shown.chunk} epp={shown.experts_per_program} warps={shown.num_warps}"
+                f" sorted={shown.sort_chunks}: {us:.1f} us",
                 flush=True,
             )
     return results
@@ -107,6 +129,15 @@ def main() -> None:
     parser.add_argument("--sweep-only", action="store_true", help="only the sweep")
     parser.add_argument("--sweep-tokens", nargs="+", type=int, default=[16, 256, 1024, 4096, 16384])
     parser.add_argument("--sweep-experts", nargs="+", type=int, default=[256])
+    parser.add_argument("--sweep-top-k", nargs="+", type=int, default=[8])
+    parser.add_argument(
+        "--sweep-placements",
+        nargs="+",
+        choices=["default", "groups", "sorted"],
+        default=["groups"],
+    )
+    parser.add_argument("--sweep-sort-chunks", nargs="+", type=int, default=[1024, 2048, 4096])
+    parser.add_argument("--sweep-sort-epp", nargs="+", type=int, default=[8])
     parser.add_argument("--sweep-chunks", nargs="+", type=int, default=[1024, 2048, 4096, 8192])
     parser.add_argument("--sweep-epp", nargs="+", type=int, default=[2, 4, 8, 16])
     parser.add_argument("--sweep-warps", nargs="+", type=int, default=[4, 8])

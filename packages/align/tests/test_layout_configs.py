@@ -13,12 +13,35 @@ CONFIGS = [
     LayoutConfig(chunk=16, sub=16, experts_per_program=1, num_warps=4),
     LayoutConfig(chunk=64, sub=16, experts_per_program=4, num_warps=4),
     LayoutConfig(chunk=128, sub=128, experts_per_program=16, num_warps=4),
+    LayoutConfig(chunk=16, sub=16, experts_per_program=1, num_warps=4, sort_chunks=True),
+    LayoutConfig(chunk=64, sub=64, experts_per_program=4, num_warps=4, sort_chunks=True),
+    LayoutConfig(chunk=256, sub=256, experts_per_program=16, num_warps=4, sort_chunks=True),
 ]
 
 
-@pytest.mark.parametrize(
-    "config", CONFIGS, ids=lambda c: f"chunk{c.chunk}-epp{c.experts_per_program}"
-)
+class _PoisonedTorch:
+    """``torch`` for the launcher, whose ``empty`` buffers start as -7777: an element the kernels
+    fail to write shows up against the torch path."""
+
+    def __getattr__(self, name: str):
+        return getattr(torch, name)
+
+    @staticmethod
+    def empty(*args, **kwargs) -> torch.Tensor:
+        return torch.empty(*args, **kwargs).fill_(-7777)
+
+
+@pytest.fixture(autouse=True)
+def poisoned_outputs(monkeypatch):
+    monkeypatch.setattr(launcher, "torch", _PoisonedTorch())
+
+
+def config_id(config: LayoutConfig) -> str:
+    placement = "sorted" if config.sort_chunks else "groups"
+    return f"{placement}-chunk{config.chunk}-epp{config.experts_per_program}"
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=config_id)
 @pytest.mark.parametrize("seed", range(4))
 def test_layout_matches_torch_path(monkeypatch, config, seed):
     rng = np.random.default_rng(seed)
@@ -56,3 +79,23 @@ def test_default_rule_around_its_chunk_thresholds(numel):
     got = moe_align_block_size(ids, 16, num_experts, None, False, True, True, backend="triton")
     for w, g in zip(want, got):
         assert torch.equal(w, g), f"seed={seed} numel={numel}"
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_sorted_chunks_carry_counts_across_scan_tiles(monkeypatch, seed):
+    """Many chunks and bins: the prefix over chunks runs in several tiles of chunks (its carry)
+    and several programs of bins; the padding and block ids fall to programs of later chunks."""
+    rng = np.random.default_rng(100 + seed)
+    num_experts = int(rng.choice([40, 300]))
+    ids = torch.from_numpy(rng.integers(-1, num_experts + 1, (int(rng.integers(700, 1000)), 2)))
+    config = LayoutConfig(chunk=16, sub=16, experts_per_program=2, num_warps=4, sort_chunks=True)
+    monkeypatch.setattr(launcher, "layout_config", lambda numel, bins: config)
+    monkeypatch.setattr(launcher, "_SCAN_CHUNKS", 8)
+    block = int(rng.choice([1, 16, 64]))
+    for pad in (False, True):
+        want = moe_align_block_size(ids, block, num_experts, None, pad, False, True,
+                                    backend="torch")  # fmt: skip
+        got = moe_align_block_size(ids, block, num_experts, None, pad, False, True,
+                                   backend="triton")  # fmt: skip
+        for w, g in zip(want, got):
+            assert torch.equal(w, g), f"seed={seed} E={num_experts} block={block} pad={pad}"

@@ -27,10 +27,15 @@ FEW_CHUNKS_GROUPS = 64
 
 @dataclass(frozen=True)
 class LayoutConfig:
+    """``chunk`` slots per chunk; with ``sort_chunks`` one program sorts each chunk by expert
+    (``sorted_chunk_kernels``), else programs own ``experts_per_program`` experts of one chunk
+    and compare ``sub`` slots at a time (``segment_kernels``)."""
+
     chunk: int
     sub: int
     experts_per_program: int
     num_warps: int
+    sort_chunks: bool = False
 
     def num_chunks(self, numel: int) -> int:
         return max(1, triton.cdiv(numel, self.chunk))

@@ -169,7 +169,6 @@ def place_segments_kernel(
     totals = tl.where(bin_ids < num_layout, totals, 0)
     padded = (totals + block_size - 1) // block_size * block_size
     padded_start = tl.cumsum(padded, 0) - padded
-    used_end = tl.sum(padded, 0)
 
     experts = group * EXPERTS_PER_PROGRAM + tl.arange(0, EXPERTS_PER_PROGRAM)
     is_expert = experts < num_layout
@@ -193,29 +192,111 @@ def place_segments_kernel(
         write_at += tl.sum(hit.to(tl.int32), 1)
 
     if chunk == 0:
-        count = pick(totals, bin_ids, experts)
-        segment = pick(padded, bin_ids, experts)
-        pad = tl.arange(0, PAD_TILE)
-        pad_mask = is_expert[:, None] & (pad[None, :] < (segment - count)[:, None])
-        pad_pos = (segment_start + count)[:, None] + pad[None, :]
-        tl.store(sorted_ids_ptr + pad_pos, numel, mask=pad_mask)
-        if WRITE_EXPERT_IDS:
-            first_block = segment_start // block_size
-            segment_blocks = segment // block_size
-            block_value = experts
-            if MAP_BLOCK_IDS:
-                block_value = tl.load(expert_map_ptr + experts, mask=is_expert, other=-1)
-            block_value = tl.broadcast_to(block_value[:, None], [EXPERTS_PER_PROGRAM, FILL_TILE])
-            for block0 in range(0, tl.max(segment_blocks, 0), FILL_TILE):
-                block = block0 + tl.arange(0, FILL_TILE)
-                block_mask = is_expert[:, None] & (block[None, :] < segment_blocks[:, None])
-                block_ptr = expert_ids_ptr + first_block[:, None] + block[None, :]
-                tl.store(block_ptr, block_value, mask=block_mask)
-        if WRITE_OFFSETS:
-            tl.store(offsets_ptr + experts, segment_start.to(tl.int64), mask=is_expert)
+        write_segment_ends(
+            sorted_ids_ptr,
+            expert_ids_ptr,
+            offsets_ptr,
+            expert_map_ptr,
+            experts,
+            is_expert,
+            totals,
+            padded,
+            padded_start,
+            bin_ids,
+            numel,
+            block_size,
+            MAP_BLOCK_IDS,
+            WRITE_EXPERT_IDS,
+            WRITE_OFFSETS,
+            EXPERTS_PER_PROGRAM,
+            PAD_TILE,
+            FILL_TILE,
+        )
+    fill_unused_tail(
+        sorted_ids_ptr,
+        expert_ids_ptr,
+        post_pad_ptr,
+        padded,
+        bin_ids,
+        chunk * tl.num_programs(0) + group,
+        tl.num_programs(0) * tl.num_programs(1),
+        numel,
+        num_experts,
+        block_size,
+        length,
+        num_blocks,
+        WRITE_EXPERT_IDS,
+        FILL_TILE,
+    )
 
-    program = chunk * tl.num_programs(0) + group
-    stride = tl.num_programs(0) * tl.num_programs(1) * FILL_TILE
+
+@triton.jit
+def write_segment_ends(
+    sorted_ids_ptr,
+    expert_ids_ptr,
+    offsets_ptr,
+    expert_map_ptr,
+    experts,
+    is_expert,
+    totals,
+    padded,
+    padded_start,
+    bin_ids,
+    numel,
+    block_size,
+    MAP_BLOCK_IDS: tl.constexpr,
+    WRITE_EXPERT_IDS: tl.constexpr,
+    WRITE_OFFSETS: tl.constexpr,
+    EXPERTS_PER_PROGRAM: tl.constexpr,
+    PAD_TILE: tl.constexpr,
+    FILL_TILE: tl.constexpr,
+):
+    """For each of ``experts``: the sentinel padding after its slots, the expert id of each of
+    its blocks, and its segment's start in ``offsets``."""
+    segment_start = pick(padded_start, bin_ids, experts)
+    count = pick(totals, bin_ids, experts)
+    segment = pick(padded, bin_ids, experts)
+    pad = tl.arange(0, PAD_TILE)
+    pad_mask = is_expert[:, None] & (pad[None, :] < (segment - count)[:, None])
+    pad_pos = (segment_start + count)[:, None] + pad[None, :]
+    tl.store(sorted_ids_ptr + pad_pos, numel, mask=pad_mask)
+    if WRITE_EXPERT_IDS:
+        first_block = segment_start // block_size
+        segment_blocks = segment // block_size
+        block_value = experts
+        if MAP_BLOCK_IDS:
+            block_value = tl.load(expert_map_ptr + experts, mask=is_expert, other=-1)
+        block_value = tl.broadcast_to(block_value[:, None], [EXPERTS_PER_PROGRAM, FILL_TILE])
+        for block0 in range(0, tl.max(segment_blocks, 0), FILL_TILE):
+            block = block0 + tl.arange(0, FILL_TILE)
+            block_mask = is_expert[:, None] & (block[None, :] < segment_blocks[:, None])
+            block_ptr = expert_ids_ptr + first_block[:, None] + block[None, :]
+            tl.store(block_ptr, block_value, mask=block_mask)
+    if WRITE_OFFSETS:
+        tl.store(offsets_ptr + experts, segment_start.to(tl.int64), mask=is_expert)
+
+
+@triton.jit
+def fill_unused_tail(
+    sorted_ids_ptr,
+    expert_ids_ptr,
+    post_pad_ptr,
+    padded,
+    bin_ids,
+    program,
+    num_programs,
+    numel,
+    num_experts,
+    block_size,
+    length,
+    num_blocks,
+    WRITE_EXPERT_IDS: tl.constexpr,
+    FILL_TILE: tl.constexpr,
+):
+    """Program ``program`` of ``num_programs``: its share of the sentinels and ``-1`` block ids
+    past the last segment; program 0 also stores ``num_tokens_post_pad``."""
+    used_end = tl.sum(padded, 0)
+    stride = num_programs * FILL_TILE
     for start in range(used_end + program * FILL_TILE, length, stride):
         pos = start + tl.arange(0, FILL_TILE)
         tl.store(sorted_ids_ptr + pos, numel, mask=pos < length)
