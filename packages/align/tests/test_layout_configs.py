@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import moekit.align._triton_impl.block_align as launcher
+import moekit.align._triton_impl.launch_config as launch_config
 from moekit.align import moe_align_block_size, moe_permute
 from moekit.align._triton_impl.launch_config import LayoutConfig
 
@@ -67,13 +68,17 @@ def test_layout_matches_torch_path(monkeypatch, config, seed):
         assert torch.equal(w, g), f"permute seed={seed} config={config}"
 
 
-@pytest.mark.parametrize("numel", [512, 513, 1536, 2048, 2049])
-def test_default_rule_around_its_chunk_thresholds(numel):
-    """The shipped rule changes launch shape at 512 and 2048 slots (one chunk, then chunks of 512
-    counted first, then longer chunks): each side of both thresholds matches the torch path."""
+@pytest.mark.parametrize(
+    ("numel", "num_experts"),
+    [(512, 128), (513, 128), (1536, 128), (2048, 128), (2049, 128), (8192, 128), (8193, 128),
+     (8193, 1023)],
+)  # fmt: skip
+def test_default_rule_around_its_chunk_thresholds(numel, num_experts):
+    """The shipped rule changes launch shape at 512, 2048 and 8192 slots (one chunk, then chunks
+    of 512 counted first, then longer chunks, then sorted chunks up to 1024 histogram bins): each
+    side of each threshold matches the torch path."""
     seed = numel
     rng = np.random.default_rng(seed)
-    num_experts = 128
     ids = torch.from_numpy(rng.integers(-1, num_experts, (numel, 1)).astype(np.int32))
     want = moe_align_block_size(ids, 16, num_experts, None, False, True, True, backend="torch")
     got = moe_align_block_size(ids, 16, num_experts, None, False, True, True, backend="triton")
@@ -99,3 +104,10 @@ def test_sorted_chunks_carry_counts_across_scan_tiles(monkeypatch, seed):
                                    backend="triton")  # fmt: skip
         for w, g in zip(want, got):
             assert torch.equal(w, g), f"seed={seed} E={num_experts} block={block} pad={pad}"
+
+
+def test_default_rule_sorts_chunks_past_8192_slots_up_to_1024_bins():
+    assert not launch_config.layout_config(8192, 256).sort_chunks
+    assert launch_config.layout_config(8193, 256).sort_chunks
+    assert launch_config.layout_config(8193, 1022).sort_chunks  # 1024 bins with the two extra
+    assert not launch_config.layout_config(8193, 1023).sort_chunks

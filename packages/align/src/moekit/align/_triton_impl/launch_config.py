@@ -25,10 +25,13 @@ FEW_CHUNKS_CHUNK = 1024
 FEW_CHUNKS_GROUPS = 64
 # Past SORT_MIN_SLOTS slots, one program per chunk of SORT_CHUNK slots sorts it by expert
 # (sorted_chunk_kernels): the placement no longer reads every slot once per group of experts.
-# From the sweep in benchmarks/results/align_sorted_sweep_h100.json (top-2 and top-8 of 8, 128
-# and 256 experts, programmatic launch): at 32768 slots 8.8 -> 5.8, 20.2 -> 8.6 and 30.9 -> 9.5
-# us; at 8192 slots the groups were ahead on 8 and 128 experts. Up to SORT_MAX_BINS histogram
-# bins, so that the per-chunk counts stay small.
+# Sweeps with programmatic launch on an H100 (align_sorted_sweep_h100_fe38401.log and
+# align_sorted_sweep_h100.json in benchmarks/results): at 32768 slots of 8, 128 and 256
+# experts 8.8 -> 5.8, 20.2 -> 8.6 and 30.9 -> 9.5 us, at 131072 slots of 128 and 256 experts
+# 56.0 -> 21.7 and 82.8 -> 16.0 us; at 8192 slots the groups were
+# still ahead on 8 and 128 experts. Chunks of 512 were best or within 4.6 us of the best
+# chunk (128 to 4096) on every size. Up to SORT_MAX_BINS histogram bins, so that the per-chunk
+# counts stay small.
 SORT_MIN_SLOTS = 8192
 SORT_CHUNK = 512
 SORT_EXPERTS_PER_PROGRAM = 8
