@@ -8,7 +8,6 @@ import triton
 from moekit.align._backend import programmatic_launch_supported
 from moekit.align._sizes import cdiv, sorted_ids_length
 from moekit.align._triton_impl.launch_config import (
-    LayoutConfig,
     layout_config,
     num_histogram_bins,
     pad_tile,
@@ -85,14 +84,6 @@ def lay_out_segments(
 
     map_arg = expert_map if expert_map is not None else ids
     chunk_hist = out.pop("chunk_hist")
-    flags = dict(
-        MAP_TO_LOCAL=map_to_local,
-        MAP_BLOCK_IDS=map_block_ids,
-        PLACE_UNMAPPED_LAST=place_unmapped_last,
-        WRITE_EXPERT_IDS=write_expert_ids,
-        WRITE_SCATTER=write_scatter,
-        WRITE_OFFSETS=write_offsets,
-    )
     if num_chunks > 1 or config.sort_chunks:
         chunk_histogram_kernel[(num_chunks,)](
             ids,
@@ -108,97 +99,58 @@ def lay_out_segments(
             num_warps=config.num_warps,
             **launch_options(programmatic),
         )
+    # Both placement kernels take the same arguments; each adds its own launch shape.
+    placement_args = (
+        ids,
+        map_arg,
+        chunk_hist,
+        out["sorted_token_ids"],
+        out["expert_ids"],
+        out["num_tokens_post_pad"],
+        out["scatter_idx"],
+        out["offsets"],
+        numel,
+        num_experts,
+        block_size,
+        length,
+        num_blocks,
+        num_chunks,
+    )
+    placement_options = dict(
+        MAP_TO_LOCAL=map_to_local,
+        MAP_BLOCK_IDS=map_block_ids,
+        PLACE_UNMAPPED_LAST=place_unmapped_last,
+        WRITE_EXPERT_IDS=write_expert_ids,
+        WRITE_SCATTER=write_scatter,
+        WRITE_OFFSETS=write_offsets,
+        CHUNK=config.chunk,
+        NUM_BINS=num_bins,
+        EXPERTS_PER_PROGRAM=config.experts_per_program,
+        PAD_TILE=pad_tile(block_size),
+        FILL_TILE=_FILL_TILE,
+        PROGRAMMATIC=programmatic,
+        num_warps=config.num_warps,
+        **launch_options(programmatic),
+    )
     if config.sort_chunks:
-        place_sorted_chunks(
-            ids, map_arg, chunk_hist, out, numel, num_experts, block_size, length, num_blocks,
-            num_chunks, num_bins, config, flags, programmatic,
-        )  # fmt: skip
-        return out
-    grid = (triton.cdiv(num_layout, config.experts_per_program), num_chunks)
-    place_segments_kernel[grid](
-        ids,
-        map_arg,
-        chunk_hist,
-        out["sorted_token_ids"],
-        out["expert_ids"],
-        out["num_tokens_post_pad"],
-        out["scatter_idx"],
-        out["offsets"],
-        numel,
-        num_experts,
-        block_size,
-        length,
-        num_blocks,
-        num_chunks,
-        **flags,
-        SINGLE_CHUNK=num_chunks == 1,
-        CHUNK=config.chunk,
-        SUB=config.sub,
-        NUM_BINS=num_bins,
-        EXPERTS_PER_PROGRAM=config.experts_per_program,
-        PAD_TILE=pad_tile(block_size),
-        FILL_TILE=_FILL_TILE,
-        PROGRAMMATIC=programmatic,
-        num_warps=config.num_warps,
-        **launch_options(programmatic),
-    )
+        scan_bins = min(_SCAN_BINS, num_bins)
+        chunk_prefix_kernel[(num_bins // scan_bins,)](
+            chunk_hist,
+            num_chunks,
+            NUM_BINS=num_bins,
+            SCAN_CHUNKS=_SCAN_CHUNKS,
+            SCAN_BINS=scan_bins,
+            PROGRAMMATIC=programmatic,
+            num_warps=4,
+            **launch_options(programmatic),
+        )
+        place_sorted_chunk_kernel[(num_chunks,)](*placement_args, **placement_options)
+    else:
+        grid = (triton.cdiv(num_layout, config.experts_per_program), num_chunks)
+        place_segments_kernel[grid](
+            *placement_args, SINGLE_CHUNK=num_chunks == 1, SUB=config.sub, **placement_options
+        )
     return out
-
-
-def place_sorted_chunks(
-    ids: torch.Tensor,
-    map_arg: torch.Tensor,
-    chunk_hist: torch.Tensor,
-    out: dict[str, torch.Tensor],
-    numel: int,
-    num_experts: int,
-    block_size: int,
-    length: int,
-    num_blocks: int,
-    num_chunks: int,
-    num_bins: int,
-    config: LayoutConfig,
-    flags: dict[str, bool],
-    programmatic: bool,
-) -> None:
-    """Steps 2 and 3 of ``sorted_chunk_kernels`` after the chunks' counts: their prefixes over
-    the chunks, then one program per chunk placing its slots."""
-    scan_bins = min(_SCAN_BINS, num_bins)
-    chunk_prefix_kernel[(num_bins // scan_bins,)](
-        chunk_hist,
-        num_chunks,
-        NUM_BINS=num_bins,
-        SCAN_CHUNKS=_SCAN_CHUNKS,
-        SCAN_BINS=scan_bins,
-        PROGRAMMATIC=programmatic,
-        num_warps=4,
-        **launch_options(programmatic),
-    )
-    place_sorted_chunk_kernel[(num_chunks,)](
-        ids,
-        map_arg,
-        chunk_hist,
-        out["sorted_token_ids"],
-        out["expert_ids"],
-        out["num_tokens_post_pad"],
-        out["scatter_idx"],
-        out["offsets"],
-        numel,
-        num_experts,
-        block_size,
-        length,
-        num_blocks,
-        num_chunks,
-        **flags,
-        CHUNK=config.chunk,
-        NUM_BINS=num_bins,
-        EXPERTS_PER_PROGRAM=config.experts_per_program,
-        PAD_TILE=pad_tile(block_size),
-        FILL_TILE=_FILL_TILE,
-        PROGRAMMATIC=programmatic,
-        num_warps=config.num_warps,
-        **launch_options(programmatic),
-    )
 
 
 def moe_align_block_size(
