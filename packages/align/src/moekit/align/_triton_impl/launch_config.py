@@ -23,19 +23,34 @@ SHORT_CHUNKS_MAX_SLOTS = 2048
 SHORT_CHUNK = 512
 FEW_CHUNKS_CHUNK = 1024
 FEW_CHUNKS_GROUPS = 64
-# Past SORT_MIN_SLOTS slots, one program per chunk of SORT_CHUNK slots sorts it by expert
-# (sorted_chunk_kernels): the placement no longer reads every slot once per group of experts.
-# Sweeps with programmatic launch on an H100 (align_sorted_sweep_h100_fe38401.log and
-# align_sorted_sweep_h100.json in benchmarks/results): at 32768 slots of 8, 128 and 256
-# experts 8.8 -> 5.8, 20.2 -> 8.6 and 30.9 -> 9.5 us, at 131072 slots of 128 and 256 experts
-# 56.0 -> 21.7 and 82.8 -> 16.0 us; at 8192 slots the groups were
-# still ahead on 8 and 128 experts. Chunks of 512 were best or within 4.6 us of the best
-# chunk (128 to 4096) on every size. Up to SORT_MAX_BINS histogram bins, so that the per-chunk
-# counts stay small.
+# Past SORT_MIN_SLOTS slots, one program per chunk sorts it by expert (sorted_chunk_kernels):
+# the placement no longer reads every slot once per group of experts. Sweeps with programmatic
+# launch on an H100 (align_sorted_sweep_h100_fe38401.log and align_sorted_sweep_h100.json in
+# benchmarks/results): at 32768 slots of 8, 128 and 256 experts 8.8 -> 5.8, 20.2 -> 8.6 and
+# 30.9 -> 9.5 us, at 131072 slots of 128 and 256 experts 56.0 -> 21.7 and 82.8 -> 16.0 us. At
+# exactly SORT_MIN_SLOTS slots the sorted chunks pay from SORT_MIN_BINS_AT_MIN_SLOTS histogram
+# bins on (256 experts: 12.9 -> 8.3 us on the H100, 12.7 -> 8.3 on the H200; 128 experts: 7.1 ->
+# 6.8 and 6.8 -> 6.5), while on 8 and 64 experts the groups stay ahead (3.4 against 4.8 us);
+# at 4096 and 6144 slots the groups won on every expert count swept (align_sort_rule_h100.json,
+# align_sort_rule_h200.json). Up to SORT_MAX_BINS histogram bins, so that the per-chunk counts
+# stay small.
 SORT_MIN_SLOTS = 8192
+SORT_MIN_BINS_AT_MIN_SLOTS = 256
+SORT_MAX_BINS = 1024
+# Chunk length: SHORT_SORT_CHUNK up to SHORT_SORT_MAX_SLOTS slots, and up to
+# SHORT_SORT_MAX_SLOTS_FEW_BINS slots with at most SHORT_SORT_FEW_BINS bins; SORT_CHUNK beyond.
+# On both boards chunks of 256 took 0.7-1.6 us off 512 at 16384 slots (8 to 256 experts) and
+# 0.2-0.9 us at 32768 slots of up to 128 experts, but at 32768 slots of 256 experts (128 chunks
+# of 512 bins) they cost 15.5 against 9.6 us, and from 65536 slots on they lost up to 10.7 us
+# (65536 slots: 0.9, 1.3 and 8.5 us on 8, 128 and 256 experts, 0.2 ahead on 64). Chunks of 1024
+# lost on every size but one (131072 slots of 128 experts: 17.2 against 21.4 us on the H100,
+# 17.3 against 21.7 on the H200), which the rule leaves to chunks of 512.
+SHORT_SORT_CHUNK = 256
+SHORT_SORT_MAX_SLOTS = 16384
+SHORT_SORT_MAX_SLOTS_FEW_BINS = 32768
+SHORT_SORT_FEW_BINS = 256
 SORT_CHUNK = 512
 SORT_EXPERTS_PER_PROGRAM = 8
-SORT_MAX_BINS = 1024
 
 
 @dataclass(frozen=True)
@@ -57,9 +72,10 @@ class LayoutConfig:
 def layout_config(numel: int, num_layout_bins: int) -> LayoutConfig:
     """Chunking and work split for ``numel`` slots over ``num_layout_bins`` segments."""
     bins = triton.next_power_of_2(num_layout_bins)
-    if numel > SORT_MIN_SLOTS and num_histogram_bins(num_layout_bins) <= SORT_MAX_BINS:
+    sort_chunk = sorted_chunk_length(numel, num_histogram_bins(num_layout_bins))
+    if sort_chunk:
         return LayoutConfig(
-            SORT_CHUNK, SORT_CHUNK, SORT_EXPERTS_PER_PROGRAM, num_warps=4, sort_chunks=True
+            sort_chunk, sort_chunk, SORT_EXPERTS_PER_PROGRAM, num_warps=4, sort_chunks=True
         )
     if numel <= SHORT_CHUNKS_MAX_SLOTS:
         chunk = max(16, triton.next_power_of_2(numel))
@@ -79,6 +95,20 @@ def layout_config(numel: int, num_layout_bins: int) -> LayoutConfig:
     experts_per_program = min(experts_per_program, bins)
     sub = min(chunk, 4096 // experts_per_program)
     return LayoutConfig(chunk, sub, experts_per_program, num_warps=4)
+
+
+def sorted_chunk_length(numel: int, histogram_bins: int) -> int:
+    """Slots per chunk where ``numel`` slots over ``histogram_bins`` bins run as sorted chunks,
+    else 0 (see SORT_MIN_SLOTS and SHORT_SORT_CHUNK)."""
+    if histogram_bins > SORT_MAX_BINS or numel < SORT_MIN_SLOTS:
+        return 0
+    if numel == SORT_MIN_SLOTS and histogram_bins < SORT_MIN_BINS_AT_MIN_SLOTS:
+        return 0
+    if numel <= SHORT_SORT_MAX_SLOTS or (
+        numel <= SHORT_SORT_MAX_SLOTS_FEW_BINS and histogram_bins <= SHORT_SORT_FEW_BINS
+    ):
+        return SHORT_SORT_CHUNK
+    return SORT_CHUNK
 
 
 def num_histogram_bins(num_layout_bins: int) -> int:
