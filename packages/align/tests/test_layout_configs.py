@@ -70,13 +70,13 @@ def test_layout_matches_torch_path(monkeypatch, config, seed):
 
 @pytest.mark.parametrize(
     ("numel", "num_experts"),
-    [(512, 128), (513, 128), (1536, 128), (2048, 128), (2049, 128), (8191, 200), (8192, 126),
-     (8192, 127), (8193, 1023)],
+    [(512, 128), (513, 128), (1536, 128), (2048, 128), (2049, 128), (8191, 200), (8192, 254),
+     (8192, 255), (8193, 1023)],
 )  # fmt: skip
 def test_default_rule_around_its_chunk_thresholds(numel, num_experts):
     """The shipped rule changes launch shape at 512, 2048 and 8192 slots (one chunk, then chunks
     of 512 counted first, then longer chunks, then sorted chunks up to 1024 histogram bins, from
-    8192 slots with 256 bins or more): each side of each threshold matches the torch path. (The
+    8192 slots with 512 bins or more): each side of each threshold matches the torch path. (The
     sorted chunks' lengths at larger sizes run the same kernels as ``CONFIGS``; too slow for the
     interpreter, they are checked on the GPU.)"""
     seed = numel
@@ -111,8 +111,8 @@ def test_sorted_chunks_carry_counts_across_scan_tiles(monkeypatch, seed):
 def test_default_rule_sorts_chunks_from_8192_slots_up_to_1024_bins():
     rule = launch_config.layout_config
     assert not rule(8191, 256).sort_chunks
-    assert not rule(8192, 126).sort_chunks  # 128 histogram bins with the two extra
-    assert rule(8192, 127).sort_chunks  # 256 bins
+    assert not rule(8192, 254).sort_chunks  # 256 histogram bins with the two extra
+    assert rule(8192, 255).sort_chunks  # 512 bins
     assert rule(8193, 8).sort_chunks
     assert rule(8193, 1022).sort_chunks  # 1024 bins
     assert not rule(8193, 1023).sort_chunks
@@ -120,7 +120,7 @@ def test_default_rule_sorts_chunks_from_8192_slots_up_to_1024_bins():
 
 @pytest.mark.parametrize(
     ("numel", "num_layout_bins", "chunk"),
-    [(8192, 256, 256), (16384, 256, 256), (16385, 256, 512), (16385, 254, 256),
+    [(8192, 300, 256), (16384, 256, 256), (16385, 256, 512), (16385, 254, 256),
      (32768, 254, 256), (32769, 254, 512), (131072, 8, 512)],
 )  # fmt: skip
 def test_default_rule_sorted_chunk_lengths(numel, num_layout_bins, chunk):

@@ -29,13 +29,15 @@ FEW_CHUNKS_GROUPS = 64
 # benchmarks/results): at 32768 slots of 8, 128 and 256 experts 8.8 -> 5.8, 20.2 -> 8.6 and
 # 30.9 -> 9.5 us, at 131072 slots of 128 and 256 experts 56.0 -> 21.7 and 82.8 -> 16.0 us. At
 # exactly SORT_MIN_SLOTS slots the sorted chunks pay from SORT_MIN_BINS_AT_MIN_SLOTS histogram
-# bins on (256 experts: 12.9 -> 8.3 us on the H100, 12.7 -> 8.3 on the H200; 128 experts: 7.1 ->
-# 6.8 and 6.8 -> 6.5), while on 8 and 64 experts the groups stay ahead (3.4 against 4.8 us);
-# at 4096 and 6144 slots the groups won on every expert count swept (align_sort_rule_h100.json,
+# bins on (256 experts: 12.9 -> 8.3 us on the H100, 12.7 -> 8.3 on the H200; DeepSeek-V3 TP4 at
+# 1024 tokens -0.18% in two whole-call runs). On 8 and 64 experts the groups stay ahead (3.4
+# against 4.8 us); on 128 the sorted chunks were 0.3 us faster alone but Qwen3-30B's calls at
+# 1024 tokens 0.0-0.5% slower (experts_align_sort_rule_ab_h100.json); at 4096 and 6144 slots
+# the groups won on every expert count swept (align_sort_rule_h100.json,
 # align_sort_rule_h200.json). Up to SORT_MAX_BINS histogram bins, so that the per-chunk counts
 # stay small.
 SORT_MIN_SLOTS = 8192
-SORT_MIN_BINS_AT_MIN_SLOTS = 256
+SORT_MIN_BINS_AT_MIN_SLOTS = 512
 SORT_MAX_BINS = 1024
 # Chunk length: SHORT_SORT_CHUNK up to SHORT_SORT_MAX_SLOTS slots, and up to
 # SHORT_SORT_MAX_SLOTS_FEW_BINS slots with at most SHORT_SORT_FEW_BINS bins; SORT_CHUNK beyond.
