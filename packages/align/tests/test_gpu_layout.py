@@ -1,7 +1,8 @@
 """The default launch rule at the sizes the interpreter is too slow for, on a real GPU: each side
-of the sorted chunks' thresholds (from 8192 slots, chunks of 256 up to 16384 slots and up to
-32768 with at most 256 histogram bins, 512 beyond) matches the torch path, with every option and
-programmatic launch. Run on a CUDA machine with the interpreter off:
+of the sorted chunks' thresholds (past 8192 slots, and at 8192 with 512 histogram bins or more;
+chunks of 256 up to 16384 slots and up to 32768 with at most 256 bins, 512 beyond) matches the
+torch path, with every option and programmatic launch. Run on a CUDA machine with the
+interpreter off:
 ``TRITON_INTERPRET=0 pytest packages/align/tests/test_gpu_layout.py``.
 """
 

@@ -46,7 +46,8 @@ SORT_MAX_BINS = 1024
 # of 512 bins) they cost 15.5 against 9.6 us, and from 65536 slots on they lost up to 10.7 us
 # (65536 slots: 0.9, 1.3 and 8.5 us on 8, 128 and 256 experts, 0.2 ahead on 64). Chunks of 1024
 # lost on every size but one (131072 slots of 128 experts: 17.2 against 21.4 us on the H100,
-# 17.3 against 21.7 on the H200), which the rule leaves to chunks of 512.
+# 17.3 against 21.7 on the H200): a cost of programmatic launch at that size, erratic from size
+# to size (align_sorted_pdl_probe_h100.json), which the rule leaves to chunks of 512.
 SHORT_SORT_CHUNK = 256
 SHORT_SORT_MAX_SLOTS = 16384
 SHORT_SORT_MAX_SLOTS_FEW_BINS = 32768
