@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nox
@@ -35,6 +37,10 @@ TEST_DEPS = {"routing": ["reference"], "experts": ["reference", "eplb"],
 TEST_EXTRAS = {"experts": ["safetensors"]}
 CONFORMANCE_IMPLS = ["reference", "moekit[torch,cpu]", "moekit[triton,cpu]"]
 INTERPRETER_ENV = {"TRITON_INTERPRET": "1"}
+# Sessions that ``ci`` runs in a second nox process beside the others, so that both cores work:
+# the experts' tests alone take about as long as every other session together.
+CI_BACKGROUND = ["tests(package='experts')"]
+_background: list[tuple[str, subprocess.Popen, Path]] = []
 
 
 def _install_torch(session: nox.Session, version: str) -> None:
@@ -248,11 +254,38 @@ def build(session: nox.Session) -> None:
 
 @nox.session
 def ci(session: nox.Session) -> None:
-    """What .ci/run runs: lint, every package's tests, conformance on every torch, docs."""
+    """What .ci/run runs: lint, every package's tests, conformance on every torch, docs. The
+    sessions of ``CI_BACKGROUND`` run in a second nox process meanwhile; ``ci-join`` waits for
+    them and fails if any failed."""
+    for target in CI_BACKGROUND:
+        log = ROOT / ".nox" / f"ci-background-{len(_background)}.log"
+        log.parent.mkdir(exist_ok=True)
+        with log.open("w") as out:
+            command = [sys.executable, "-m", "nox", "-f", str(ROOT / "noxfile.py"), "-s", target]
+            process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        session.log(f"started {target} in the background (log: {log})")
+        _background.append((target, process, log))
     for target in ["lint", *(f"tests(package='{p}')" for p in PACKAGES), "distributed"]:
-        session.notify(target)
+        if target not in CI_BACKGROUND:
+            session.notify(target)
     for version in TORCH_VERSIONS:
         session.notify(f"conformance(torch='{version}')")
     session.notify("docs")
+    session.notify("ci-join")
     if os.environ.get("CI"):
         session.log("CI=true: hypothesis runs its derandomised 'ci' profile")
+
+
+@nox.session(name="ci-join", python=False)
+def ci_join(session: nox.Session) -> None:
+    """Wait for the sessions ``ci`` started in the background; show each log's end; fail if any
+    failed."""
+    failed = []
+    for target, process, log in _background:
+        code = process.wait()
+        session.log(f"{target} (background) exited {code}; the end of {log}:")
+        print(log.read_text()[-6000:], flush=True)
+        if code:
+            failed.append(target)
+    if failed:
+        session.error(f"failed in the background: {', '.join(failed)}")
