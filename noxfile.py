@@ -262,6 +262,8 @@ def ci(session: nox.Session) -> None:
         log.parent.mkdir(exist_ok=True)
         with log.open("w") as out:
             command = [sys.executable, "-m", "nox", "-f", str(ROOT / "noxfile.py"), "-s", target]
+            if session.posargs:  # pytest's extra arguments reach these sessions too
+                command += ["--", *session.posargs]
             process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
         session.log(f"started {target} in the background (log: {log})")
         _background.append((target, process, log))
